@@ -1,0 +1,286 @@
+"""TrainConfig: one typed, versioned config for a run, read from and written to TOML.
+
+Every field carries its allowed range or choices in its metadata, so validation is one generic walk and every
+error names the dotted key (`lora.rank`) and what is allowed. Unknown keys are errors, not silently ignored:
+a typo like `lora.rnak` would otherwise train with the default and the user would never know.
+
+This module must stay free of torch: the GUI imports it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import tomli_w
+
+from trainer.errors import ConfigError
+
+SCHEMA_VERSION = 1
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+         choices: tuple | None = None) -> Any:
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    path: str = _opt("demo:sd15", "diffusers folder, single .safetensors/.ckpt, or demo:sd15 / demo:sdxl")
+    prediction_type: str = _opt("auto", "what the UNet predicts; auto reads it from the checkpoint",
+                                choices=("auto", "epsilon", "v_prediction"))
+
+
+@dataclass
+class DatasetConfig:
+    path: str = _opt("", "folder of images with same-named .txt captions")
+    resolution: int = _opt(512, "training resolution in pixels (the square side)", min=64, max=4096)
+    repeats: int = _opt(1, "how many times each image is seen per epoch", min=1, max=10000)
+    caption_extension: str = _opt(".txt", "caption sidecar extension")
+    center_crop: bool = _opt(True, "crop the center (true) or a random window (false)")
+    flip: bool = _opt(False, "random horizontal flip; leave off for asymmetric characters")
+
+
+@dataclass
+class LoraConfig:
+    rank: int = _opt(16, "LoRA rank (network dim)", min=1, max=1024)
+    alpha: float = _opt(16.0, "LoRA alpha; the update is scaled by alpha/rank", min=0.0, max=4096.0)
+    dropout: float = _opt(0.0, "dropout on the LoRA path", min=0.0, max=0.9)
+    dora: bool = _opt(False, "weight-decomposed LoRA (DoRA)")
+    targets: str = _opt("attention", "which UNet layers get LoRA",
+                        choices=("attention", "attention+ff", "full"))
+    train_text_encoder: bool = _opt(False, "also train LoRA on the text encoder(s)")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = _opt("adamw", "optimizer", choices=("adamw", "adamw8bit", "prodigy", "adafactor"))
+    lr: float = _opt(1e-4, "UNet learning rate", min=0.0, max=10.0)
+    text_encoder_lr: float = _opt(5e-5, "text-encoder learning rate", min=0.0, max=10.0)
+    weight_decay: float = _opt(1e-2, "decoupled weight decay", min=0.0, max=1.0)
+    betas: list = _opt([0.9, 0.999], "Adam betas")
+    eps: float = _opt(1e-8, "Adam epsilon", min=0.0, max=1.0)
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm; 0 disables", min=0.0, max=1000.0)
+
+
+@dataclass
+class ScheduleConfig:
+    max_steps: int = _opt(1000, "optimizer steps to train", min=1, max=10_000_000)
+    epochs: int = _opt(0, "train this many epochs instead of max_steps; 0 = use max_steps", min=0, max=100_000)
+    batch_size: int = _opt(1, "images per step", min=1, max=1024)
+    gradient_accumulation: int = _opt(1, "micro-batches per optimizer step", min=1, max=1024)
+    lr_scheduler: str = _opt("constant", "learning-rate schedule",
+                             choices=("constant", "constant_with_warmup", "cosine",
+                                      "cosine_with_restarts", "linear"))
+    warmup_steps: int = _opt(0, "linear warm-up steps", min=0, max=10_000_000)
+    num_cycles: int = _opt(1, "restarts for cosine_with_restarts", min=1, max=1000)
+    seed: int = _opt(42, "random seed for noise, timesteps and data order", min=0, max=2**32 - 1)
+
+
+@dataclass
+class LossConfig:
+    min_snr_gamma: float = _opt(0.0, "min-SNR weighting gamma (5 is common); 0 disables", min=0.0, max=100.0)
+    noise_offset: float = _opt(0.0, "noise offset (0.05-0.1 helps very dark/bright images)", min=0.0, max=1.0)
+
+
+@dataclass
+class SamplingConfig:
+    every_n_steps: int = _opt(250, "preview images every N steps; 0 = no samples", min=0, max=10_000_000)
+    at_start: bool = _opt(True, "sample at step 0 as a baseline")
+    prompts: list = _opt(["a photo"], "prompts for preview images")
+    negative_prompt: str = _opt("", "negative prompt for previews")
+    seed: int = _opt(1234, "fixed seed so previews are comparable across steps", min=0, max=2**32 - 1)
+    steps: int = _opt(20, "sampler steps per preview", min=1, max=200)
+    sampler: str = _opt("euler_a", "preview sampler", choices=("euler_a", "dpmpp_2m_karras"))
+    guidance_scale: float = _opt(7.0, "classifier-free guidance scale", min=0.0, max=50.0)
+    width: int = _opt(0, "preview width; 0 = dataset.resolution", min=0, max=4096)
+    height: int = _opt(0, "preview height; 0 = dataset.resolution", min=0, max=4096)
+
+
+@dataclass
+class SavingConfig:
+    every_n_steps: int = _opt(250, "save a checkpoint every N steps; 0 = only at the end", min=0,
+                              max=10_000_000)
+    output_name: str = _opt("lora", "file name of the adapter (without .safetensors)")
+    keep_last: int = _opt(3, "how many periodic checkpoints to keep; 0 = all", min=0, max=100_000)
+    dtype: str = _opt("fp16", "precision of the saved adapter", choices=("fp16", "bf16", "fp32"))
+    trigger_phrase: str = _opt("", "trigger words, written into the adapter's metadata")
+
+
+@dataclass
+class PerformanceConfig:
+    mixed_precision: str = _opt("auto", "auto = bf16 where the GPU supports it, else fp16; no on CPU",
+                                choices=("auto", "no", "fp16", "bf16"))
+    gradient_checkpointing: bool = _opt(False, "trade compute for memory")
+    attention: str = _opt("sdpa", "attention kernel; xformers only when installed on CUDA",
+                          choices=("sdpa", "xformers"))
+    cache_latents: bool = _opt(True, "encode each image once instead of every step")
+    cache_text_embeddings: bool = _opt(True, "encode each caption once when the text encoder is frozen")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    num_workers: int = _opt(0, "data-loader worker processes", min=0, max=64)
+
+
+@dataclass
+class TrainConfig:
+    schema_version: int = SCHEMA_VERSION
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    saving: SavingConfig = field(default_factory=SavingConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def get(self, dotted: str) -> Any:
+        section, key = _split_key(dotted)
+        return getattr(getattr(self, section), key)
+
+
+SECTIONS = {f.name: f.default_factory for f in fields(TrainConfig) if f.name != "schema_version"}
+
+
+def _split_key(dotted: str) -> tuple[str, str]:
+    parts = dotted.split(".")
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        raise ConfigError(f"unknown config key '{dotted}'",
+                          f"keys look like section.name; sections: {', '.join(SECTIONS)}")
+    section_type = SECTIONS[parts[0]]
+    if parts[1] not in {f.name for f in fields(section_type)}:
+        raise ConfigError(f"unknown config key '{dotted}'", _known_keys_hint(parts[0]))
+    return parts[0], parts[1]
+
+
+def _known_keys_hint(section: str) -> str:
+    names = [f.name for f in fields(SECTIONS[section])]
+    return f"known keys in [{section}]: {', '.join(names)}"
+
+
+def _coerce(dotted: str, value: Any, expected: type, meta: dict) -> Any:
+    """Check one value against its field's type and range; return it in the field's type."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is list and isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"config key '{dotted}' must be {expected.__name__}, got {value!r}",
+                          meta.get("help", ""))
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"config key '{dotted}' is {value!r}; allowed: {', '.join(meta['choices'])}",
+                          meta.get("help", ""))
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"config key '{dotted}' is {value}; allowed range is {lo} to {hi}",
+                          meta.get("help", ""))
+    return value
+
+
+def from_dict(data: dict, base: TrainConfig | None = None) -> TrainConfig:
+    """Apply a (possibly sparse) nested dict onto `base` (defaults if None), validating every key."""
+    cfg = copy.deepcopy(base) if base else TrainConfig()
+    for section, values in data.items():
+        if section == "schema_version":
+            _check_schema(values)
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section '[{section}]'", f"sections: {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '[{section}]' must be a table of keys")
+        for key, value in values.items():
+            set_key(cfg, f"{section}.{key}", value)
+    validate(cfg)
+    return cfg
+
+
+def _check_schema(version: Any) -> None:
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"config key 'schema_version' is {version!r}; this LoRA Studio reads version "
+                          f"{SCHEMA_VERSION}", "re-save the config from this version of LoRA Studio")
+
+
+def set_key(cfg: TrainConfig, dotted: str, value: Any) -> None:
+    section, key = _split_key(dotted)
+    obj = getattr(cfg, section)
+    hints = get_type_hints(type(obj))
+    meta = next(f.metadata for f in fields(obj) if f.name == key)
+    setattr(obj, key, _coerce(dotted, value, hints[key], meta))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`lora.rank=16` -> ('lora.rank', 16). Values are TOML literals; bare words are strings."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}' is not KEY=VALUE", "for example: --set lora.rank=16")
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks that involve more than one key."""
+    if cfg.performance.attention == "xformers" and cfg.performance.device == "cpu":
+        raise ConfigError("config key 'performance.attention' is 'xformers' but performance.device is cpu",
+                          "use attention = \"sdpa\"")
+    if cfg.lora.train_text_encoder and cfg.optimizer.text_encoder_lr == 0 and cfg.optimizer.name != "prodigy":
+        raise ConfigError("config key 'optimizer.text_encoder_lr' is 0 while lora.train_text_encoder is true",
+                          "set a text-encoder learning rate (5e-5 is common) or turn text-encoder training off")
+    if len(cfg.optimizer.betas) != 2 or not all(isinstance(b, (int, float)) for b in cfg.optimizer.betas):
+        raise ConfigError("config key 'optimizer.betas' must be two numbers", "for example [0.9, 0.999]")
+    if not cfg.sampling.prompts and cfg.sampling.every_n_steps:
+        raise ConfigError("config key 'sampling.prompts' is empty while sampling is on",
+                          "add a prompt or set sampling.every_n_steps = 0")
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}", "check the path") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", "fix the line it names") from None
+
+
+def load(path: Path, overrides: list[str] = (), base: TrainConfig | None = None) -> TrainConfig:
+    """Load a config (full or sparse) over `base`, then apply `--set` overrides."""
+    cfg = from_dict(read_toml(path), base)
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    for text in overrides:
+        set_key(cfg, *parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def load_preset(name: str) -> TrainConfig:
+    """A preset is a sparse overlay on the defaults, found by name in presets/ or by path."""
+    path = Path(name) if name.endswith(".toml") else PRESETS_DIR / f"{name}.toml"
+    if not path.exists():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+        raise ConfigError(f"preset '{name}' not found", f"known presets: {', '.join(known)}")
+    return load(path)
+
+
+def save(cfg: TrainConfig, path: Path) -> None:
+    from trainer.fsutil import atomic_write_text  # local: keeps this module's import surface tiny
+
+    atomic_write_text(Path(path), cfg.to_toml())
