@@ -1,0 +1,194 @@
+"""`lora-studio` / `python -m trainer`: argument parsing for every headless command.
+
+Heavy imports (torch, diffusers) happen inside the commands, so `--help` and the GUI launch stay instant.
+With no command, `lora-studio` opens the GUI in a separate program (`python -m app`): the engine never
+imports the GUI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from trainer import config as config_mod
+from trainer.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+EXIT_USER_ERROR, EXIT_BUG = 2, 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lora-studio", description="Train Stable Diffusion LoRA adapters.")
+    sub = p.add_subparsers(dest="command")
+    t = sub.add_parser("train", help="train a LoRA from a config file (or --demo)")
+    t.add_argument("config", nargs="?", type=Path, help="TOML config (full or sparse)")
+    t.add_argument("--demo", action="store_true", help="tiny built-in model + bundled sample images")
+    t.add_argument("--preset", help="a preset from presets/ applied under the config file")
+    _run_options(t)
+    r = sub.add_parser("resume", help="continue an interrupted run from its last saved state")
+    r.add_argument("run_dir", type=Path)
+    _run_options(r, out=False)
+    i = sub.add_parser("inspect", help="what a checkpoint or adapter file is")
+    i.add_argument("file", type=Path)
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _run_options(p: argparse.ArgumentParser, out: bool = True) -> None:
+    if out:
+        p.add_argument("--out", type=Path, help="run folder (default: runs/NAME-DATE-TIME)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set lora.rank=16 (repeatable)")
+    p.add_argument("--events", choices=["jsonl", "none"], default="none",
+                   help="jsonl: JSON events on stdout and commands on stdin (what the GUI uses)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        return _launch_gui()
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return EXIT_USER_ERROR
+    _setup_logging()
+    handler = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect}[args.command]
+    return handler(args)
+
+
+def _launch_gui() -> int:
+    cmd = [sys.executable, "-m", "app"]
+    if os.name == "posix":
+        os.execv(sys.executable, cmd)
+    return subprocess.call(cmd)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("diffusers", "transformers", "accelerate", "peft"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network at run time
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def resolve_config(args) -> config_mod.TrainConfig:
+    """defaults <- preset <- demo preset <- config file <- --set, with paths made absolute."""
+    cfg = config_mod.load_preset(args.preset) if args.preset else config_mod.TrainConfig()
+    if args.demo:
+        cfg = config_mod.load(config_mod.PRESETS_DIR / "demo.toml", base=cfg)
+        _absolutize(cfg, config_mod.PRESETS_DIR)
+    if args.config:
+        cfg = config_mod.load(args.config, base=cfg)
+        _absolutize(cfg, args.config.resolve().parent)
+    if not args.config and not args.demo:
+        raise UserError("train needs a config file or --demo", "lora-studio train my-lora.toml, or --demo")
+    cfg = config_mod.apply_overrides(cfg, args.set)
+    _absolutize(cfg, Path.cwd())
+    if not cfg.dataset.path:
+        raise config_mod.ConfigError("config key 'dataset.path' is empty", "set it to your image folder")
+    return cfg
+
+
+def _absolutize(cfg: config_mod.TrainConfig, base: Path) -> None:
+    # Relative paths in a config file mean "next to the config file", so configs can travel with datasets.
+    if cfg.dataset.path and not Path(cfg.dataset.path).expanduser().is_absolute():
+        cfg.dataset.path = str((base / cfg.dataset.path).resolve())
+    if not cfg.model.path.startswith("demo:") and not Path(cfg.model.path).expanduser().is_absolute():
+        cfg.model.path = str((base / cfg.model.path).resolve())
+
+
+def cmd_train(args) -> int:
+    return _guarded(args, lambda sink, control: _train(args, sink, control, resume=False))
+
+
+def cmd_resume(args) -> int:
+    return _guarded(args, lambda sink, control: _train(args, sink, control, resume=True))
+
+
+def _train(args, sink, control, resume: bool) -> None:
+    from trainer.loop import train
+
+    if resume:
+        run_dir = args.run_dir.resolve()
+        cfg = config_mod.load(run_dir / "config.toml", args.set)
+    else:
+        cfg = resolve_config(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = (args.out or Path("runs") / f"{cfg.saving.output_name}-{stamp}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_mod.save(cfg, run_dir / "config.toml")
+    sink.attach_run_dir(run_dir)
+    train(cfg, run_dir, sink, control, resume=resume)
+
+
+def _guarded(args, body) -> int:
+    """Run a training command; turn every failure into an `error` event and an exit code, never a hang."""
+    from trainer import events as ev
+    from trainer.control import Control
+    from trainer.sink import EventSink
+
+    jsonl = args.events == "jsonl"
+    stream = None
+    if jsonl:
+        from trainer.sink import claim_stdout_for_events
+
+        stream = claim_stdout_for_events()
+    sink, control = EventSink(stream, progress_bar=not jsonl and sys.stderr.isatty()), Control()
+    control.install_signal_handlers()
+    if jsonl:
+        control.listen_stdin()
+    try:
+        body(sink, control)
+        return 0
+    except UserError as exc:
+        sink.emit(ev.Error(message=exc.message, hint=exc.hint, kind=type(exc).__name__))
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sink.emit(ev.Error(message="interrupted", hint="resume with: lora-studio resume RUN_DIR",
+                           kind="interrupted"))
+        return 130
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        sink.emit(ev.Error(message=f"{type(exc).__name__}: {exc}", kind="bug",
+                           hint="this is a bug in LoRA Studio; the log above has the details"))
+        return EXIT_BUG
+    finally:
+        sink.close()
+
+
+def cmd_inspect(args) -> int:
+    from trainer.models.detect import inspect_file
+
+    try:
+        info = inspect_file(args.file)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print(_format_inspect(info))
+    return 0
+
+
+def _format_inspect(info: dict) -> str:
+    lines = [f"{info['path']}"]
+    for key in ("format", "kind", "arch", "prediction_type", "size", "key_count", "rank"):
+        if info.get(key) not in (None, ""):
+            lines.append(f"  {key + ':':17} {info[key]}")
+    meta = info.get("metadata") or {}
+    if meta:
+        lines.append(f"  metadata ({len(meta)} keys):")
+        for key in sorted(meta):
+            value = str(meta[key]).replace("\n", " ")
+            lines.append(f"    {key}: {value[:100]}{'…' if len(value) > 100 else ''}")
+    return "\n".join(lines)

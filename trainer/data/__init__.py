@@ -1,0 +1,1 @@
+"""Datasets: folders of images with same-named .txt captions."""

@@ -1,0 +1,48 @@
+"""Turning captions into text conditioning and images into latents, for SD1.x, SD2.x and SDXL."""
+
+from __future__ import annotations
+
+import torch
+
+from trainer.models.load import BaseModel
+
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    # CLIP sees 77 tokens; longer captions are truncated (the dataset health report warns about them).
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
+
+
+def encode_text(model: BaseModel, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return (encoder_hidden_states, pooled). pooled is SDXL's text_embeds from the second encoder."""
+    if not model.is_sdxl:
+        ids = tokenize(model.tokenizers[0], captions).to(device)
+        return model.text_encoders[0](ids)[0], None
+    hidden, pooled = [], None
+    for tokenizer, encoder in zip(model.tokenizers, model.text_encoders):
+        ids = tokenize(tokenizer, captions).to(device)
+        out = encoder(ids, output_hidden_states=True)
+        hidden.append(out.hidden_states[-2])  # SDXL conditions on the penultimate layer of both encoders
+        pooled = out[0]                       # text_embeds of the second (projection) encoder
+    return torch.cat(hidden, dim=-1), pooled
+
+
+def sdxl_time_ids(original_sizes, crops, resolution: int, device, dtype) -> torch.Tensor:
+    """SDXL's micro-conditioning: (orig_h, orig_w, crop_top, crop_left, target_h, target_w) per image."""
+    rows = [[*orig, *crop, resolution, resolution] for orig, crop in zip(original_sizes, crops)]
+    return torch.tensor(rows, device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def latent_distribution(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """The VAE posterior's parameters (mean and log-variance stacked on channels), cheap to cache."""
+    return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.parameters.float()
+
+
+def sample_latents(vae, params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    mean, logvar = params.chunk(2, dim=1)
+    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+    noise = torch.randn(mean.shape, generator=generator, device=generator.device if generator else None)
+    latents = mean + std * noise.to(mean.device)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (latents - shift) * vae.config.scaling_factor

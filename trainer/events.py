@@ -1,0 +1,113 @@
+"""The JSON-lines protocol between the engine and its front ends.
+
+One JSON object per line on the engine's stdout, each with `"v": 1` and `"type"`. Images travel as file
+paths, never pixels. This module must not import torch: the GUI decodes events with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass
+class Event:
+    type: ClassVar[str] = "event"
+
+    def to_dict(self) -> dict:
+        return {"v": PROTOCOL_VERSION, "type": self.type, **asdict(self)}
+
+    def encode(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False, default=str)
+
+
+@dataclass
+class Started(Event):
+    type: ClassVar[str] = "started"
+    run_dir: str
+    total_steps: int
+    arch: str = ""
+    device: str = ""
+    config: dict = field(default_factory=dict)
+    resumed_from: int = 0
+
+
+@dataclass
+class Progress(Event):
+    type: ClassVar[str] = "progress"
+    step: int
+    total: int
+    epoch: int
+    loss: float
+    lr: float
+    it_s: float
+    eta_s: float
+
+
+@dataclass
+class Sample(Event):
+    type: ClassVar[str] = "sample"
+    path: str
+    prompt: str
+    seed: int
+    step: int
+    index: int = 0
+
+
+@dataclass
+class Checkpoint(Event):
+    type: ClassVar[str] = "checkpoint"
+    path: str
+    step: int
+
+
+@dataclass
+class Warning(Event):  # noqa: A001 - the protocol's name for it
+    type: ClassVar[str] = "warning"
+    message: str
+    hint: str = ""
+
+
+@dataclass
+class Error(Event):
+    type: ClassVar[str] = "error"
+    message: str
+    hint: str = ""
+    kind: str = ""
+
+
+@dataclass
+class Done(Event):
+    type: ClassVar[str] = "done"
+    adapter: str
+    step: int = 0
+    stopped_early: bool = False
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in
+                                       (Started, Progress, Sample, Checkpoint, Warning, Error, Done)}
+
+
+class ProtocolError(ValueError):
+    """A line on the engine's stdout that is not a valid event."""
+
+
+def decode(line: str) -> Event:
+    """Parse one line into its Event; unknown extra fields are ignored so newer engines stay readable."""
+    try:
+        data: Any = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {line[:200]!r}") from exc
+    if not isinstance(data, dict) or data.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"not a v{PROTOCOL_VERSION} event: {line[:200]!r}")
+    cls = EVENT_TYPES.get(data.get("type", ""))
+    if cls is None:
+        raise ProtocolError(f"unknown event type {data.get('type')!r}")
+    known = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise ProtocolError(f"{cls.type} event missing fields: {exc}") from exc

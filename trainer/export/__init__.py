@@ -1,0 +1,1 @@
+"""Adapter files: kohya/diffusers layouts, metadata, verification."""

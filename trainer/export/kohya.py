@@ -1,0 +1,96 @@
+"""peft-layout adapter weights <-> the kohya layout that A1111/Forge, ComfyUI, InvokeAI and diffusers read.
+
+Key rules (taken from kohya sd-scripts' networks/lora.py and checked against the UIs' loaders):
+- `lora_unet_<module path, dots as underscores>`; SD1.x/SD2.x use diffusers' UNet module names
+  (`lora_unet_down_blocks_0_attentions_0_...`), SDXL uses the original SGM names
+  (`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`) because that is what kohya writes for
+  SDXL and what every UI maps for it.
+- text encoders: `lora_te_text_model_encoder_layers_0_self_attn_q_proj` (SDXL: `lora_te1_` / `lora_te2_`).
+- each module has `.lora_down.weight` (peft lora_A), `.lora_up.weight` (lora_B) and `.alpha` (a 0-d tensor
+  holding the trained alpha; the UIs scale by alpha/rank). DoRA magnitudes go in `.dora_scale`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+PEFT_SUFFIX = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
+TE_PREFIXES = {("sd1", "text_encoder"): "lora_te", ("sd2", "text_encoder"): "lora_te",
+               ("sdxl", "text_encoder"): "lora_te1", ("sdxl", "text_encoder_2"): "lora_te2"}
+_RESNET_TO_SGM = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
+                  "conv_shortcut": "skip_connection", "norm1": "in_layers.0", "norm2": "out_layers.0"}
+
+
+def sgm_unet_name(name: str, unet_config: dict) -> str:
+    """Diffusers UNet module path -> original SGM path (input_blocks / middle_block / output_blocks)."""
+    layers = unet_config["layers_per_block"]
+    m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.?(.*)", name)
+    if m:
+        block, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        if kind == "downsamplers":
+            return f"input_blocks.{(block + 1) * (layers + 1)}.0.op"
+        index = 1 + block * (layers + 1) + j
+        return _join(f"input_blocks.{index}", kind, rest)
+    m = re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.?(.*)", name)
+    if m:
+        index = 1 if m[1] == "attentions" else 2 * int(m[2])
+        return _join_inner(f"middle_block.{index}", m[1], m[3])
+    m = re.match(r"up_blocks\.(\d+)\.(resnets|attentions|upsamplers)\.(\d+)\.?(.*)", name)
+    if m:
+        block, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        if kind == "upsamplers":
+            has_attn = "CrossAttn" in unet_config["up_block_types"][block]
+            return f"output_blocks.{block * (layers + 2) + layers}.{2 if has_attn else 1}.conv"
+        return _join(f"output_blocks.{block * (layers + 2) + j}", kind, rest)
+    raise ValueError(f"no SGM name for UNet module '{name}'")
+
+
+def _join(prefix: str, kind: str, rest: str) -> str:
+    return _join_inner(f"{prefix}.{0 if kind == 'resnets' else 1}", kind, rest)
+
+
+def _join_inner(prefix: str, kind: str, rest: str) -> str:
+    if kind == "resnets":
+        rest = _RESNET_TO_SGM.get(rest, rest)
+    return f"{prefix}.{rest}" if rest else prefix
+
+
+def kohya_module_name(component: str, module: str, arch: str, unet_config: dict | None) -> str:
+    if component == "unet":
+        path = sgm_unet_name(module, unet_config) if arch == "sdxl" else module
+        return "lora_unet_" + path.replace(".", "_")
+    if not module.startswith("text_model."):
+        module = "text_model." + module  # transformers 5 dropped the `text_model` wrapper; the UIs expect it
+    return f"{TE_PREFIXES[(arch, component)]}_" + module.replace(".", "_")
+
+
+def to_kohya(adapters: dict[str, dict[str, torch.Tensor]], arch: str, unet_config: dict, alpha: float,
+             dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """{component: peft state dict} -> one kohya state dict with `.alpha` per module."""
+    out: dict[str, torch.Tensor] = {}
+    for component, state in adapters.items():
+        for key, tensor in state.items():
+            module, suffix = _split_peft_key(key)
+            name = kohya_module_name(component, module, arch, unet_config)
+            if suffix == "lora_magnitude_vector":
+                out[f"{name}.dora_scale"] = _dora_scale_shape(tensor, state, module).to(dtype).contiguous()
+                continue
+            out[f"{name}.{PEFT_SUFFIX[suffix]}"] = tensor.to(dtype).contiguous()
+            out.setdefault(f"{name}.alpha", torch.tensor(float(alpha), dtype=dtype))
+    return out
+
+
+def _split_peft_key(key: str) -> tuple[str, str]:
+    for suffix in ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector"):
+        if key.endswith("." + suffix):
+            return key[: -len(suffix) - 1], suffix
+    raise ValueError(f"unexpected adapter key '{key}'")
+
+
+def _dora_scale_shape(magnitude: torch.Tensor, state: dict, module: str) -> torch.Tensor:
+    # peft keeps one magnitude per output feature, shape (out,); the kohya/LyCORIS form the UIs read is
+    # (out, 1) for linear layers and (out, 1, 1, 1) for convolutions, i.e. shaped like the weight's rows.
+    up = state[f"{module}.lora_B.weight"]
+    return magnitude.reshape(magnitude.shape[0], *([1] * (up.dim() - 1)))

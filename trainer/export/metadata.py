@@ -1,0 +1,110 @@
+"""Adapter metadata: kohya's `ss_*` keys and Stability's `modelspec.*` keys.
+
+A1111 files a LoRA under a model version by `ss_base_model_version` (an `sdxl_` prefix marks SDXL) and
+`ss_v2`; its extra-networks card shows `ss_tag_frequency`, `ss_output_name` and friends. Safetensors
+metadata values must be strings, so numbers and tables are written as text / JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+BASE_MODEL_VERSION = {("sd1", "epsilon"): "sd_v1", ("sd2", "epsilon"): "sd_v2",
+                      ("sd2", "v_prediction"): "sd_v2_768_v", ("sdxl", "epsilon"): "sdxl_base_v1-0",
+                      ("sdxl", "v_prediction"): "sdxl_base_v1-0", ("sd1", "v_prediction"): "sd_v1"}
+MODELSPEC_ARCH = {("sd1", "epsilon"): "stable-diffusion-v1", ("sd1", "v_prediction"): "stable-diffusion-v1",
+                  ("sd2", "epsilon"): "stable-diffusion-v2-512", ("sd2", "v_prediction"): "stable-diffusion-v2-768-v",
+                  ("sdxl", "epsilon"): "stable-diffusion-xl-v1-base",
+                  ("sdxl", "v_prediction"): "stable-diffusion-xl-v1-base"}
+
+
+@dataclass
+class TrainingFacts:
+    """What the metadata describes; filled in by the loop."""
+
+    arch: str
+    prediction_type: str
+    rank: int
+    alpha: float
+    targets: str
+    dora: bool
+    output_name: str
+    base_model: str
+    resolution: int
+    steps: int
+    epoch: int
+    lr: float
+    text_encoder_lr: float
+    train_text_encoder: bool
+    num_train_images: int
+    started_at: float
+    seed: int
+    optimizer: str
+    lr_scheduler: str
+    batch_size: int
+    trigger_phrase: str = ""
+    tag_frequency: dict = field(default_factory=dict)
+    config_toml: str = ""
+    thumbnail: str = ""
+
+
+def build_metadata(f: TrainingFacts) -> dict[str, str]:
+    key = (f.arch, f.prediction_type)
+    network_args = {"targets": f.targets}
+    if f.targets == "full":
+        network_args.update(conv_dim=str(f.rank), conv_alpha=str(f.alpha))
+    if f.dora:
+        network_args["dora_wd"] = "True"
+    meta = {
+        "ss_base_model_version": BASE_MODEL_VERSION[key],
+        "ss_v2": str(f.arch == "sd2"),
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(f.rank),
+        "ss_network_alpha": _num(f.alpha),
+        "ss_network_args": json.dumps(network_args),
+        "ss_output_name": f.output_name,
+        "ss_sd_model_name": f.base_model,
+        "ss_tag_frequency": json.dumps(f.tag_frequency, ensure_ascii=False),
+        "ss_num_train_images": str(f.num_train_images),
+        "ss_resolution": f"({f.resolution}, {f.resolution})",
+        "ss_steps": str(f.steps),
+        "ss_epoch": str(f.epoch),
+        "ss_learning_rate": _num(f.lr),
+        "ss_unet_lr": _num(f.lr),
+        "ss_text_encoder_lr": _num(f.text_encoder_lr if f.train_text_encoder else 0.0),
+        "ss_network_train_unet_only": str(not f.train_text_encoder),
+        "ss_training_started_at": _num(f.started_at),
+        "ss_training_finished_at": _num(time.time()),
+        "ss_seed": str(f.seed),
+        "ss_optimizer": f.optimizer,
+        "ss_lr_scheduler": f.lr_scheduler,
+        "ss_batch_size_per_device": str(f.batch_size),
+        "ss_training_comment": "trained with LoRA Studio",
+        "lora_studio_config": f.config_toml,
+    }
+    meta.update(_modelspec(f, key))
+    return meta
+
+
+def _modelspec(f: TrainingFacts, key: tuple[str, str]) -> dict[str, str]:
+    spec = {
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": f"{MODELSPEC_ARCH[key]}/lora",
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
+        "modelspec.title": f.output_name,
+        "modelspec.resolution": f"{f.resolution}x{f.resolution}",
+        "modelspec.date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        "modelspec.prediction_type": "v" if f.prediction_type == "v_prediction" else "epsilon",
+    }
+    if f.trigger_phrase:
+        spec["modelspec.trigger_phrase"] = f.trigger_phrase
+    if f.thumbnail:
+        spec["modelspec.thumbnail"] = f.thumbnail
+    return spec
+
+
+def _num(value: float) -> str:
+    return repr(float(value))

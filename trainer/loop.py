@@ -1,0 +1,182 @@
+"""The training loop, readable top to bottom.
+
+    load the base model -> add LoRA -> read the dataset and fill caches -> optimizer and LR schedule
+    -> (resume) -> baseline samples -> for each step: noise, predict, loss, backward, step
+    -> progress / samples / checkpoints / stdin commands -> final adapter -> done
+
+Everything the loop writes lives in the run folder. Only the main process writes files and events.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainer import events as ev
+from trainer.batches import Batch, Batches
+from trainer.config import TrainConfig
+from trainer.control import Control
+from trainer.data.folder import scan
+from trainer.encode import encode_text, sample_latents, sdxl_time_ids
+from trainer.objective import add_noise, loss_per_sample, target_for
+from trainer.optim import build_lr_scheduler, build_optimizer, param_groups
+from trainer.runtime import Runtime, setup_runtime
+from trainer.saving import Saver
+from trainer.sink import EventSink
+from trainer.state import Position, latest_snapshot, load_state, restore_rng
+
+
+@dataclass
+class Progress:
+    """Rolling speed so it/s and ETA settle quickly and ignore the slow first steps."""
+
+    last: float = 0.0
+    it_s: float = 0.0
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        if self.last:
+            rate = 1.0 / max(now - self.last, 1e-9)
+            self.it_s = rate if not self.it_s else 0.8 * self.it_s + 0.2 * rate
+        self.last = now
+        return self.it_s
+
+
+def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool = False) -> Path:
+    rt = setup_runtime(cfg, run_dir, sink)
+    items = scan(Path(cfg.dataset.path), cfg.dataset.caption_extension)
+    data = Batches(cfg, items, rt.accelerator.process_index, rt.accelerator.num_processes)
+    _fill_caches(rt, data)
+    total = total_steps(cfg, data.batches_per_epoch())
+    optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params), rt.device)
+    lr_scheduler = build_lr_scheduler(cfg, optimizer, total)
+    optimizer = rt.prepare(optimizer)
+    noise_gen = torch.Generator().manual_seed(cfg.schedule.seed)
+    saver = Saver(cfg, rt, run_dir, items, sink)
+    pos = Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
+    if resume:
+        pos = _resume(rt, run_dir, optimizer, lr_scheduler, noise_gen)
+    saver.started_at = pos.started_at
+    sink.emit(ev.Started(run_dir=str(run_dir), total_steps=total, arch=rt.model.arch, device=str(rt.device),
+                         config=cfg.to_dict(), resumed_from=pos.step))
+    if pos.step == 0 and cfg.sampling.at_start and cfg.sampling.every_n_steps:
+        saver.sample(0)
+    stopped = _run_steps(cfg, rt, data, pos, total, optimizer, lr_scheduler, noise_gen, saver, control)
+    adapter = saver.final(pos, optimizer, lr_scheduler, noise_gen, stopped)
+    sink.emit(ev.Done(adapter=str(adapter), step=pos.step, stopped_early=stopped))
+    return adapter
+
+
+def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    if cfg.schedule.epochs:
+        return math.ceil(cfg.schedule.epochs * batches_per_epoch / cfg.schedule.gradient_accumulation)
+    return cfg.schedule.max_steps
+
+
+def _fill_caches(rt: Runtime, data: Batches) -> None:
+    data.fill_latent_cache(rt.model.vae)
+    if not rt.te_params and rt.cfg.performance.cache_text_embeddings:
+        data.fill_text_cache(rt.model, rt.device)
+        rt.text_cache = data.text_cache
+
+
+def _resume(rt: Runtime, run_dir: Path, optimizer, lr_scheduler, noise_gen) -> Position:
+    snapshot = latest_snapshot(run_dir)
+    if snapshot is None:
+        rt.sink.emit(ev.Warning(message=f"no saved training state in {run_dir}; starting from step 0"))
+        return Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
+    state = load_state(snapshot)
+    rt.load_adapters(state.adapters)
+    optimizer.load_state_dict(state.optimizer_state)
+    lr_scheduler.load_state_dict(state.lr_scheduler_state)
+    restore_rng(state.rng, noise_gen)
+    return state.position
+
+
+def _run_steps(cfg, rt: Runtime, data: Batches, pos: Position, total: int, optimizer, lr_scheduler,
+               noise_gen, saver: Saver, control: Control) -> bool:
+    """Train until `total` optimizer steps or a stop request. Returns True if stopped early."""
+    accumulation, speed, micro = cfg.schedule.gradient_accumulation, Progress(), 0
+    while pos.step < total:
+        for batch in data.epoch(pos.epoch, start=pos.batch_in_epoch):
+            micro += 1
+            sync = micro % accumulation == 0
+            loss = _micro_step(rt, batch, noise_gen, sync, accumulation)
+            pos.batch_in_epoch += 1
+            if not sync:
+                continue
+            _optimizer_step(cfg, rt, optimizer, lr_scheduler)
+            pos.step += 1
+            _report(rt, pos, total, loss, lr_scheduler, speed)
+            if saver.after_step(pos, total, control, optimizer, lr_scheduler, noise_gen):
+                return pos.step < total
+            if pos.step >= total:
+                return False
+        pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
+    return False
+
+
+def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: int) -> float:
+    model, cfg = rt.model, rt.cfg
+    with rt.no_sync_unless(sync), rt.accelerator.autocast():
+        latents = _latents(rt, batch, noise_gen)
+        noisy, noise, timesteps = add_noise(model.noise_scheduler, latents, noise_gen, cfg.loss.noise_offset)
+        hidden, added = _conditioning(rt, batch, latents.dtype)
+        pred = rt.unet(noisy.to(rt.weight_dtype), timesteps, hidden.to(rt.weight_dtype),
+                       added_cond_kwargs=added).sample
+        target = target_for(model.noise_scheduler, model.prediction_type, latents, noise, timesteps)
+        loss = loss_per_sample(pred, target, model.noise_scheduler, timesteps, model.prediction_type,
+                               cfg.loss.min_snr_gamma).mean()
+        rt.accelerator.backward(loss / accumulation)
+    return loss.detach().item()
+
+
+def _latents(rt: Runtime, batch: Batch, noise_gen) -> torch.Tensor:
+    vae = rt.model.vae
+    if batch.latent_params is not None:
+        params = batch.latent_params.to(rt.device)
+    else:
+        from trainer.encode import latent_distribution
+
+        params = latent_distribution(vae, batch.pixels.to(rt.device))
+    return sample_latents(vae, params, noise_gen).float()
+
+
+def _conditioning(rt: Runtime, batch: Batch, dtype) -> tuple[torch.Tensor, dict | None]:
+    model, device = rt.model, rt.device
+    if rt.text_cache_in_use:
+        cached = [rt.text_cache[c] for c in batch.captions]
+        hidden = torch.stack([h for h, _ in cached]).to(device)
+        pooled = torch.stack([p for _, p in cached]).to(device) if model.is_sdxl else None
+    else:
+        hidden, pooled = encode_text(model, batch.captions, device)
+    if not model.is_sdxl:
+        return hidden, None
+    time_ids = sdxl_time_ids(batch.original_sizes, batch.crops, rt.cfg.dataset.resolution, device, dtype)
+    return hidden, {"text_embeds": pooled.to(rt.weight_dtype), "time_ids": time_ids.to(rt.weight_dtype)}
+
+
+def _optimizer_step(cfg: TrainConfig, rt: Runtime, optimizer, lr_scheduler) -> None:
+    if cfg.optimizer.max_grad_norm:
+        rt.accelerator.clip_grad_norm_(rt.trainable_params, cfg.optimizer.max_grad_norm)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _report(rt: Runtime, pos: Position, total: int, loss: float, lr_scheduler, speed: Progress) -> None:
+    it_s = speed.tick()
+    lr = lr_scheduler.get_last_lr()[0]
+    eta = (total - pos.step) / it_s if it_s else 0.0
+    rt.sink.emit(ev.Progress(step=pos.step, total=total, epoch=pos.epoch + 1, loss=_finite(loss), lr=lr,
+                             it_s=round(it_s, 3), eta_s=round(eta, 1)))
+    rt.log_scalars(pos.step, {"loss": loss, "lr/unet": lr, "speed/it_s": it_s})
+
+
+def _finite(value: float) -> float:
+    # JSON has no NaN; the NaN guard in the saver stops the run, the event shows -1 meanwhile
+    return value if math.isfinite(value) else -1.0

@@ -1,0 +1,1 @@
+"""LoRA / DoRA adapters on the UNet and text encoders, through peft."""

@@ -1,0 +1,67 @@
+"""Optimizers and learning-rate schedules, with separate UNet and text-encoder learning rates."""
+
+from __future__ import annotations
+
+import torch
+
+from trainer.config import TrainConfig
+from trainer.errors import ConfigError
+
+
+def param_groups(cfg: TrainConfig, unet_params, te_params) -> list[dict]:
+    groups = [{"params": unet_params, "lr": cfg.optimizer.lr, "name": "unet"}]
+    if te_params:
+        groups.append({"params": te_params, "lr": cfg.optimizer.text_encoder_lr, "name": "text_encoder"})
+    return groups
+
+
+def build_optimizer(cfg: TrainConfig, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "adamw":
+        # fused kernels on CUDA are the fastest AdamW; foreach is the next best and works everywhere
+        fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                 weight_decay=o.weight_decay, **fast)
+    if o.name == "adamw8bit":
+        return _adamw8bit(cfg, groups, device)
+    if o.name == "prodigy":
+        return _prodigy(cfg, groups)
+    from transformers.optimization import Adafactor
+
+    # fixed-LR Adafactor (the settings kohya documents for LoRA), so our schedulers drive the LR
+    return Adafactor(groups, lr=o.lr, scale_parameter=False, relative_step=False, warmup_init=False,
+                     weight_decay=o.weight_decay)
+
+
+def _adamw8bit(cfg: TrainConfig, groups, device):
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError("config key 'optimizer.name' is 'adamw8bit' but bitsandbytes is not installed",
+                          "pip install bitsandbytes (CUDA only), or use optimizer.name = \"adamw\"") from None
+    if device.type != "cuda":
+        raise ConfigError("config key 'optimizer.name' is 'adamw8bit', which needs a CUDA GPU",
+                          "use optimizer.name = \"adamw\" on this machine")
+    o = cfg.optimizer
+    return bnb.optim.AdamW8bit(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+
+
+def _prodigy(cfg: TrainConfig, groups):
+    try:
+        from prodigyopt import Prodigy
+    except ImportError:
+        raise ConfigError("config key 'optimizer.name' is 'prodigy' but prodigyopt is not installed",
+                          "pip install prodigyopt, or use optimizer.name = \"adamw\"") from None
+    o = cfg.optimizer
+    # Prodigy estimates the step size itself; lr is a multiplier and 1.0 is its documented default.
+    return Prodigy(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                   safeguard_warmup=True, use_bias_correction=True)
+
+
+def build_lr_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    from diffusers.optimization import get_scheduler
+
+    s = cfg.schedule
+    kwargs = {"num_cycles": s.num_cycles} if s.lr_scheduler == "cosine_with_restarts" else {}
+    return get_scheduler(s.lr_scheduler, optimizer, num_warmup_steps=s.warmup_steps,
+                         num_training_steps=total_steps, **kwargs)

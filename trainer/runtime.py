@@ -1,0 +1,156 @@
+"""Everything the loop trains with, set up once: accelerator, base model with adapters, precision, logs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainer import events as ev
+from trainer.config import TrainConfig
+from trainer.lora.inject import (
+    TEXT_ENCODER_TARGETS,
+    UNET_TARGETS,
+    adapter_state_dict,
+    inject,
+    load_adapter_state_dict,
+    lora_config,
+)
+from trainer.models.load import BaseModel, load_base_model
+from trainer.sink import EventSink
+
+log = logging.getLogger("trainer")
+TE_NAMES = ("text_encoder", "text_encoder_2")
+
+
+@dataclass
+class Runtime:
+    cfg: TrainConfig
+    accelerator: object
+    model: BaseModel
+    sink: EventSink
+    weight_dtype: torch.dtype
+    unet_params: list
+    te_params: list
+    unet: torch.nn.Module = None       # what the loop calls (DDP-wrapped on several GPUs)
+    text_cache: dict = field(default_factory=dict)
+    writer: object = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def trainable_params(self) -> list:
+        return self.unet_params + self.te_params
+
+    @property
+    def text_cache_in_use(self) -> bool:
+        return bool(self.text_cache)
+
+    def prepare(self, optimizer):
+        modules = [self.model.unet] + (self.model.text_encoders if self.te_params else [])
+        prepared = self.accelerator.prepare(*modules, optimizer)
+        self.unet = prepared[0]
+        return prepared[-1]
+
+    def no_sync_unless(self, sync: bool):
+        if sync or self.accelerator.num_processes == 1:
+            return contextlib.nullcontext()
+        return self.accelerator.no_sync(self.unet)
+
+    def adapters(self) -> dict[str, dict[str, torch.Tensor]]:
+        out = {"unet": adapter_state_dict(self.model.unet)}
+        if self.te_params:
+            for name, encoder in zip(TE_NAMES, self.model.text_encoders):
+                out[name] = adapter_state_dict(encoder)
+        return out
+
+    def load_adapters(self, adapters: dict[str, dict[str, torch.Tensor]]) -> None:
+        load_adapter_state_dict(self.model.unet, adapters["unet"])
+        for name, encoder in zip(TE_NAMES, self.model.text_encoders):
+            if name in adapters:
+                load_adapter_state_dict(encoder, adapters[name])
+
+    def log_scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+
+def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink) -> Runtime:
+    accelerator = _accelerator(cfg)
+    sink.enabled = accelerator.is_main_process
+    torch.manual_seed(cfg.schedule.seed)
+    model = load_base_model(cfg.model.path, cfg.model.prediction_type)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
+                                                                        torch.float32)
+    unet_params, te_params = _add_adapters(cfg, model)
+    _place(model, accelerator.device, weight_dtype, unet_params + te_params)
+    _speedups(cfg, model, sink, accelerator.device, bool(te_params))
+    rt = Runtime(cfg, accelerator, model, sink, weight_dtype, unet_params, te_params, unet=model.unet)
+    if accelerator.is_main_process:
+        from torch.utils.tensorboard import SummaryWriter
+
+        rt.writer = SummaryWriter(log_dir=str(Path(run_dir) / "logs"))
+    log.info("model: %s (%s, %s); %d LoRA tensors; device %s, precision %s", model.description, model.arch,
+             model.prediction_type, len(unet_params) + len(te_params), accelerator.device,
+             accelerator.mixed_precision)
+    return rt
+
+
+def _accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    device = cfg.performance.device
+    use_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    precision = cfg.performance.mixed_precision
+    if use_cpu:
+        precision = "no"  # CPU autocast to bf16 is slow and lossy; the tiny models don't need it
+    elif precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return Accelerator(cpu=use_cpu, mixed_precision=precision)
+
+
+def _add_adapters(cfg: TrainConfig, model: BaseModel) -> tuple[list, list]:
+    lc = cfg.lora
+    unet_params = inject(model.unet, lora_config(lc.rank, lc.alpha, lc.dropout, lc.dora,
+                                                 UNET_TARGETS[lc.targets]))
+    te_params: list = []
+    if lc.train_text_encoder:
+        for encoder in model.text_encoders:
+            te_params += inject(encoder, lora_config(lc.rank, lc.alpha, lc.dropout, lc.dora,
+                                                     TEXT_ENCODER_TARGETS))
+    return unet_params, te_params
+
+
+def _place(model: BaseModel, device, weight_dtype, trainable: list) -> None:
+    # Frozen weights in the compute precision save memory; the LoRA weights stay fp32 so that small
+    # updates are not rounded away (the usual mixed-precision recipe for adapters).
+    for module in [model.unet, *model.text_encoders]:
+        module.to(device, dtype=weight_dtype)
+    model.vae.to(device, dtype=torch.float32)  # fp16 VAEs (SDXL's especially) overflow to NaN
+    for p in trainable:
+        p.data = p.data.float()
+    model.unet.train()
+    for encoder in model.text_encoders:
+        encoder.train(bool(model.text_encoders and any(p.requires_grad for p in encoder.parameters())))
+
+
+def _speedups(cfg: TrainConfig, model: BaseModel, sink: EventSink, device, train_te: bool) -> None:
+    if cfg.performance.attention == "xformers":
+        try:
+            if device.type != "cuda":
+                raise RuntimeError("xformers needs a CUDA GPU")
+            model.unet.enable_xformers_memory_efficient_attention()
+        except Exception as exc:  # ImportError, or xformers built for another torch
+            sink.emit(ev.Warning(message=f"xformers unavailable ({exc}); using PyTorch SDPA attention",
+                                 hint="SDPA is as fast on recent PyTorch; set performance.attention = \"sdpa\""))
+    if cfg.performance.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+        if train_te:
+            for encoder in model.text_encoders:
+                encoder.gradient_checkpointing_enable()

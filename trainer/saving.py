@@ -1,0 +1,94 @@
+"""What the loop leaves on disk: preview samples, periodic checkpoints, resumable state, the final adapter.
+
+Only the main process writes. A checkpoint is a kohya-layout adapter in checkpoints/ plus a state snapshot
+in state/; both are written atomically, so a crash at any moment leaves the last good ones loadable.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from trainer import events as ev
+from trainer.config import TrainConfig
+from trainer.control import Control
+from trainer.data.folder import Item, tag_frequency
+from trainer.export.kohya import to_kohya
+from trainer.export.metadata import TrainingFacts, build_metadata
+from trainer.export.save import SAVE_DTYPES, write_safetensors
+from trainer.runtime import Runtime
+from trainer.sampling import render_samples
+from trainer.sink import EventSink
+from trainer.state import Position, save_state
+
+
+class Saver:
+    def __init__(self, cfg: TrainConfig, rt: Runtime, run_dir: Path, items: list[Item], sink: EventSink):
+        self.cfg, self.rt, self.run_dir, self.items, self.sink = cfg, rt, Path(run_dir), items, sink
+        self.main = rt.accelerator.is_main_process
+        self.started_at = time.time()
+        self.saved_checkpoints: list[Path] = []
+
+    def after_step(self, pos: Position, total: int, control: Control, optimizer, lr_scheduler,
+                   noise_gen) -> bool:
+        """Samples and checkpoints that are due or asked for; True if the run should stop now."""
+        s, every_sample, every_save = pos.step, self.cfg.sampling.every_n_steps, self.cfg.saving.every_n_steps
+        if control.take("sample") or (every_sample and s % every_sample == 0):
+            self.sample(s)
+        if control.take("save") or (every_save and s % every_save == 0 and s < total):
+            self.checkpoint(pos, optimizer, lr_scheduler, noise_gen)
+        return control.stop_requested
+
+    def sample(self, step: int) -> None:
+        if self.main:
+            out = self.run_dir / "samples"
+            for index, (path, prompt, seed) in enumerate(
+                    render_samples(self.rt.model, self.cfg.sampling, self.cfg.dataset.resolution, step, out,
+                                   self.rt.device)):
+                self.sink.emit(ev.Sample(path=str(path), prompt=prompt, seed=seed, step=step, index=index))
+        self.rt.accelerator.wait_for_everyone()
+
+    def checkpoint(self, pos: Position, optimizer, lr_scheduler, noise_gen) -> None:
+        if self.main:
+            name = f"{self.cfg.saving.output_name}-step{pos.step:06d}.safetensors"
+            path = self.write_adapter(self.run_dir / "checkpoints" / name, pos)
+            save_state(self.run_dir, pos, self.rt.adapters(), optimizer, lr_scheduler, noise_gen)
+            self.saved_checkpoints.append(path)
+            self._prune_checkpoints()
+            self.sink.emit(ev.Checkpoint(path=str(path), step=pos.step))
+        self.rt.accelerator.wait_for_everyone()
+
+    def final(self, pos: Position, optimizer, lr_scheduler, noise_gen, stopped: bool) -> Path:
+        path = self.run_dir / f"{self.cfg.saving.output_name}.safetensors"
+        if self.main:
+            save_state(self.run_dir, pos, self.rt.adapters(), optimizer, lr_scheduler, noise_gen)
+            self.write_adapter(path, pos)
+        self.rt.accelerator.wait_for_everyone()
+        if self.rt.writer is not None:
+            self.rt.writer.close()
+        return path
+
+    def write_adapter(self, path: Path, pos: Position) -> Path:
+        model = self.rt.model
+        tensors = to_kohya(self.rt.adapters(), model.arch, dict(model.unet.config), self.cfg.lora.alpha,
+                           SAVE_DTYPES[self.cfg.saving.dtype])
+        return write_safetensors(path, tensors, build_metadata(self._facts(pos)))
+
+    def _facts(self, pos: Position) -> TrainingFacts:
+        c, m = self.cfg, self.rt.model
+        return TrainingFacts(
+            arch=m.arch, prediction_type=m.prediction_type, rank=c.lora.rank, alpha=c.lora.alpha,
+            targets=c.lora.targets, dora=c.lora.dora, output_name=c.saving.output_name,
+            base_model=Path(c.model.path).name, resolution=c.dataset.resolution, steps=pos.step,
+            epoch=pos.epoch + 1, lr=c.optimizer.lr, text_encoder_lr=c.optimizer.text_encoder_lr,
+            train_text_encoder=c.lora.train_text_encoder, num_train_images=len(self.items) * c.dataset.repeats,
+            started_at=self.started_at, seed=c.schedule.seed, optimizer=c.optimizer.name,
+            lr_scheduler=c.schedule.lr_scheduler, batch_size=c.schedule.batch_size,
+            trigger_phrase=c.saving.trigger_phrase,
+            tag_frequency={Path(c.dataset.path).name or "dataset": tag_frequency(self.items)},
+            config_toml=c.to_toml())
+
+    def _prune_checkpoints(self) -> None:
+        keep = self.cfg.saving.keep_last
+        while keep and len(self.saved_checkpoints) > keep:
+            self.saved_checkpoints.pop(0).unlink(missing_ok=True)

@@ -1,0 +1,78 @@
+"""Where events go: the JSON-lines stream on the real stdout, a copy in RUN_DIR/events.jsonl, and a
+progress bar plus readable log lines on stderr for people at a terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import TextIO
+
+from trainer.events import Event, Progress
+
+log = logging.getLogger("trainer")
+
+
+def claim_stdout_for_events() -> TextIO:
+    """Dup the real stdout for events and point fd 1 and sys.stdout at stderr.
+
+    Libraries print (tqdm, warnings, C++ extensions writing to fd 1); none of it may corrupt the stream.
+    """
+    sys.stdout.flush()
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(events_fd, "w", buffering=1, encoding="utf-8")
+
+
+class EventSink:
+    def __init__(self, stream: TextIO | None, progress_bar: bool):
+        self.stream = stream
+        self.copy: TextIO | None = None
+        self.lock = threading.Lock()
+        self.bar = None
+        self.progress_bar = progress_bar
+        self.enabled = True  # off on non-main ranks of a multi-GPU run
+
+    def attach_run_dir(self, run_dir: Path) -> None:
+        self.copy = open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8", buffering=1)
+
+    def emit(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        line = event.encode()
+        with self.lock:
+            for out in (self.stream, self.copy):
+                if out is not None:
+                    out.write(line + "\n")
+                    out.flush()
+        self._show(event)
+
+    def _show(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            self._bar(event)
+            return
+        if event.type in ("warning", "error"):
+            log.warning("%s: %s%s", event.type, event.message, f" ({event.hint})" if event.hint else "")
+        elif event.type != "started":
+            log.info("%s", event.encode())
+
+    def _bar(self, event: Progress) -> None:
+        if not self.progress_bar:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=event.total, file=sys.stderr, unit="step", dynamic_ncols=True)
+        self.bar.n = event.step
+        self.bar.set_postfix(loss=f"{event.loss:.4f}", epoch=event.epoch, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.copy is not None:
+            self.copy.close()
+            self.copy = None

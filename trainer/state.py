@@ -1,0 +1,127 @@
+"""Full training state for `lora-studio resume`: adapter, optimizer, LR schedule, position and RNG.
+
+Layout: RUN_DIR/state/step-000123/ holding adapter.safetensors, optimizer.pt, rng.safetensors and
+trainer.json. Each snapshot is written into a hidden temp folder and renamed into place in one step, so a
+crash leaves either the previous snapshot or the new one, never half of one. Our own files never need
+pickle: tensors go in safetensors; the optimizer's state dict (plain tensors and numbers) is read back with
+`torch.load(weights_only=True)`, which refuses anything that would run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainer.errors import UserError
+
+COMPLETE = "COMPLETE"
+
+
+@dataclass
+class Position:
+    step: int                 # optimizer steps done
+    epoch: int                # current epoch (0-based)
+    batch_in_epoch: int       # micro-batches of this epoch already consumed
+    started_at: float
+    extra: dict = field(default_factory=dict)
+
+
+def snapshot_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "state" / f"step-{step:06d}"
+
+
+def save_state(run_dir: Path, pos: Position, adapters: dict[str, dict[str, torch.Tensor]], optimizer,
+               lr_scheduler, noise_gen: torch.Generator, keep: int = 2) -> Path:
+    final = snapshot_dir(run_dir, pos.step)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    flat = {f"{comp}::{key}": t.detach().cpu().contiguous() for comp, sd in adapters.items()
+            for key, t in sd.items()}
+    save_file(flat, str(tmp / "adapter.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file(_rng_tensors(noise_gen), str(tmp / "rng.safetensors"))
+    meta = {"position": asdict(pos), "lr_scheduler": lr_scheduler.state_dict()}
+    (tmp / "trainer.json").write_text(json.dumps(meta, default=_jsonable), encoding="utf-8")
+    (tmp / COMPLETE).write_text("ok")
+    _fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _prune(final.parent, keep)
+    return final
+
+
+def latest_snapshot(run_dir: Path) -> Path | None:
+    root = Path(run_dir) / "state"
+    snaps = sorted(p for p in root.glob("step-*") if (p / COMPLETE).exists()) if root.exists() else []
+    return snaps[-1] if snaps else None
+
+
+@dataclass
+class Loaded:
+    position: Position
+    adapters: dict[str, dict[str, torch.Tensor]]
+    optimizer_state: dict
+    lr_scheduler_state: dict
+    rng: dict[str, torch.Tensor]
+
+
+def load_state(snapshot: Path) -> Loaded:
+    try:
+        meta = json.loads((snapshot / "trainer.json").read_text(encoding="utf-8"))
+        flat = load_file(str(snapshot / "adapter.safetensors"))
+        optimizer_state = torch.load(snapshot / "optimizer.pt", map_location="cpu", weights_only=True)
+        rng = load_file(str(snapshot / "rng.safetensors"))
+    except Exception as exc:  # any damage means this snapshot can't be trusted
+        raise UserError(f"training state {snapshot} is damaged: {exc}",
+                        "delete that folder to resume from the snapshot before it") from exc
+    adapters: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in flat.items():
+        comp, name = key.split("::", 1)
+        adapters.setdefault(comp, {})[name] = tensor
+    return Loaded(Position(**meta["position"]), adapters, optimizer_state, meta["lr_scheduler"], rng)
+
+
+def restore_rng(rng: dict[str, torch.Tensor], noise_gen: torch.Generator) -> None:
+    torch.set_rng_state(rng["torch_cpu"])
+    noise_gen.set_state(rng["noise"])
+    if torch.cuda.is_available():
+        states = [rng[k] for k in sorted(rng) if k.startswith("cuda_")]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+
+
+def _rng_tensors(noise_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state(), "noise": noise_gen.get_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"cuda_{i:02d}"] = state
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return str(value)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def _prune(root: Path, keep: int) -> None:
+    snaps = sorted(p for p in root.glob("step-*") if (p / COMPLETE).exists())
+    for old in snaps[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):
+        if stale.is_dir() and str(os.getpid()) not in stale.name:
+            shutil.rmtree(stale, ignore_errors=True)
