@@ -42,8 +42,8 @@ def sgm_unet_name(name: str, unet_config: dict) -> str:
         block, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
         if kind == "upsamplers":
             has_attn = "CrossAttn" in unet_config["up_block_types"][block]
-            return f"output_blocks.{block * (layers + 2) + layers}.{2 if has_attn else 1}.conv"
-        return _join(f"output_blocks.{block * (layers + 2) + j}", kind, rest)
+            return f"output_blocks.{block * (layers + 1) + layers}.{2 if has_attn else 1}.conv"
+        return _join(f"output_blocks.{block * (layers + 1) + j}", kind, rest)
     raise ValueError(f"no SGM name for UNet module '{name}'")
 
 

@@ -1,0 +1,2 @@
+"""LoRA Studio's desktop GUI (PySide6). From the engine it imports only trainer.config and trainer.events;
+training runs in a child process (`python -m trainer train ... --events jsonl`)."""
