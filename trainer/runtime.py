@@ -131,8 +131,10 @@ def _place(model: BaseModel, device, weight_dtype, trainable: list) -> None:
     # Frozen weights in the compute precision save memory; the LoRA weights stay fp32 so that small
     # updates are not rounded away (the usual mixed-precision recipe for adapters).
     for module in [model.unet, *model.text_encoders]:
-        module.to(device, dtype=weight_dtype)
-    model.vae.to(device, dtype=torch.float32)  # fp16 VAEs (SDXL's especially) overflow to NaN
+        module.to(device) if weight_dtype == torch.float32 else module.to(device, dtype=weight_dtype)
+    if model.vae.dtype != torch.float32:
+        model.vae.to(device, dtype=torch.float32)  # fp16 VAEs (SDXL's especially) overflow to NaN
+    model.vae.to(device)  # fp16 VAEs (SDXL's especially) overflow to NaN
     for p in trainable:
         p.data = p.data.float()
     model.unet.train()
