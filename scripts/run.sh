@@ -9,5 +9,5 @@ if [ $# -gt 0 ]; then
 elif [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && .venv/bin/python -c "import app.main_window" 2>/dev/null; then
   exec .venv/bin/lora-studio
 else
-  exec .venv/bin/lora-studio train --demo --out runs/demo
+  exec .venv/bin/lora-studio train --demo
 fi

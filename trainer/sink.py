@@ -54,10 +54,11 @@ class EventSink:
         if isinstance(event, Progress):
             self._bar(event)
             return
-        if event.type in ("warning", "error"):
-            log.warning("%s: %s%s", event.type, event.message, f" ({event.hint})" if event.hint else "")
-        elif event.type != "started":
-            log.info("%s", event.encode())
+        text = human_text(event)
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)  # keeps the progress bar intact below the line
+        else:
+            log.info("%s", text)
 
     def _bar(self, event: Progress) -> None:
         if not self.progress_bar:
@@ -76,3 +77,24 @@ class EventSink:
         if self.copy is not None:
             self.copy.close()
             self.copy = None
+
+
+def human_text(event: Event) -> str:
+    """One readable line per event for people at a terminal (the GUI reads the JSON instead)."""
+    t = event.type
+    if t == "started":
+        resumed = f", resuming from step {event.resumed_from}" if event.resumed_from else ""
+        return f"training {event.total_steps} steps of a {event.arch} LoRA on {event.device}{resumed} -> {event.run_dir}"
+    if t == "sample":
+        return f"sample (step {event.step}): {event.path}"
+    if t == "checkpoint":
+        return f"checkpoint (step {event.step}): {event.path}"
+    if t in ("warning", "error"):
+        return f"{t}: {event.message}" + (f"\n  hint: {event.hint}" if event.hint else "")
+    if t == "done":
+        if event.stopped_early:
+            run_dir = os.path.dirname(event.adapter)
+            return (f"stopped at step {event.step}; adapter saved: {event.adapter}\n"
+                    f"  continue with: lora-studio resume {run_dir}")
+        return f"done at step {event.step}: {event.adapter}"
+    return event.encode()

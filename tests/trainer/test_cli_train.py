@@ -71,3 +71,13 @@ def test_stop_command_saves_then_resume_finishes(tmp_path):
     assert events[0].resumed_from == done.step
     assert events[-1].type == "done" and not events[-1].stopped_early
     assert events[-1].step == max(24, done.step + 4)
+
+
+def test_train_refuses_to_overwrite_an_existing_run(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.toml").write_text("schema_version = 1\n")
+    code, events, _ = run_cli("train", "--demo", "--out", str(out), "--events", "jsonl")
+    assert code == 2 and "already holds a run" in events[-1].message
+    assert "lora-studio resume" in events[-1].hint
+    assert (out / "config.toml").read_text() == "schema_version = 1\n"
