@@ -13,13 +13,17 @@ def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
                      truncation=True, return_tensors="pt").input_ids
 
 
-def encode_text(model: BaseModel, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Return (encoder_hidden_states, pooled). pooled is SDXL's text_embeds from the second encoder."""
+def encode_text(model: BaseModel, captions: list[str], device, encoders: list | None = None):
+    """Return (encoder_hidden_states, pooled). pooled is SDXL's text_embeds from the second encoder.
+
+    `encoders` replaces model.text_encoders when they are trained on several GPUs (DDP-wrapped).
+    """
+    encoders = encoders or model.text_encoders
     if not model.is_sdxl:
         ids = tokenize(model.tokenizers[0], captions).to(device)
-        return model.text_encoders[0](ids)[0], None
+        return encoders[0](ids)[0], None
     hidden, pooled = [], None
-    for tokenizer, encoder in zip(model.tokenizers, model.text_encoders):
+    for tokenizer, encoder in zip(model.tokenizers, encoders):
         ids = tokenize(tokenizer, captions).to(device)
         out = encoder(ids, output_hidden_states=True)
         hidden.append(out.hidden_states[-2])  # SDXL conditions on the penultimate layer of both encoders

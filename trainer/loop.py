@@ -153,7 +153,7 @@ def _conditioning(rt: Runtime, batch: Batch, dtype) -> tuple[torch.Tensor, dict 
         hidden = torch.stack([h for h, _ in cached]).to(device)
         pooled = torch.stack([p for _, p in cached]).to(device) if model.is_sdxl else None
     else:
-        hidden, pooled = encode_text(model, batch.captions, device)
+        hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders)
     if not model.is_sdxl:
         return hidden, None
     time_ids = sdxl_time_ids(batch.original_sizes, batch.crops, rt.cfg.dataset.resolution, device, dtype)

@@ -36,6 +36,7 @@ class Runtime:
     unet_params: list
     te_params: list
     unet: torch.nn.Module = None       # what the loop calls (DDP-wrapped on several GPUs)
+    text_encoders: list = field(default_factory=list)  # likewise, when the text encoders are trained
     text_cache: dict = field(default_factory=dict)
     writer: object = None
 
@@ -54,7 +55,7 @@ class Runtime:
     def prepare(self, optimizer):
         modules = [self.model.unet] + (self.model.text_encoders if self.te_params else [])
         prepared = self.accelerator.prepare(*modules, optimizer)
-        self.unet = prepared[0]
+        self.unet, self.text_encoders = prepared[0], list(prepared[1:-1])
         return prepared[-1]
 
     def no_sync_unless(self, sync: bool):
