@@ -156,4 +156,7 @@ def _speedups(cfg: TrainConfig, model: BaseModel, sink: EventSink, device, train
         model.unet.enable_gradient_checkpointing()
         if train_te:
             for encoder in model.text_encoders:
-                encoder.gradient_checkpointing_enable()
+                # transformers 5 renamed it; older releases only have the first name
+                enable = getattr(encoder, "activation_checkpointing_enable", None) or \
+                    encoder.gradient_checkpointing_enable
+                enable()
