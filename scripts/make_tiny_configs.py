@@ -53,10 +53,11 @@ f=f"{root}/tiny-sdxl"
 write(f,"unet",unet_cfg(block_out_channels=(32,64), layers_per_block=1, sample_size=8,
     down_block_types=("DownBlock2D","CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D","UpBlock2D"),
     transformer_layers_per_block=(1,2), attention_head_dim=(2,4), use_linear_projection=True,
-    addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=80,
-    cross_attention_dim=64, norm_num_groups=32))
+    addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=96,
+    cross_attention_dim=80, norm_num_groups=32))
 write(f,"vae",vae_cfg()); write(f,"scheduler",sched()); write(f,"text_encoder",te())
-write(f,"text_encoder_2",te(act="gelu",proj=32,cls="CLIPTextModelWithProjection"))
+# the second encoder is wider than the first, as in SDXL (768 vs 1280): single-file loaders tell them apart by width
+write(f,"text_encoder_2",te(hidden=48,act="gelu",proj=48,cls="CLIPTextModelWithProjection"))
 for name, cls, extra in [("tiny-sd15","StableDiffusionPipeline",{}),("tiny-sd2","StableDiffusionPipeline",{}),
                          ("tiny-sdxl","StableDiffusionXLPipeline",{"text_encoder_2":["transformers","CLIPTextModelWithProjection"],"tokenizer_2":["transformers","CLIPTokenizer"]})]:
     mi={"_class_name":cls,"_diffusers_version":"0.42.1","scheduler":["diffusers","DDPMScheduler"],
