@@ -66,6 +66,7 @@ def reduced_sd15_folder(root: Path) -> Path:
 
     unet_cfg = json.loads((CONFIGS / "sd15" / "unet" / "config.json").read_text())
     unet_cfg["block_out_channels"] = [c // 4 for c in unet_cfg["block_out_channels"]]
+    unet_cfg["norm_num_groups"] = 16  # 80 channels: groups of 5, as 320 channels form groups of 10
     unet = UNet2DConditionModel.from_config(unet_cfg)
     from transformers import CLIPTextConfig, CLIPTextModel
 
