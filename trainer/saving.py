@@ -86,7 +86,7 @@ class Saver:
             lr_scheduler=c.schedule.lr_scheduler, batch_size=c.schedule.batch_size,
             trigger_phrase=c.saving.trigger_phrase,
             tag_frequency={Path(c.dataset.path).name or "dataset": tag_frequency(self.items)},
-            config_toml=c.to_toml())
+            config_toml=c.to_toml(), base_config=m.config_name)
 
     def _prune_checkpoints(self) -> None:
         keep = self.cfg.saving.keep_last

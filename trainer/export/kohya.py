@@ -90,7 +90,7 @@ def _split_peft_key(key: str) -> tuple[str, str]:
 
 
 def _dora_scale_shape(magnitude: torch.Tensor, state: dict, module: str) -> torch.Tensor:
-    # peft keeps one magnitude per output feature, shape (out,); the kohya/LyCORIS form the UIs read is
+    # peft keeps one magnitude per output feature, (out,) or (1, out, 1, 1) for convs; the kohya/LyCORIS form the UIs read is
     # (out, 1) for linear layers and (out, 1, 1, 1) for convolutions, i.e. shaped like the weight's rows.
     up = state[f"{module}.lora_B.weight"]
-    return magnitude.reshape(magnitude.shape[0], *([1] * (up.dim() - 1)))
+    return magnitude.reshape(-1, *([1] * (up.dim() - 1)))

@@ -49,6 +49,7 @@ class TrainingFacts:
     tag_frequency: dict = field(default_factory=dict)
     config_toml: str = ""
     thumbnail: str = ""
+    base_config: str = ""
 
 
 def build_metadata(f: TrainingFacts) -> dict[str, str]:
@@ -84,6 +85,7 @@ def build_metadata(f: TrainingFacts) -> dict[str, str]:
         "ss_batch_size_per_device": str(f.batch_size),
         "ss_training_comment": "trained with LoRA Studio",
         "lora_studio_config": f.config_toml,
+        "lora_studio_base_config": f.base_config,
     }
     meta.update(_modelspec(f, key))
     return meta

@@ -31,6 +31,7 @@ class BaseModel:
     source: str                  # what the user gave (path or demo:...)
     description: str = ""
     is_tiny: bool = False
+    config_name: str = ""        # assets/configs folder describing this architecture (for verification)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -45,9 +46,9 @@ class BaseModel:
 def load_base_model(spec: str, prediction_override: str = "auto") -> BaseModel:
     if spec in DEMO_ARCHS:
         parts, arch, desc, tiny = _load_demo(spec), ARCH_FAMILY[DEMO_ARCHS[spec]], f"built-in tiny {spec}", True
-        prediction = parts["scheduler"].config.prediction_type
+        prediction, config_name = parts["scheduler"].config.prediction_type, f"tiny-{DEMO_ARCHS[spec]}"
     else:
-        parts, arch, prediction, desc, tiny = _load_user_model(Path(spec).expanduser())
+        parts, arch, prediction, desc, tiny, config_name = _load_user_model(Path(spec).expanduser())
     if prediction_override != "auto":
         prediction = prediction_override
     scheduler = _training_scheduler(parts["scheduler"], prediction)
@@ -57,9 +58,10 @@ def load_base_model(spec: str, prediction_override: str = "auto") -> BaseModel:
         tokenizers.append(parts.get("tokenizer_2") or load_tokenizer(second=True))
     for module in [parts["unet"], parts["vae"], *encoders]:
         module.requires_grad_(False)
+    _check_tokenizers(tokenizers, spec)
     return BaseModel(arch=arch, prediction_type=prediction, unet=parts["unet"], vae=parts["vae"],
                      text_encoders=encoders, tokenizers=tokenizers, noise_scheduler=scheduler,
-                     source=spec, description=desc, is_tiny=tiny)
+                     source=spec, description=desc, is_tiny=tiny, config_name=config_name)
 
 
 def _load_demo(spec: str) -> dict:
@@ -88,7 +90,7 @@ def _load_user_model(path: Path):
         from trainer.models.single_file import load_single_file
 
         parts = load_single_file(path, config_folder(info.config_name()), info.arch, info.prediction_type)
-    return parts, info.arch, info.prediction_type, info.summary(), info.size == "tiny"
+    return parts, info.arch, info.prediction_type, info.summary(), info.size == "tiny", info.config_name()
 
 
 def _load_diffusers_folder(path: Path, arch: str) -> dict:
@@ -105,3 +107,12 @@ def _load_diffusers_folder(path: Path, arch: str) -> dict:
     return {name: getattr(pipe, name) for name in
             ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
             if getattr(pipe, name, None) is not None}
+
+
+def _check_tokenizers(tokenizers: list, spec: str) -> None:
+    from trainer.models.assets import CLIP_VOCAB_SIZE
+
+    for tokenizer in tokenizers:
+        if len(tokenizer) != CLIP_VOCAB_SIZE:
+            raise ModelFileError(f"the tokenizer of {spec} has {len(tokenizer)} tokens, expected {CLIP_VOCAB_SIZE}",
+                                 "its tokenizer files are damaged: copy the model folder again")

@@ -1,0 +1,123 @@
+"""Check that every tensor of a kohya-layout adapter lands on a real module of its base architecture.
+
+The expected module names come from diffusers' model classes built with the architecture's real config on
+the meta device (no memory, no weights), named by the UIs' rules (`trainer.export.kohya`). A tensor whose
+module does not exist, or whose shape does not fit, would be silently ignored by A1111/ComfyUI: the classic
+"my LoRA does nothing". Such a file is not called done.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainer.export.kohya import kohya_module_name
+from trainer.models.assets import CONFIGS
+
+TE_COMPONENTS = {"sd1": ("text_encoder",), "sd2": ("text_encoder",), "sdxl": ("text_encoder", "text_encoder_2")}
+SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_down\.weight|lora_up\.weight|alpha|dora_scale)$")
+
+
+@dataclass
+class Report:
+    config: str
+    applied: int = 0
+    ignored: list[str] = field(default_factory=list)   # "key: reason"
+    modules: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.ignored and self.applied > 0
+
+    def summary(self) -> str:
+        head = f"{self.applied} tensors apply to {self.modules} modules of {self.config}"
+        if not self.ignored:
+            return head + "; none ignored"
+        return head + f"; {len(self.ignored)} IGNORED, e.g. {self.ignored[0]}"
+
+
+def expected_modules(config_name: str, arch: str) -> dict[str, tuple[str, tuple]]:
+    """kohya module name -> (layer kind, weight shape) for every Linear/Conv2d of the architecture."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = CONFIGS / config_name
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    with torch.device("meta"):
+        models = {"unet": UNet2DConditionModel.from_config(unet_config)}
+        for name in TE_COMPONENTS[arch]:
+            cfg = CLIPTextConfig.from_dict(json.loads((folder / name / "config.json").read_text()))
+            cls = CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel
+            models[name] = cls(cfg)
+    out = {}
+    for component, model in models.items():
+        for module_name, module in model.named_modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and module_name:
+                if component != "unet":
+                    module_name = module_name.removeprefix("text_model.")
+                try:
+                    key = kohya_module_name(component, module_name, arch, unet_config)
+                except ValueError:
+                    continue  # a module with no name in the UIs' scheme (never targeted)
+                out[key] = (type(module).__name__, tuple(module.weight.shape))
+    return out
+
+
+def verify_tensors(shapes: dict[str, tuple], config_name: str, arch: str) -> Report:
+    modules = expected_modules(config_name, arch)
+    report = Report(config=config_name)
+    seen = set()
+    for key, shape in shapes.items():
+        match = SUFFIX.match(key)
+        if not match:
+            report.ignored.append(f"{key}: not a LoRA tensor name")
+            continue
+        module, part = match["module"], match["part"]
+        if module not in modules:
+            report.ignored.append(f"{key}: no module '{module}' in {config_name}")
+            continue
+        problem = _shape_problem(part, shape, modules[module])
+        if problem:
+            report.ignored.append(f"{key}: {problem}")
+            continue
+        report.applied += 1
+        seen.add(module)
+    report.modules = len(seen)
+    return report
+
+
+def _shape_problem(part: str, shape: tuple, expected: tuple[str, tuple]) -> str:
+    kind, weight = expected
+    out_features, in_features = weight[0], weight[1]
+    if part == "alpha":
+        return "" if len(shape) == 0 or shape == (1,) else f"alpha should be a scalar, is {shape}"
+    if part == "dora_scale":
+        return "" if shape and shape[0] == out_features else f"dora_scale {shape} vs {out_features} outputs"
+    if part == "lora_down.weight":
+        ok = shape[1] == in_features and (kind == "Linear" or shape[2:] in (weight[2:], (1, 1)))
+        return "" if ok else f"lora_down {shape} does not fit weight {weight}"
+    ok = shape[0] == out_features
+    return "" if ok else f"lora_up {shape} does not fit weight {weight}"
+
+
+def verify_file(path: Path, config_name: str | None = None) -> Report:
+    from trainer.models.safe_load import read_header
+
+    shapes, metadata = read_header(Path(path))
+    config_name = config_name or metadata.get("lora_studio_base_config") or _config_from_metadata(metadata)
+    arch = {"tiny-sd15": "sd1", "sd15": "sd1", "tiny-sd2": "sd2", "sd2": "sd2", "sd2-768v": "sd2",
+            "tiny-sdxl": "sdxl", "sdxl": "sdxl"}[config_name]
+    return verify_tensors(shapes, config_name, arch)
+
+
+def _config_from_metadata(metadata: dict) -> str:
+    version = metadata.get("ss_base_model_version", "")
+    if version.startswith("sdxl"):
+        return "sdxl"
+    if version.startswith("sd_v2"):
+        return "sd2-768v" if "768" in version else "sd2"
+    return "sd15"
