@@ -173,6 +173,8 @@ def cmd_inspect(args) -> int:
 
     try:
         info = inspect_file(args.file)
+        if info["kind"] == "lora":
+            info["verification"] = _verify_summary(args.file)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -183,9 +185,18 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _verify_summary(path: Path) -> str:
+    from trainer.export.verify import verify_file
+
+    try:
+        return verify_file(path).summary()
+    except (KeyError, ValueError) as exc:  # an adapter from another trainer without our metadata
+        return f"not verified ({exc})"
+
+
 def _format_inspect(info: dict) -> str:
     lines = [f"{info['path']}"]
-    for key in ("format", "kind", "arch", "prediction_type", "size", "key_count", "rank"):
+    for key in ("format", "kind", "arch", "prediction_type", "size", "key_count", "rank", "verification"):
         if info.get(key) not in (None, ""):
             lines.append(f"  {key + ':':17} {info[key]}")
     meta = info.get("metadata") or {}
