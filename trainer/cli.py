@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="what a checkpoint or adapter file is")
     i.add_argument("file", type=Path)
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    from trainer.export.commands import register as register_export
+
+    register_export(sub)
     return p
 
 
@@ -59,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return EXIT_USER_ERROR
     _setup_logging()
-    handler = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect}[args.command]
+    from trainer.export.commands import cmd_export, cmd_resize
+
+    handler = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "export": cmd_export,
+               "resize": cmd_resize}[args.command]
     return handler(args)
 
 

@@ -8,6 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; the files we write are meant to be read by other
+# programs (A1111 running as another user, a file server), so give them the permissions a plain open() would.
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp_path)` for a temp file in the same folder, fsync it, then rename it over `path`."""
     path = Path(path)
@@ -19,6 +30,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp_path)
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except BaseException:

@@ -8,6 +8,7 @@ module does not exist, or whose shape does not fit, would be silently ignored by
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -40,8 +41,17 @@ class Report:
         return head + f"; {len(self.ignored)} IGNORED, e.g. {self.ignored[0]}"
 
 
-def expected_modules(config_name: str, arch: str) -> dict[str, tuple[str, tuple]]:
-    """kohya module name -> (layer kind, weight shape) for every Linear/Conv2d of the architecture."""
+@dataclass(frozen=True)
+class Target:
+    component: str      # unet | text_encoder | text_encoder_2
+    module: str         # diffusers / transformers module path
+    kind: str           # Linear | Conv2d
+    shape: tuple        # the base weight's shape
+
+
+@functools.lru_cache(maxsize=8)
+def module_table(config_name: str, arch: str) -> dict[str, Target]:
+    """kohya module name -> the Linear/Conv2d it applies to, for every such layer of the architecture."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -57,14 +67,16 @@ def expected_modules(config_name: str, arch: str) -> dict[str, tuple[str, tuple]
     for component, model in models.items():
         for module_name, module in model.named_modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and module_name:
-                if component != "unet":
-                    module_name = module_name.removeprefix("text_model.")
                 try:
                     key = kohya_module_name(component, module_name, arch, unet_config)
                 except ValueError:
                     continue  # a module with no name in the UIs' scheme (never targeted)
-                out[key] = (type(module).__name__, tuple(module.weight.shape))
+                out[key] = Target(component, module_name, type(module).__name__, tuple(module.weight.shape))
     return out
+
+
+def expected_modules(config_name: str, arch: str) -> dict[str, tuple[str, tuple]]:
+    return {k: (t.kind, t.shape) for k, t in module_table(config_name, arch).items()}
 
 
 def verify_tensors(shapes: dict[str, tuple], config_name: str, arch: str) -> Report:
@@ -104,14 +116,21 @@ def _shape_problem(part: str, shape: tuple, expected: tuple[str, tuple]) -> str:
     return "" if ok else f"lora_up {shape} does not fit weight {weight}"
 
 
+ARCH_OF_CONFIG = {"tiny-sd15": "sd1", "sd15": "sd1", "tiny-sd2": "sd2", "sd2": "sd2", "sd2-768v": "sd2",
+                  "tiny-sdxl": "sdxl", "sdxl": "sdxl"}
+
+
 def verify_file(path: Path, config_name: str | None = None) -> Report:
     from trainer.models.safe_load import read_header
 
     shapes, metadata = read_header(Path(path))
-    config_name = config_name or metadata.get("lora_studio_base_config") or _config_from_metadata(metadata)
-    arch = {"tiny-sd15": "sd1", "sd15": "sd1", "tiny-sd2": "sd2", "sd2": "sd2", "sd2-768v": "sd2",
-            "tiny-sdxl": "sdxl", "sdxl": "sdxl"}[config_name]
-    return verify_tensors(shapes, config_name, arch)
+    config_name = config_name or base_config_of(metadata)
+    return verify_tensors(shapes, config_name, ARCH_OF_CONFIG[config_name])
+
+
+def base_config_of(metadata: dict) -> str:
+    """The assets/configs folder an adapter was trained against, from its metadata."""
+    return metadata.get("lora_studio_base_config") or _config_from_metadata(metadata)
 
 
 def _config_from_metadata(metadata: dict) -> str:

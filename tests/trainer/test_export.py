@@ -1,0 +1,142 @@
+"""Export: verified files in both layouts, placed where each UI looks, with sidecar and preview;
+the diffusers layout and a rank-resized adapter reproduce the trained network in diffusers."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from tests.support.engine import make_dataset, tiny_config, train_in_process
+from trainer.errors import UserError
+from trainer.export.exporter import export_adapter
+from trainer.export.resizer import resize_file
+from trainer.models.load import load_base_model
+
+UI_LAYOUTS = {
+    "a1111": (["webui.py"], [], "models/Lora"),
+    "forge": (["webui-user.sh"], ["modules_forge"], "models/Lora"),
+    "comfyui": (["main.py"], ["comfy"], "models/loras"),
+    "invokeai": (["invokeai.yaml"], [], "lora-studio"),
+    "folder": ([], [], ""),
+}
+
+
+@pytest.fixture(scope="module", params=["demo:sd15", "demo:sdxl"])
+def trained(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param.replace(":", "-"))
+    cfg = tiny_config(make_dataset(root / "data"), model__path=request.param, lora__targets="full",
+                      lora__train_text_encoder=True, schedule__max_steps=4, optimizer__lr=5e-3,
+                      sampling__every_n_steps=4, sampling__steps=2, saving__dtype="fp32",
+                      saving__trigger_phrase="zkx person")
+    adapter, _ = train_in_process(cfg, root / "run")
+    return request.param, adapter
+
+
+def _pipe_latents(spec, lora_path=None):
+    from tests.trainer.test_lora_file import _latents, _pipeline
+
+    pipe = _pipeline(load_base_model(spec))
+    if lora_path is not None:
+        pipe.load_lora_weights(str(lora_path))
+    return _latents(pipe)
+
+
+def test_kohya_and_diffusers_exports_reproduce_the_adapter(trained, tmp_path):
+    spec, adapter = trained
+    kohya = export_adapter(adapter, "kohya", tmp_path / "k", name="mine")
+    diffusers = export_adapter(adapter, "diffusers", tmp_path / "d", name="mine")
+    assert kohya.adapter.name == "mine.safetensors" and "none ignored" in kohya.report
+    assert diffusers.adapter.name == "pytorch_lora_weights.safetensors"
+    base, original = _pipe_latents(spec), _pipe_latents(spec, adapter)
+    assert (original - base).abs().max() > 1e-2
+    for exported in (kohya.adapter, diffusers.adapter):
+        assert torch.allclose(_pipe_latents(spec, exported), original, atol=1e-4)
+
+
+def test_metadata_files_the_lora_under_the_right_version(trained, tmp_path):
+    spec, adapter = trained
+    result = export_adapter(adapter, "kohya", tmp_path, name="card")
+    with safe_open(str(result.adapter), "pt") as f:
+        meta = f.metadata()
+    if spec == "demo:sdxl":
+        assert meta["ss_base_model_version"].startswith("sdxl_")
+        assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    else:
+        assert meta["ss_base_model_version"] == "sd_v1" and meta["ss_v2"] == "False"
+    assert meta["ss_output_name"] == "card" == meta["modelspec.title"]
+    assert meta["modelspec.trigger_phrase"] == "zkx person"
+    assert meta["modelspec.thumbnail"].startswith("data:image/jpeg;base64,")
+    assert json.loads(meta["ss_tag_frequency"])["data"]["tok"] == 6
+    for key in ("ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_network_args",
+                "ss_num_train_images", "ss_resolution", "ss_steps", "ss_learning_rate", "ss_training_started_at",
+                "modelspec.sai_model_spec", "modelspec.implementation", "modelspec.resolution",
+                "modelspec.date", "modelspec.prediction_type", "lora_studio_config"):
+        assert meta[key], key
+
+
+@pytest.mark.parametrize("ui", sorted(UI_LAYOUTS))
+def test_files_land_where_each_ui_looks(trained, tmp_path, ui):
+    _, adapter = trained
+    files, folders, lora_dir = UI_LAYOUTS[ui]
+    root = tmp_path / "install"
+    for folder in folders:
+        (root / folder).mkdir(parents=True)
+    root.mkdir(exist_ok=True)
+    for file in files:
+        (root / file).write_text("")
+    result = export_adapter(adapter, "kohya", root, name="zkx")
+    assert result.ui.ui == ui
+    assert result.adapter == root / lora_dir / "zkx.safetensors"
+    assert (root / lora_dir / "zkx.preview.png").exists()
+    sidecar = root / lora_dir / "zkx.json"
+    assert sidecar.exists() == (ui in ("a1111", "forge", "folder"))
+    if sidecar.exists():
+        card = json.loads(sidecar.read_text())
+        assert card["activation text"] == "zkx person" and card["preferred weight"] == 1.0
+        assert card["sd version"] in ("SD1", "SDXL")
+
+
+def test_comfyui_portable_folder_is_recognised(trained, tmp_path):
+    _, adapter = trained
+    (tmp_path / "ComfyUI" / "comfy").mkdir(parents=True)
+    (tmp_path / "ComfyUI" / "main.py").write_text("")
+    result = export_adapter(adapter, "kohya", tmp_path, name="p")
+    assert result.adapter == tmp_path / "ComfyUI" / "models" / "loras" / "p.safetensors"
+
+
+def test_existing_files_are_never_overwritten_without_asking(trained, tmp_path):
+    _, adapter = trained
+    first = export_adapter(adapter, "kohya", tmp_path, name="same")
+    before = first.adapter.read_bytes()
+    with pytest.raises(UserError, match="already exists"):
+        export_adapter(adapter, "kohya", tmp_path, name="same")
+    assert first.adapter.read_bytes() == before
+    export_adapter(adapter, "kohya", tmp_path, name="same", overwrite=True)
+
+
+def test_resized_adapter_stays_close(trained, tmp_path):
+    spec, adapter = trained
+    out, energy = resize_file(adapter, 2, tmp_path / "r2.safetensors")
+    assert 0 < min(energy.values()) <= 1.0 and sum(energy.values()) / len(energy) > 0.5
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["ss_network_dim"] == "2"
+        assert f.get_tensor(next(k for k in f.keys() if k.endswith("lora_down.weight"))).shape[0] == 2
+    base, original, resized = _pipe_latents(spec), _pipe_latents(spec, adapter), _pipe_latents(spec, out)
+    effect = (original - base).abs().max()
+    assert (resized - original).abs().max() < 0.5 * effect
+
+
+def test_export_cli_reports_verification_and_next_step(trained, tmp_path):
+    _, adapter = trained
+    (tmp_path / "webui.py").write_text("")
+    out = subprocess.run([sys.executable, "-m", "trainer", "export", str(adapter), "--to", str(tmp_path),
+                          "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["ui"] == "a1111" and "none ignored" in data["verification"]
+    again = subprocess.run([sys.executable, "-m", "trainer", "export", str(adapter), "--to", str(tmp_path)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "--overwrite" in again.stderr

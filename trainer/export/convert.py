@@ -1,0 +1,78 @@
+"""kohya layout -> diffusers/PEFT layout (`pytorch_lora_weights.safetensors`), and rank resizing by SVD.
+
+The diffusers layout names modules as the model classes do (`unet.down_blocks...to_q.lora_A.weight`,
+`text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight`) and carries no alpha: the
+kohya scale alpha/rank is folded into lora_B so the file means the same thing in any loader.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from trainer.errors import UserError
+from trainer.export.verify import ARCH_OF_CONFIG, base_config_of, module_table
+
+PARTS = ("lora_down.weight", "lora_up.weight", "alpha", "dora_scale")
+
+
+def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """{kohya module name: {part: tensor}} for the parts in PARTS."""
+    modules: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
+    for key, tensor in tensors.items():
+        for part in PARTS:
+            if key.endswith("." + part):
+                modules[key[: -len(part) - 1]][part] = tensor
+                break
+    return dict(modules)
+
+
+def scale_of(parts: dict[str, torch.Tensor]) -> float:
+    rank = parts["lora_down.weight"].shape[0]
+    alpha = float(parts["alpha"]) if "alpha" in parts else float(rank)
+    return alpha / rank
+
+
+def kohya_to_diffusers(tensors: dict[str, torch.Tensor], metadata: dict) -> dict[str, torch.Tensor]:
+    config = base_config_of(metadata)
+    table = module_table(config, ARCH_OF_CONFIG[config])
+    out = {}
+    for name, parts in group_modules(tensors).items():
+        if "dora_scale" in parts:
+            raise UserError(f"{name} is a DoRA module; the diffusers layout export supports plain LoRA only",
+                            "export with --format kohya, which every UI and diffusers read")
+        target = table[name]
+        module = target.module if target.component == "unet" else _with_text_model(target.module)
+        prefix = f"{target.component}.{module}"
+        up = parts["lora_up.weight"].float() * scale_of(parts)
+        out[f"{prefix}.lora_A.weight"] = parts["lora_down.weight"].contiguous()
+        out[f"{prefix}.lora_B.weight"] = up.to(parts["lora_up.weight"].dtype).contiguous()
+    return out
+
+
+def _with_text_model(module: str) -> str:
+    # transformers 5 flattened CLIPTextModel; files in the wild (and diffusers' loader) use text_model.*
+    return module if module.startswith("text_model.") else "text_model." + module
+
+
+def resize_rank(tensors: dict[str, torch.Tensor], rank: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Lower every module to `rank` by truncated SVD of its update; returns (tensors, retained energy)."""
+    out, energy = {}, {}
+    for name, parts in group_modules(tensors).items():
+        down, up = parts["lora_down.weight"], parts["lora_up.weight"]
+        dtype = down.dtype
+        delta = up.float().flatten(1) @ down.float().flatten(1) * scale_of(parts)   # (out, in*k*k)
+        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+        keep = min(rank, s.numel())
+        root = s[:keep].sqrt()
+        new_up = (u[:, :keep] * root).reshape(up.shape[0], keep, *up.shape[2:])
+        new_down = (root[:, None] * vh[:keep]).reshape(keep, *down.shape[1:])
+        total = float((s ** 2).sum())
+        energy[name] = float((s[:keep] ** 2).sum()) / total if total > 0 else 1.0
+        out[f"{name}.lora_down.weight"] = new_down.to(dtype).contiguous()
+        out[f"{name}.lora_up.weight"] = new_up.to(dtype).contiguous()
+        out[f"{name}.alpha"] = torch.tensor(float(keep), dtype=dtype)   # scale 1: folded into the factors
+        if "dora_scale" in parts:
+            out[f"{name}.dora_scale"] = parts["dora_scale"]
+    return out, energy

@@ -1,0 +1,37 @@
+"""Resize an adapter file to a lower rank (SVD), keeping its metadata up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from trainer.errors import UserError
+from trainer.export.convert import group_modules, resize_rank
+from trainer.export.save import write_safetensors
+from trainer.export.verify import verify_file
+
+
+def resize_file(adapter: Path, rank: int, out: Path | None = None, overwrite: bool = False):
+    adapter = Path(adapter)
+    if not adapter.exists():
+        raise UserError(f"adapter not found: {adapter}", "give the .safetensors file")
+    tensors = load_file(str(adapter))
+    with safe_open(str(adapter), "pt") as f:
+        metadata = dict(f.metadata() or {})
+    ranks = {p["lora_down.weight"].shape[0] for p in group_modules(tensors).values()}
+    if rank < 1 or rank >= max(ranks):
+        raise UserError(f"--rank {rank} is not below the adapter's rank {max(ranks)}",
+                        f"choose a rank from 1 to {max(ranks) - 1}")
+    out = Path(out or adapter.with_name(f"{adapter.stem}-rank{rank}.safetensors"))
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists", "pass --overwrite or choose another --out")
+    resized, energy = resize_rank(tensors, rank)
+    metadata.update(ss_network_dim=str(rank), ss_network_alpha=repr(float(rank)),
+                    lora_studio_resized_from=str(max(ranks)))
+    write_safetensors(out, resized, metadata)
+    report = verify_file(out)
+    if not report.ok:
+        raise UserError(f"resized adapter {out} does not verify: {report.summary()}", "please report this bug")
+    return out, energy
