@@ -140,3 +140,31 @@ def test_export_cli_reports_verification_and_next_step(trained, tmp_path):
     again = subprocess.run([sys.executable, "-m", "trainer", "export", str(adapter), "--to", str(tmp_path)],
                            capture_output=True, text=True)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_dora_scale_gives_the_trained_weights_by_the_uis_formula(tmp_path):
+    """ComfyUI/LyCORIS apply dora_scale as W' = m * (W + s*up@down) / ||W + s*up@down|| per output row;
+    that must equal the weight peft's DoRA layer computes."""
+    from safetensors.torch import load_file
+
+    from trainer.lora.inject import load_adapter_state_dict
+    from trainer.runtime import _add_adapters
+    from trainer.state import latest_snapshot, load_state
+
+    cfg = tiny_config(make_dataset(tmp_path / "d"), lora__dora=True, schedule__max_steps=3,
+                      optimizer__lr=1e-2, saving__dtype="fp32")
+    adapter, _ = train_in_process(cfg, tmp_path / "run")
+    model = load_base_model("demo:sd15")
+    base = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    _add_adapters(cfg, model)
+    load_adapter_state_dict(model.unet, load_state(latest_snapshot(tmp_path / "run")).adapters["unet"])
+    tensors = load_file(str(adapter))
+    module = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    name = "lora_unet_" + module.replace(".", "_")
+    weight = base[module + ".weight"]
+    scale = float(tensors[name + ".alpha"]) / tensors[name + ".lora_down.weight"].shape[0]
+    combined = weight + scale * tensors[name + ".lora_up.weight"] @ tensors[name + ".lora_down.weight"]
+    ui_weight = tensors[name + ".dora_scale"] * combined / combined.norm(dim=1, keepdim=True)
+    layer = model.unet.get_submodule(module)
+    layer.merge()
+    assert torch.allclose(layer.base_layer.weight, ui_weight, atol=1e-5)
