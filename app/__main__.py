@@ -4,11 +4,15 @@ import sys
 
 
 def main() -> int:
-    # The desktop window arrives with the GUI issue; until then say so plainly instead of failing.
-    print("The LoRA Studio desktop window is not built yet.\n"
-          "Train headless meanwhile:  lora-studio train --demo   (or: lora-studio train CONFIG.toml)",
-          file=sys.stderr)
-    return 2
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+
+    app = QApplication(sys.argv)
+    app.setApplicationName("LoRA Studio")
+    window = MainWindow()
+    window.show()
+    return app.exec()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,119 @@
+"""The main window: a start page (try the demo, open a past run) and the live run page."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.run_page import RunPage
+from app.worker import EngineProcess
+
+DEMO_TEXT = ("The demo trains a tiny built-in model with random weights on a few bundled images, so you can "
+             "see the whole flow (live previews, loss, checkpoints, the adapter file) in under a minute on "
+             "any computer. Its preview images are noise because the model is random.")
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, engine: EngineProcess | None = None, data_dir: Path | None = None):
+        super().__init__()
+        self.setWindowTitle("LoRA Studio")
+        self.settings = QSettings("LoRA Studio", "LoRA Studio")
+        self.data_dir = Path(data_dir or QStandardPaths.writableLocation(
+            QStandardPaths.StandardLocation.AppDataLocation) or Path.home() / ".lora-studio")
+        self.run_page = RunPage(engine)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._start_page(), "Start")
+        self.tabs.addTab(self.run_page, "Run")
+        self.setCentralWidget(self.tabs)
+        self._menus()
+        self.resize(1180, 760)
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+
+    def _start_page(self) -> QWidget:
+        page = QWidget()
+        outer = QHBoxLayout(page)
+        column = QWidget()
+        column.setMaximumWidth(640)
+        outer.addStretch(1)
+        outer.addWidget(column)
+        outer.addStretch(1)
+        layout = QVBoxLayout(column)
+        layout.addSpacing(40)
+        title = QLabel("<h1>LoRA Studio</h1><p>Train a LoRA on your own images, watch it learn, and use it "
+                       "in AUTOMATIC1111, Forge, ComfyUI, InvokeAI or diffusers.</p>")
+        demo = QPushButton("Try the demo")
+        demo.clicked.connect(self.try_demo)
+        note = QLabel(DEMO_TEXT)
+        note.setWordWrap(True)
+        open_run = QPushButton("Open a past run…")
+        open_run.clicked.connect(self.open_run)
+        for button in (demo, open_run):
+            button.setMinimumHeight(44)
+        note.setStyleSheet("color: palette(mid);")
+        for widget in (title, demo, note, open_run):
+            layout.addWidget(widget)
+            layout.addSpacing(8)
+        layout.addStretch(1)
+        return page
+
+    def _menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        for text, slot, key in (("Try the &demo", self.try_demo, None),
+                                ("&Open run folder…", self.open_run, QKeySequence.StandardKey.Open),
+                                ("&Quit", self.close, QKeySequence.StandardKey.Quit)):
+            action = QAction(text, self)
+            action.triggered.connect(slot)
+            if key is not None:
+                action.setShortcut(key)
+            file_menu.addAction(action)
+
+    def try_demo(self) -> None:
+        if self.run_page.engine.running:
+            return
+        run_dir = self.data_dir / "demo-runs" / time.strftime("demo-%Y%m%d-%H%M%S")
+        self.run_page.prepare(run_dir, demo=True)
+        self.tabs.setCurrentWidget(self.run_page)
+        self.run_page.start()
+
+    def open_run(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", str(self.data_dir))
+        if folder:
+            self.show_run(Path(folder))
+
+    def show_run(self, folder: Path) -> None:
+        self.run_page.prepare(folder)
+        self.run_page.gallery.clear()
+        self.run_page.gallery.load_folder(folder / "samples")
+        self.run_page.status.setText(f"Past run: {folder}")
+        self.run_page.resume_button.setVisible((folder / "state").is_dir())
+        self.tabs.setCurrentWidget(self.run_page)
+
+    def closeEvent(self, event) -> None:
+        if self.run_page.engine.running:
+            answer = QMessageBox.question(
+                self, "Training is running",
+                "Stop the run and save a checkpoint first? (You can resume it later.)",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel)
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+            self.run_page.engine.stop()
+            self.run_page.engine.proc.waitForFinished(60_000)
+        self.settings.setValue("geometry", self.saveGeometry())
+        super().closeEvent(event)

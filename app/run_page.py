@@ -1,0 +1,173 @@
+"""The run page: start/stop a run and watch it live (progress, loss, previews, the engine's log).
+
+If the engine dies, the page stays up and says what happened: the exit code, the engine's error message
+and hint, and the end of its log, with a Resume button.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.dialogs.image_viewer import ImageViewer
+from app.widgets.gallery import SampleGallery
+from app.widgets.loss_chart import LossChart
+from app.worker import EngineProcess
+
+
+class RunPage(QWidget):
+    run_finished = Signal(bool)  # succeeded
+
+    def __init__(self, engine: EngineProcess | None = None, parent=None):
+        super().__init__(parent)
+        self.engine = engine or EngineProcess(self)
+        self.run_dir: Path | None = None
+        self.config: Path | None = None
+        self.demo = False
+        self._build()
+        self.engine.event.connect(self.on_event)
+        self.engine.log_line.connect(self.log.appendPlainText)
+        self.engine.finished.connect(self.on_finished)
+        self._set_running(False)
+
+    def _build(self) -> None:
+        self.start_button = QPushButton("Start")
+        self.stop_button = QPushButton("Stop (saves first)")
+        self.sample_button = QPushButton("Sample now")
+        self.save_button = QPushButton("Save now")
+        self.resume_button = QPushButton("Resume")
+        self.compare_button = QPushButton("Compare selected")
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.engine.stop)
+        self.sample_button.clicked.connect(lambda: self.engine.send("sample"))
+        self.save_button.clicked.connect(lambda: self.engine.send("save"))
+        self.resume_button.clicked.connect(self.resume)
+        self.compare_button.clicked.connect(self.compare)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.stop_button, self.sample_button, self.save_button, self.resume_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.compare_button)
+        self.progress = QProgressBar()
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        self.chart = LossChart()
+        self.gallery = SampleGallery()
+        self.gallery.image_activated.connect(lambda path: ImageViewer([path], self).exec())
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setMaximumBlockCount(5000)
+        split = QSplitter()
+        split.addWidget(self.gallery)
+        right = QSplitter()
+        right.setOrientation(right.orientation().__class__.Vertical)
+        right.addWidget(self.chart)
+        right.addWidget(self.log)
+        split.addWidget(right)
+        split.setSizes([620, 420])
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(split, 1)
+
+    def prepare(self, run_dir: Path, config: Path | None = None, demo: bool = False) -> None:
+        self.run_dir, self.config, self.demo = Path(run_dir), config, demo
+        self.status.setText(f"Ready to train into {self.run_dir}")
+
+    def start(self) -> None:
+        if self.run_dir is None:
+            return
+        self._reset()
+        self.engine.train(self.config, self.run_dir, demo=self.demo)
+        self._set_running(True)
+
+    def resume(self) -> None:
+        if self.run_dir is None:
+            return
+        self.resume_button.setVisible(False)
+        self.engine.resume(self.run_dir)
+        self._set_running(True)
+
+    def compare(self) -> None:
+        paths = self.gallery.selected_paths()
+        if len(paths) >= 2:
+            ImageViewer(paths[:2], self).exec()
+
+    def _reset(self) -> None:
+        self.chart.clear()
+        self.gallery.clear()
+        self.progress.setValue(0)
+        self.resume_button.setVisible(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        for b in (self.stop_button, self.sample_button, self.save_button):
+            b.setEnabled(running)
+        if running:
+            self.resume_button.setVisible(False)
+
+    def on_event(self, event) -> None:
+        handler = getattr(self, f"_on_{event.type}", None)
+        if handler:
+            handler(event)
+
+    def _on_started(self, e) -> None:
+        self.progress.setMaximum(e.total_steps)
+        self.progress.setValue(e.resumed_from)
+        where = f", resuming at step {e.resumed_from}" if e.resumed_from else ""
+        self.status.setText(f"Training a {e.arch} LoRA on {e.device}{where}…")
+
+    def _on_progress(self, e) -> None:
+        self.progress.setMaximum(e.total)
+        self.progress.setValue(e.step)
+        self.progress.setFormat(f"step {e.step} / {e.total}")
+        self.status.setText(f"Step {e.step} of {e.total} · epoch {e.epoch} · {e.it_s:.2f} it/s · "
+                            f"ETA {_duration(e.eta_s)} · loss {e.loss:.4f}")
+        self.chart.add_point(e.step, e.loss)
+
+    def _on_sample(self, e) -> None:
+        self.gallery.add_sample(e.path, e.prompt, e.step, e.index)
+
+    def _on_warning(self, e) -> None:
+        self.log.appendPlainText(f"warning: {e.message}" + (f" ({e.hint})" if e.hint else ""))
+
+    def _on_done(self, e) -> None:
+        verb = "Stopped at" if e.stopped_early else "Finished at"
+        self.status.setText(f"{verb} step {e.step}. Adapter: {e.adapter}")
+
+    def on_finished(self, code: int, crashed: bool) -> None:
+        self._set_running(False)
+        error = self.engine.last_error
+        if self.engine.saw_done and code == 0:
+            self.run_finished.emit(True)
+            return
+        lines = [f"The training engine stopped (exit code {code})."]
+        if error is not None:
+            lines.append(error.message + (f"\nWhat to do: {error.hint}" if error.hint else ""))
+        elif crashed:
+            lines.append("It ended without a message: it was killed or crashed (out of memory?).")
+        tail = "\n".join(list(self.engine.stderr_tail)[-8:])
+        if tail:
+            lines.append("Last lines of its log:\n" + tail)
+        self.status.setText("\n".join(lines))
+        has_state = self.run_dir is not None and (self.run_dir / "state").is_dir()
+        self.resume_button.setVisible(has_state)
+        self.run_finished.emit(False)
+
+
+def _duration(seconds: float) -> str:
+    if seconds <= 0:
+        return "—"
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds >= 60 else f"{seconds:.0f}s"

@@ -1,0 +1,41 @@
+"""Take the GUI screenshots in docs/screenshots/ from a real window (run under Xvfb, see README).
+
+    xvfb-run -s "-screen 0 1280x800x24" .venv/bin/python scripts/screenshots.py
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.main_window import MainWindow  # noqa: E402
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def main() -> int:
+    app = QApplication(sys.argv)
+    window = MainWindow(data_dir=Path(tempfile.mkdtemp()))
+    window.resize(1200, 780)
+    window.show()
+
+    def shoot(name: str) -> None:
+        window.grab().save(str(OUT / name))
+        print("saved", OUT / name)
+
+    def after_run(ok: bool) -> None:
+        gallery = window.run_page.gallery
+        gallery.selectionModel().clear()
+        QTimer.singleShot(300, lambda: (shoot("run-page.png"), app.quit()))
+
+    window.run_page.run_finished.connect(after_run)
+    QTimer.singleShot(500, lambda: (shoot("start-page.png"), window.try_demo()))
+    QTimer.singleShot(240_000, app.quit)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
