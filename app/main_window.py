@@ -65,7 +65,7 @@ class MainWindow(QMainWindow):
         open_run.clicked.connect(self.open_run)
         for button in (demo, open_run):
             button.setMinimumHeight(44)
-        note.setStyleSheet("color: palette(mid);")
+        title.setWordWrap(True)
         for widget in (title, demo, note, open_run):
             layout.addWidget(widget)
             layout.addSpacing(8)
