@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.export.commands import register as register_export
 
     register_export(sub)
+    from trainer.data.commands import register as register_dataset
+
+    register_dataset(sub)
     return p
 
 
@@ -62,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return EXIT_USER_ERROR
     _setup_logging()
+    from trainer.data.commands import cmd_dataset
     from trainer.export.commands import cmd_export, cmd_resize
 
     handler = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "export": cmd_export,
-               "resize": cmd_resize}[args.command]
+               "resize": cmd_resize, "dataset": cmd_dataset}[args.command]
     return handler(args)
 
 

@@ -1,0 +1,138 @@
+"""`lora-studio dataset check`: what a user wants to know before training, each warning naming its files.
+
+Counts per subset, resolutions, too-small images, near-duplicates (difference hash), missing and
+unreadable captions, captions past CLIP's 75 tokens, tag frequency, the bucket plan and steps per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from trainer.data.buckets import BASE_BY_ARCH, bucket_plan
+from trainer.data.captions import split_tags
+from trainer.data.spec import ImageRecord, list_images, read_dataset
+
+CLIP_TOKENS = 75
+NEAR_DUPLICATE_BITS = 6  # of 64: dHashes this close are the same picture, resized or re-encoded
+
+
+@dataclass
+class Warning:
+    kind: str
+    message: str
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HealthReport:
+    root: str
+    arch: str
+    images: int
+    subsets: dict[str, dict]
+    resolutions: dict[str, int]
+    tag_frequency: dict[str, int]
+    bucket_plan: dict
+    steps_per_epoch: int
+    warnings: list[Warning] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def to_text(self) -> str:
+        lines = [f"{self.root}: {self.images} images, {self.steps_per_epoch} steps per epoch ({self.arch})"]
+        for name, info in self.subsets.items():
+            lines.append(f"  subset {name}: {info['images']} images x {info['repeats']} repeats"
+                         + (" (regularisation)" if info["is_reg"] else ""))
+        lines.append("  buckets: " + ", ".join(f"{k}: {v}" for k, v in self.bucket_plan["buckets"].items()))
+        top = ", ".join(f"{t} ({n})" for t, n in list(self.tag_frequency.items())[:12])
+        lines.append(f"  top tags: {top or '(no captions)'}")
+        for w in self.warnings:
+            lines.append(f"  ! {w.message}")
+            lines.extend(f"      {f}" for f in w.files[:10])
+            if len(w.files) > 10:
+                lines.append(f"      … and {len(w.files) - 10} more")
+        return "\n".join(lines)
+
+
+def check_dataset(root: Path, arch: str = "sd15", batch_size: int = 1, min_side: int = 256) -> HealthReport:
+    records = list_images(read_dataset(root))
+    base = BASE_BY_ARCH[arch]
+    plan = bucket_plan([(r.width, r.height, r.subset.repeats) for r in records if r.width], base, batch_size)
+    report = HealthReport(
+        root=str(root), arch=arch, images=len(records), subsets=_subsets(records),
+        resolutions=dict(Counter(f"{r.width}x{r.height}" for r in records).most_common(20)),
+        tag_frequency=dict(Counter(t for r in records for t in split_tags(r.caption)).most_common(100)),
+        bucket_plan=plan.to_dict(), steps_per_epoch=plan.steps_per_epoch)
+    report.warnings = _warnings(records, min_side, base, plan.upscaled)
+    return report
+
+
+def _subsets(records: list[ImageRecord]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for r in records:
+        info = out.setdefault(r.subset.name, {"images": 0, "repeats": r.subset.repeats, "is_reg": r.subset.is_reg})
+        info["images"] += 1
+    return out
+
+
+def _warnings(records: list[ImageRecord], min_side: int, base: int, upscaled: int) -> list[Warning]:
+    found = []
+
+    def add(kind: str, message: str, files: list) -> None:
+        if files:
+            found.append(Warning(kind, message.format(n=len(files)), [str(f) for f in files]))
+
+    add("empty", "the dataset has no images", [] if records else ["(none)"])
+    add("unreadable", "{n} images cannot be read", [r.path for r in records if not r.width])
+    add("too_small", f"{{n}} images are smaller than {min_side} px on their shorter side",
+        [r.path for r in records if r.width and min(r.width, r.height) < min_side])
+    add("below_base", f"{{n}} images are smaller than the {base}px training area (they train at lower "
+        "resolution)", [r.path for r in records if r.width and r.width * r.height < base * base // 2])
+    add("no_caption", "{n} images have no caption (.txt)", [r.path for r in records if not r.caption
+                                                             and not r.caption_problem])
+    add("bad_caption", "{n} caption files are not UTF-8 and will be ignored",
+        [r.path.with_suffix(".txt") for r in records if r.caption_problem])
+    add("long_caption", f"{{n}} captions are longer than {CLIP_TOKENS} CLIP tokens (the rest is cut off)",
+        _long_captions(records))
+    add("near_duplicate", "{n} images look like another image in the dataset", _near_duplicates(records))
+    return found
+
+
+def _long_captions(records: list[ImageRecord]) -> list[Path]:
+    captioned = [r for r in records if r.caption]
+    if not captioned:
+        return []
+    from trainer.models.assets import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    lengths = tokenizer([r.caption for r in captioned], add_special_tokens=False).input_ids
+    return [r.path for r, ids in zip(captioned, lengths) if len(ids) > CLIP_TOKENS]
+
+
+def dhash(path: Path) -> int:
+    with Image.open(path) as im:
+        im.draft("L", (64, 64))  # JPEG decodes at reduced size: fast on big photos
+        small = np.asarray(im.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def _near_duplicates(records: list[ImageRecord]) -> list[Path]:
+    hashes = []
+    for r in records:
+        if r.width:
+            try:
+                hashes.append((r.path, dhash(r.path)))
+            except OSError:
+                continue
+    flagged = []
+    for i, (path, h) in enumerate(hashes):
+        if any(bin(h ^ other).count("1") <= NEAR_DUPLICATE_BITS for _, other in hashes[:i]):
+            flagged.append(path)
+    return flagged

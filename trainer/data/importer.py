@@ -1,0 +1,197 @@
+"""`lora-studio dataset import`: copy images (files, folders, .zip archives) into a dataset folder.
+
+Originals are only ever read. Each file lands under a safe unique name with its `.txt` caption beside it,
+or is refused with a reason a user can act on. Pixels are checked before decoding (decompression bombs),
+then fully decoded (truncated files), normalised (EXIF orientation, transparency onto white, CMYK,
+16-bit, palette, first frame of animations) and written as PNG, or copied byte for byte when the file is
+already a plain RGB/grey JPEG, PNG or WebP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trainer.data.normalize import NormalizeError, normalize_image
+from trainer.fsutil import atomic_write_bytes
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+INDEX_FILE = ".lora-studio-import.json"
+MAX_MEMBER_BYTES = 512 * 1024 * 1024
+RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+@dataclass
+class Entry:
+    source: str
+    status: str          # imported | duplicate | refused
+    reason: str = ""
+    dest: str = ""
+
+
+@dataclass
+class ImportReport:
+    into: str
+    entries: list[Entry] = field(default_factory=list)
+    cancelled: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(1 for e in self.entries if e.status == status)
+
+    def to_json(self) -> str:
+        return json.dumps({"into": self.into, "imported": self.count("imported"),
+                           "duplicates": self.count("duplicate"), "refused": self.count("refused"),
+                           "cancelled": self.cancelled, "files": [asdict(e) for e in self.entries]}, indent=2)
+
+
+@dataclass
+class Candidate:
+    label: str                      # what the user sees: a path, or "archive.zip!member"
+    read: Callable[[], bytes]
+    caption: Callable[[], bytes] | None
+    stem: str
+    refusal: str = ""               # set when the entry is refused before reading (unsafe zip path, …)
+
+
+def import_sources(sources: list[Path], into: Path, min_side: int = 256, max_pixels: int = 178_956_970,
+                   progress: Callable[[int, int], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> ImportReport:
+    into = Path(into).expanduser()
+    into.mkdir(parents=True, exist_ok=True)
+    report = ImportReport(str(into))
+    candidates = [c for src in sources for c in _candidates(Path(src).expanduser(), into)]
+    known = _load_index(into)
+    taken = {p.stem.lower() for p in into.iterdir()}
+    for done, cand in enumerate(candidates):
+        if cancel and cancel():
+            report.cancelled = True
+            break
+        report.entries.append(_import_one(cand, into, min_side, max_pixels, known, taken))
+        if progress:
+            progress(done + 1, len(candidates))
+    _save_index(into, known)
+    return report
+
+
+def _import_one(cand: Candidate, into: Path, min_side: int, max_pixels: int, known: dict, taken: set) -> Entry:
+    if cand.refusal:
+        return Entry(cand.label, "refused", cand.refusal)
+    try:
+        data = cand.read()
+    except OSError as exc:
+        return Entry(cand.label, "refused", f"cannot read: {exc}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in known:
+        return Entry(cand.label, "duplicate", f"same content as {known[digest]}", known[digest])
+    try:
+        payload, suffix = normalize_image(data, min_side, max_pixels)
+    except NormalizeError as exc:
+        return Entry(cand.label, "refused", str(exc))
+    name = unique_name(safe_stem(cand.stem), taken)
+    dest = into / f"{name}{suffix}"
+    atomic_write_bytes(dest, payload)
+    if cand.caption is not None:
+        atomic_write_bytes(into / f"{name}.txt", cand.caption())
+    known[digest] = dest.name
+    return Entry(cand.label, "imported", "", dest.name)
+
+
+def _candidates(src: Path, into: Path) -> Iterator[Candidate]:
+    if not src.exists():
+        yield Candidate(str(src), _nothing, None, src.stem, refusal="not found")
+    elif src.is_dir():
+        yield from _folder_candidates(src, into)
+    elif src.suffix.lower() == ".zip":
+        yield from _zip_candidates(src)
+    elif src.suffix.lower() != ".txt":
+        yield _file_candidate(src)
+
+
+def _nothing() -> bytes:
+    return b""
+
+
+def _file_candidate(path: Path) -> Candidate:
+    caption = path.with_suffix(".txt")
+    return Candidate(str(path), path.read_bytes, caption.read_bytes if caption.is_file() else None, path.stem,
+                     refusal="" if path.suffix.lower() in IMAGE_SUFFIXES else "not an image file")
+
+
+def _folder_candidates(folder: Path, into: Path) -> Iterator[Candidate]:
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).parts
+        if not path.is_file() or any(p.startswith(".") for p in rel) or path.suffix.lower() == ".txt":
+            continue
+        if into.resolve() in path.resolve().parents:
+            continue  # importing a folder that contains the dataset: don't re-import our own output
+        yield from _zip_candidates(path) if path.suffix.lower() == ".zip" else [_file_candidate(path)]
+
+
+def _zip_candidates(archive: Path) -> Iterator[Candidate]:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        yield Candidate(str(archive), _nothing, None, archive.stem, refusal=f"not a readable zip: {exc}")
+        return
+    names = {i.filename for i in zf.infolist()}
+    for info in zf.infolist():
+        if info.is_dir() or info.filename.lower().endswith(".txt"):
+            continue
+        label = f"{archive}!{info.filename}"
+        stem = Path(info.filename.replace("\\", "/")).stem
+        problem = zip_entry_problem(info)
+        caption_name = str(Path(info.filename).with_suffix(".txt"))
+        caption = (lambda n=caption_name: zf.read(n)) if caption_name in names and not problem else None
+        if not problem and Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
+            problem = "not an image file"
+        yield Candidate(label, lambda i=info: zf.read(i), caption, stem, refusal=problem)
+
+
+def zip_entry_problem(info: zipfile.ZipInfo) -> str:
+    """Why an archive entry must not be extracted, or "" if it is safe."""
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "unsafe path in archive (absolute)"
+    if ".." in name.split("/"):
+        return "unsafe path in archive (leads outside the folder with '..')"
+    if (info.external_attr >> 16) & 0o170000 == 0o120000:
+        return "symbolic link in archive"
+    if info.file_size > MAX_MEMBER_BYTES:
+        return f"too large ({info.file_size:,} bytes unpacked)"
+    return ""
+
+
+def safe_stem(stem: str) -> str:
+    cleaned = re.sub(r"[^\w\-. ]+", "_", stem, flags=re.UNICODE).strip(" ._")[:100] or "image"
+    return f"{cleaned}_" if cleaned.lower() in RESERVED else cleaned
+
+
+def unique_name(stem: str, taken: set) -> str:
+    name, n = stem, 1
+    while name.lower() in taken:
+        name, n = f"{stem}-{n}", n + 1
+    taken.add(name.lower())
+    return name
+
+
+def _load_index(into: Path) -> dict[str, str]:
+    """sha256 of each imported source -> its file name; files already in the folder count too."""
+    index_path = into / INDEX_FILE
+    known = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else {}
+    present = {p.name for p in into.iterdir()}
+    known = {h: n for h, n in known.items() if n in present}
+    listed = set(known.values())
+    for path in into.iterdir():
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.name not in listed:
+            known[hashlib.sha256(path.read_bytes()).hexdigest()] = path.name
+    return known
+
+
+def _save_index(into: Path, known: dict[str, str]) -> None:
+    atomic_write_bytes(into / INDEX_FILE, json.dumps(known, indent=0, sort_keys=True).encode())
+
