@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["LORA_STUDIO_CACHE"] = tempfile.mkdtemp(prefix="lora-studio-test-cache-")  # not the user's cache
 
 import pytest  # noqa: E402
 

@@ -1,8 +1,9 @@
-"""Batches for the loop: a deterministic order per epoch, cached latents and cached text conditioning.
+"""Batches for the loop: aspect-ratio buckets, a deterministic order per epoch, cached latents and text.
 
 The order of epoch E depends only on (seed, E), so a resumed run sees exactly the batches an uninterrupted
-run would. Latents are cached as the VAE posterior's parameters (and sampled fresh each step) when the
-crop is fixed; text conditioning is cached when the text encoders are frozen.
+run would. A batch never mixes buckets. With a fixed (center) crop, latents are cached as the VAE
+posterior's parameters (sampled fresh each step), in memory and on disk; text conditioning is cached when
+the text encoders are frozen and captions don't vary between steps.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data.folder import Item, load_square
-from trainer.encode import encode_text, latent_distribution
-from trainer.models.load import BaseModel
+from trainer.data.buckets import choose_bucket, make_buckets
+from trainer.data.captions import process_caption
+from trainer.data.folder import load_bucket
+from trainer.data.spec import ImageRecord
 
 
 @dataclass
@@ -27,65 +29,72 @@ class Batch:
     pixels: torch.Tensor | None           # when latents are not cached
     original_sizes: list[tuple[int, int]]
     crops: list[tuple[int, int]]
+    loss_weights: torch.Tensor            # prior_loss_weight for regularisation images, else 1
 
 
 class Batches:
-    def __init__(self, cfg: TrainConfig, items: list[Item], rank: int = 0, world: int = 1):
-        self.cfg, self.items, self.rank, self.world = cfg, items, rank, world
-        self.latent_cache: dict[int, torch.Tensor] = {}
-        self.text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    def __init__(self, cfg: TrainConfig, records: list[ImageRecord], rank: int = 0, world: int = 1):
+        self.cfg, self.records, self.rank, self.world = cfg, records, rank, world
+        buckets = make_buckets(cfg.dataset.resolution)
+        self.buckets = [choose_bucket(r.width, r.height, buckets, cfg.dataset.allow_upscale).size
+                        for r in records]
+        self.active = list(range(len(records)))     # images dropped for NaN latents leave this list
+        self.latent_cache: dict[tuple[int, bool], torch.Tensor] = {}
         self.sizes: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
+        self.text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     @property
     def cacheable_latents(self) -> bool:
-        d = self.cfg.dataset
-        return self.cfg.performance.cache_latents and d.center_crop and not d.flip
+        return self.cfg.performance.cache_latents and self.cfg.dataset.center_crop
+
+    @property
+    def captions_vary(self) -> bool:
+        return any(r.subset.shuffle_tags or r.subset.caption_dropout or r.subset.tag_dropout
+                   for r in self.records)
+
+    def repeats(self, i: int) -> int:
+        return self.records[i].subset.repeats * self.cfg.dataset.repeats
+
+    def epoch_plan(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.cfg.schedule.seed * 1_000_003 + epoch)
+        by_bucket: dict[tuple[int, int], list[int]] = {}
+        for i in self.active:
+            by_bucket.setdefault(self.buckets[i], []).extend([i] * self.repeats(i))
+        bs = self.cfg.schedule.batch_size
+        batches = []
+        for bucket in sorted(by_bucket):
+            members = by_bucket[bucket]
+            rng.shuffle(members)
+            batches += [members[k:k + bs] for k in range(0, len(members), bs)]
+        rng.shuffle(batches)
+        per_rank = math.ceil(len(batches) / self.world)
+        batches = (batches * 2)[: per_rank * self.world]  # equal shards so no rank waits for another
+        return batches[self.rank:: self.world]
 
     def batches_per_epoch(self) -> int:
-        per_rank = math.ceil(len(self.items) * self.cfg.dataset.repeats / self.world)
-        return math.ceil(per_rank / self.cfg.schedule.batch_size)
+        return len(self.epoch_plan(0))
 
     def epoch(self, epoch: int, start: int = 0):
-        order = [i for i in range(len(self.items)) for _ in range(self.cfg.dataset.repeats)]
-        random.Random(self.cfg.schedule.seed * 1_000_003 + epoch).shuffle(order)
-        per_rank = math.ceil(len(order) / self.world)
-        order = (order * 2)[: per_rank * self.world]  # equal shards so no rank waits for another
-        shard = order[self.rank:: self.world]
-        bs = self.cfg.schedule.batch_size
-        for b in range(start, self.batches_per_epoch()):
-            yield self._batch(shard[b * bs:(b + 1) * bs], epoch, b)
+        for b, indices in enumerate(self.epoch_plan(epoch)):
+            if b >= start:
+                yield self._batch(indices, epoch, b)
+
+    def caption_for(self, i: int, rng: random.Random) -> str:
+        r = self.records[i]
+        s = r.subset
+        return process_caption(r.caption, s.keep_tokens, s.shuffle_tags, s.tag_dropout, s.caption_dropout, rng)
 
     def _batch(self, indices: list[int], epoch: int, b: int) -> Batch:
-        captions = [self.items[i].caption for i in indices]
-        if self.cacheable_latents:
-            params = torch.stack([self.latent_cache[i] for i in indices])
-            sizes = [self.sizes[i] for i in indices]
-            return Batch(indices, captions, params, None, [s[0] for s in sizes], [s[1] for s in sizes])
         rng = random.Random(hash((self.cfg.schedule.seed, epoch, b)))
-        prepared = [load_square(self.items[i].image, self.cfg.dataset.resolution,
-                                self.cfg.dataset.center_crop, rng) for i in indices]
-        pixels = torch.stack([p.pixels for p in prepared])
-        if self.cfg.dataset.flip:
-            flips = torch.tensor([rng.random() < 0.5 for _ in indices])
-            pixels[flips] = pixels[flips].flip(-1)
-        return Batch(indices, captions, None, pixels, [p.original_size for p in prepared],
-                     [p.crop_top_left for p in prepared])
-
-    @torch.no_grad()
-    def fill_latent_cache(self, vae, batch_size: int = 8) -> None:
-        if not self.cacheable_latents:
-            return
-        res = self.cfg.dataset.resolution
-        for start in range(0, len(self.items), batch_size):
-            chunk = range(start, min(start + batch_size, len(self.items)))
-            prepared = [load_square(self.items[i].image, res, True, None) for i in chunk]
-            params = latent_distribution(vae, torch.stack([p.pixels for p in prepared])).cpu()
-            for i, p, row in zip(chunk, prepared, params):
-                self.latent_cache[i] = row
-                self.sizes[i] = (p.original_size, p.crop_top_left)
-
-    @torch.no_grad()
-    def fill_text_cache(self, model: BaseModel, device) -> None:
-        for caption in sorted({item.caption for item in self.items}):
-            hidden, pooled = encode_text(model, [caption], device)
-            self.text_cache[caption] = (hidden[0], None if pooled is None else pooled[0])
+        flips = [self.cfg.dataset.flip and rng.random() < 0.5 for _ in indices]
+        captions = [self.caption_for(i, rng) for i in indices]
+        weights = torch.tensor([self.cfg.loss.prior_loss_weight if self.records[i].subset.is_reg else 1.0
+                                for i in indices])
+        if self.cacheable_latents:
+            params = torch.stack([self.latent_cache[(i, f)] for i, f in zip(indices, flips)])
+            sizes = [self.sizes[i] for i in indices]
+            return Batch(indices, captions, params, None, [s[0] for s in sizes], [s[1] for s in sizes], weights)
+        prepared = [load_bucket(self.records[i].path, self.buckets[i], self.cfg.dataset.center_crop, f, rng)
+                    for i, f in zip(indices, flips)]
+        return Batch(indices, captions, None, torch.stack([p.pixels for p in prepared]),
+                     [p.original_size for p in prepared], [p.crop_top_left for p in prepared], weights)

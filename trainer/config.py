@@ -47,6 +47,12 @@ class DatasetConfig:
     caption_extension: str = _opt(".txt", "caption sidecar extension")
     center_crop: bool = _opt(True, "crop the center (true) or a random window (false)")
     flip: bool = _opt(False, "random horizontal flip; leave off for asymmetric characters")
+    allow_upscale: bool = _opt(False, "let small images fill a bigger bucket (blurrier) instead of a smaller one")
+    keep_tokens: int = _opt(0, "tags at the start of a caption that shuffling never moves (e.g. the trigger)",
+                            min=0, max=75)
+    shuffle_tags: bool = _opt(False, "shuffle comma-separated tags each time (after keep_tokens)")
+    caption_dropout: float = _opt(0.0, "chance to train an image with an empty caption", min=0.0, max=1.0)
+    tag_dropout: float = _opt(0.0, "chance to drop each tag (after keep_tokens)", min=0.0, max=1.0)
 
 
 @dataclass
@@ -89,6 +95,7 @@ class ScheduleConfig:
 class LossConfig:
     min_snr_gamma: float = _opt(0.0, "min-SNR weighting gamma (5 is common); 0 disables", min=0.0, max=100.0)
     noise_offset: float = _opt(0.0, "noise offset (0.05-0.1 helps very dark/bright images)", min=0.0, max=1.0)
+    prior_loss_weight: float = _opt(1.0, "loss weight of regularisation images", min=0.0, max=100.0)
 
 
 @dataclass

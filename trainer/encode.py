@@ -31,9 +31,9 @@ def encode_text(model: BaseModel, captions: list[str], device, encoders: list | 
     return torch.cat(hidden, dim=-1), pooled
 
 
-def sdxl_time_ids(original_sizes, crops, resolution: int, device, dtype) -> torch.Tensor:
+def sdxl_time_ids(original_sizes, crops, target: tuple[int, int], device, dtype) -> torch.Tensor:
     """SDXL's micro-conditioning: (orig_h, orig_w, crop_top, crop_left, target_h, target_w) per image."""
-    rows = [[*orig, *crop, resolution, resolution] for orig, crop in zip(original_sizes, crops)]
+    rows = [[*orig, *crop, *target] for orig, crop in zip(original_sizes, crops)]
     return torch.tensor(rows, device=device, dtype=dtype)
 
 

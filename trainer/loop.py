@@ -20,8 +20,8 @@ from trainer import events as ev
 from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
-from trainer.data.folder import scan
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
+from trainer.errors import DatasetError
 from trainer.objective import add_noise, loss_per_sample, target_for
 from trainer.optim import build_lr_scheduler, build_optimizer, param_groups
 from trainer.runtime import Runtime, setup_runtime
@@ -48,7 +48,7 @@ class Progress:
 
 def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool = False) -> Path:
     rt = setup_runtime(cfg, run_dir, sink)
-    items = scan(Path(cfg.dataset.path), cfg.dataset.caption_extension)
+    items = load_records(cfg)
     data = Batches(cfg, items, rt.accelerator.process_index, rt.accelerator.num_processes)
     _fill_caches(rt, data)
     total = total_steps(cfg, data.batches_per_epoch())
@@ -77,10 +77,30 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     return cfg.schedule.max_steps
 
 
+def load_records(cfg: TrainConfig) -> list:
+    """The dataset's images; plain and kohya folders take their caption options from the config."""
+    from trainer.data.spec import list_images, read_dataset
+
+    root = Path(cfg.dataset.path)
+    subsets = read_dataset(root)
+    if not (root / "dataset.toml").exists():
+        d = cfg.dataset
+        for s in subsets:
+            s.caption_extension, s.keep_tokens, s.shuffle_tags = d.caption_extension, d.keep_tokens, d.shuffle_tags
+            s.caption_dropout, s.tag_dropout = d.caption_dropout, d.tag_dropout
+    records = [r for r in list_images(subsets) if r.width]
+    if not records:
+        raise DatasetError(f"dataset folder {root} holds no readable images",
+                           "add .jpg/.png/.webp images (with optional same-named .txt captions)")
+    return records
+
+
 def _fill_caches(rt: Runtime, data: Batches) -> None:
-    data.fill_latent_cache(rt.model.vae)
-    if not rt.te_params and rt.cfg.performance.cache_text_embeddings:
-        data.fill_text_cache(rt.model, rt.device)
+    from trainer.caching import fill_latent_cache, fill_text_cache
+
+    fill_latent_cache(data, rt.model.vae, rt.sink)
+    if not rt.te_params and rt.cfg.performance.cache_text_embeddings and not data.captions_vary:
+        fill_text_cache(data, rt.model, rt.device)
         rt.text_cache = data.text_cache
 
 
@@ -125,12 +145,12 @@ def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: 
     with rt.no_sync_unless(sync), rt.accelerator.autocast():
         latents = _latents(rt, batch, noise_gen)
         noisy, noise, timesteps = add_noise(model.noise_scheduler, latents, noise_gen, cfg.loss.noise_offset)
-        hidden, added = _conditioning(rt, batch, latents.dtype)
+        hidden, added = _conditioning(rt, batch, latents)
         pred = rt.unet(noisy.to(rt.weight_dtype), timesteps, hidden.to(rt.weight_dtype),
                        added_cond_kwargs=added).sample
         target = target_for(model.noise_scheduler, model.prediction_type, latents, noise, timesteps)
-        loss = loss_per_sample(pred, target, model.noise_scheduler, timesteps, model.prediction_type,
-                               cfg.loss.min_snr_gamma).mean()
+        loss = (loss_per_sample(pred, target, model.noise_scheduler, timesteps, model.prediction_type,
+                                cfg.loss.min_snr_gamma) * batch.loss_weights.to(pred.device)).mean()
         rt.accelerator.backward(loss / accumulation)
     return loss.detach().item()
 
@@ -146,7 +166,7 @@ def _latents(rt: Runtime, batch: Batch, noise_gen) -> torch.Tensor:
     return sample_latents(vae, params, noise_gen).float()
 
 
-def _conditioning(rt: Runtime, batch: Batch, dtype) -> tuple[torch.Tensor, dict | None]:
+def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
     model, device = rt.model, rt.device
     if rt.text_cache_in_use:
         cached = [rt.text_cache[c] for c in batch.captions]
@@ -156,7 +176,8 @@ def _conditioning(rt: Runtime, batch: Batch, dtype) -> tuple[torch.Tensor, dict 
         hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders)
     if not model.is_sdxl:
         return hidden, None
-    time_ids = sdxl_time_ids(batch.original_sizes, batch.crops, rt.cfg.dataset.resolution, device, dtype)
+    target = (latents.shape[-2] * 8, latents.shape[-1] * 8)  # the bucket, in pixels
+    time_ids = sdxl_time_ids(batch.original_sizes, batch.crops, target, device, latents.dtype)
     return hidden, {"text_embeds": pooled.to(rt.weight_dtype), "time_ids": time_ids.to(rt.weight_dtype)}
 
 

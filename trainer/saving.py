@@ -7,12 +7,13 @@ in state/; both are written atomically, so a crash at any moment leaves the last
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 from trainer import events as ev
 from trainer.config import TrainConfig
 from trainer.control import Control
-from trainer.data.folder import Item, tag_frequency
+from trainer.data.captions import split_tags
 from trainer.export.kohya import to_kohya
 from trainer.export.metadata import TrainingFacts, build_metadata
 from trainer.export.save import SAVE_DTYPES, write_safetensors
@@ -23,7 +24,7 @@ from trainer.state import Position, save_state
 
 
 class Saver:
-    def __init__(self, cfg: TrainConfig, rt: Runtime, run_dir: Path, items: list[Item], sink: EventSink):
+    def __init__(self, cfg: TrainConfig, rt: Runtime, run_dir: Path, items: list, sink: EventSink):
         self.cfg, self.rt, self.run_dir, self.items, self.sink = cfg, rt, Path(run_dir), items, sink
         self.main = rt.accelerator.is_main_process
         self.started_at = time.time()
@@ -81,12 +82,20 @@ class Saver:
             targets=c.lora.targets, dora=c.lora.dora, output_name=c.saving.output_name,
             base_model=Path(c.model.path).name, resolution=c.dataset.resolution, steps=pos.step,
             epoch=pos.epoch + 1, lr=c.optimizer.lr, text_encoder_lr=c.optimizer.text_encoder_lr,
-            train_text_encoder=c.lora.train_text_encoder, num_train_images=len(self.items) * c.dataset.repeats,
+            train_text_encoder=c.lora.train_text_encoder,
+            num_train_images=sum(r.subset.repeats for r in self.items) * c.dataset.repeats,
             started_at=self.started_at, seed=c.schedule.seed, optimizer=c.optimizer.name,
             lr_scheduler=c.schedule.lr_scheduler, batch_size=c.schedule.batch_size,
             trigger_phrase=c.saving.trigger_phrase,
-            tag_frequency={Path(c.dataset.path).name or "dataset": tag_frequency(self.items)},
+            tag_frequency=self._tag_frequency(),
             config_toml=c.to_toml(), base_config=m.config_name)
+
+    def _tag_frequency(self) -> dict[str, dict[str, int]]:
+        """kohya's form: {subset folder: {tag: count}}, which A1111 shows in the LoRA's card."""
+        out: dict[str, Counter] = {}
+        for r in self.items:
+            out.setdefault(r.subset.folder.name, Counter()).update(split_tags(r.caption))
+        return {name: dict(counts.most_common()) for name, counts in out.items()}
 
     def _prune_checkpoints(self) -> None:
         keep = self.cfg.saving.keep_last

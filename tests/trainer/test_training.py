@@ -9,8 +9,9 @@ from tests.support.engine import make_dataset, tiny_config, train_in_process
 def _fixed_eval_loss(run_dir, cfg) -> float:
     """Mean loss over fixed (noise, timestep) draws, for the adapter saved in run_dir (or none)."""
     from trainer.batches import Batches
-    from trainer.data.folder import scan
+    from trainer.caching import fill_latent_cache
     from trainer.encode import encode_text
+    from trainer.loop import load_records
     from trainer.lora.inject import load_adapter_state_dict
     from trainer.models.load import load_base_model
     from trainer.runtime import _add_adapters
@@ -20,13 +21,13 @@ def _fixed_eval_loss(run_dir, cfg) -> float:
     _add_adapters(cfg, model)
     if run_dir is not None:
         load_adapter_state_dict(model.unet, load_state(latest_snapshot(run_dir)).adapters["unet"])
-    data = Batches(cfg, scan(cfg.dataset.path))
-    data.fill_latent_cache(model.vae)
+    data = Batches(cfg, load_records(cfg))
+    fill_latent_cache(data, model.vae, None)
     gen = torch.Generator().manual_seed(99)
     losses = []
     with torch.no_grad():
-        for i, item in enumerate(data.items):
-            mean = data.latent_cache[i].chunk(2)[0][None] * model.vae.config.scaling_factor
+        for i, item in enumerate(data.records):
+            mean = data.latent_cache[(i, False)].chunk(2)[0][None] * model.vae.config.scaling_factor
             hidden, _ = encode_text(model, [item.caption], "cpu")
             for t in (100, 400, 700):
                 noise = torch.randn(mean.shape, generator=gen)

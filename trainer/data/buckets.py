@@ -23,9 +23,9 @@ class BucketChoice:
 def make_buckets(base: int, step: int = 64, max_ratio: float = 2.5) -> list[tuple[int, int]]:
     area = base * base
     buckets = set()
-    for w in range(step * 4, base * 2 + 1, step):
+    for w in range(step, base * 2 + 1, step):
         h = min(area // w // step * step, base * 2)
-        if h >= step * 4 and max(w / h, h / w) <= max_ratio:
+        if h >= step and max(w / h, h / w) <= max_ratio:
             buckets.add((w, h))
             buckets.add((h, w))
     return sorted(buckets)
