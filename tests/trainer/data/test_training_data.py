@@ -1,0 +1,117 @@
+"""The dataset as the loop sees it: buckets, the latent cache across epochs and runs, subsets and captions."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.support.engine import make_dataset, tiny_config, train_in_process
+from trainer.batches import Batches
+from trainer.loop import load_records
+
+
+@pytest.fixture
+def vae_calls(monkeypatch):
+    from diffusers import AutoencoderKL
+
+    calls = []
+    original = AutoencoderKL.encode
+
+    def counting(self, x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "encode", counting)
+    return calls
+
+
+def test_latent_cache_spares_the_vae_across_epochs_and_runs(tmp_path, vae_calls, monkeypatch):
+    monkeypatch.setenv("LORA_STUDIO_CACHE", str(tmp_path / "cache"))
+    data = make_dataset(tmp_path / "d", count=4)
+    cfg = tiny_config(data, schedule__max_steps=6, schedule__batch_size=2)  # 2 batches/epoch: 3 epochs
+    train_in_process(cfg, tmp_path / "run1")
+    assert sum(vae_calls) == 4, "each image encoded exactly once in the first run"
+    vae_calls.clear()
+    train_in_process(cfg, tmp_path / "run2")
+    assert sum(vae_calls) == 0, "a second run encodes nothing"
+    Image.fromarray(np.full((80, 96, 3), 7, np.uint8)).save(data / "img_01.png")
+    train_in_process(cfg, tmp_path / "run3")
+    assert sum(vae_calls) == 1, "editing one image re-encodes one"
+
+
+def test_a_damaged_cache_entry_is_rebuilt(tmp_path, vae_calls, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LORA_STUDIO_CACHE", str(cache))
+    cfg = tiny_config(make_dataset(tmp_path / "d", count=2), schedule__max_steps=1)
+    train_in_process(cfg, tmp_path / "a")
+    entry = next(cache.rglob("*.safetensors"))
+    entry.write_bytes(b"garbage")
+    vae_calls.clear()
+    train_in_process(cfg, tmp_path / "b")
+    assert sum(vae_calls) == 1
+
+
+def test_images_train_in_buckets_of_their_shape_with_sdxl_conditioning(tmp_path, monkeypatch):
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (420, 240), (50 * i, 90, 30)).save(folder / f"w{i}.png")
+        (folder / f"w{i}.txt").write_text("tok, wide")
+    seen = {}
+    from trainer import loop
+
+    original = loop.sdxl_time_ids
+
+    def spy(original_sizes, crops, target, device, dtype):
+        seen.update(original=original_sizes[0], crop=crops[0], target=target)
+        return original(original_sizes, crops, target, device, dtype)
+
+    monkeypatch.setattr(loop, "sdxl_time_ids", spy)
+    cfg = tiny_config(folder, model__path="demo:sdxl", dataset__resolution=256, schedule__max_steps=1)
+    train_in_process(cfg, tmp_path / "run")
+    assert seen["target"] == (192, 320)            # (h, w) of the 320x192 bucket, not a square
+    assert seen["original"] == (240, 420)
+    assert seen["crop"] == (0, 8)  # resized to 336x192, 8 px cut from each side
+
+
+def test_subsets_repeats_and_regularisation_weights(tmp_path):
+    root = tmp_path / "k"
+    make_dataset(root / "3_zkx", count=2)
+    make_dataset(root / "1_reg", count=1)
+    cfg = tiny_config(root, loss__prior_loss_weight=0.5, schedule__batch_size=1, performance__cache_latents=False)
+    data = Batches(cfg, load_records(cfg))
+    plan = data.epoch_plan(0)
+    assert len(plan) == 2 * 3 + 1
+    for batch in (data._batch(b, 0, k) for k, b in enumerate(plan)):
+        reg = data.records[batch.indices[0]].subset.is_reg
+        assert batch.loss_weights.tolist() == [0.5 if reg else 1.0]
+
+
+def test_caption_shuffle_keeps_the_trigger_and_turns_off_the_text_cache(tmp_path):
+    cfg = tiny_config(make_dataset(tmp_path / "d", count=2), dataset__shuffle_tags=True, dataset__keep_tokens=1)
+    data = Batches(cfg, load_records(cfg))
+    assert data.captions_vary
+    captions = {data.caption_for(0, random.Random(s)) for s in range(20)}
+    assert len(captions) > 1 and all(c.startswith("tok, ") for c in captions)
+
+
+def test_an_image_with_nan_latents_is_left_out_with_a_warning(tmp_path, monkeypatch):
+    import trainer.caching as caching
+
+    original = caching.latent_distribution
+
+    def poisoned(vae, pixels):
+        out = original(vae, pixels)
+        return out * float("nan") if pixels.mean() > 0.2 else out
+
+    monkeypatch.setattr(caching, "latent_distribution", poisoned)
+    monkeypatch.setenv("LORA_STUDIO_CACHE", str(tmp_path / "cache"))
+    data = make_dataset(tmp_path / "d", count=3)
+    Image.new("RGB", (90, 90), (250, 250, 250)).save(data / "img_bright.png")
+    cfg = tiny_config(data, schedule__max_steps=2)
+    adapter, sink = train_in_process(cfg, tmp_path / "run")
+    warnings = [w.message for w in sink.of_type("warning")]
+    assert any("img_bright.png" in w and "NaN" in w for w in warnings)
+    assert adapter.exists() and torch.isfinite(torch.tensor(sink.of_type("progress")[-1].loss))
