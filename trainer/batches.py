@@ -35,9 +35,10 @@ class Batch:
 class Batches:
     def __init__(self, cfg: TrainConfig, records: list[ImageRecord], rank: int = 0, world: int = 1):
         self.cfg, self.records, self.rank, self.world = cfg, records, rank, world
-        buckets = make_buckets(cfg.dataset.resolution)
-        self.buckets = [choose_bucket(r.width, r.height, buckets, cfg.dataset.allow_upscale).size
-                        for r in records]
+        by_base = {base: make_buckets(base) for base in
+                   {r.subset.resolution or cfg.dataset.resolution for r in records}}
+        self.buckets = [choose_bucket(r.width, r.height, by_base[r.subset.resolution or cfg.dataset.resolution],
+                                      cfg.dataset.allow_upscale).size for r in records]
         self.active = list(range(len(records)))     # images dropped for NaN latents leave this list
         self.latent_cache: dict[tuple[int, bool], torch.Tensor] = {}
         self.sizes: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}

@@ -33,6 +33,7 @@ class Subset:
     shuffle_tags: bool = False
     caption_dropout: float = 0.0
     tag_dropout: float = 0.0
+    resolution: int | None = None   # this subset's bucket base, e.g. close-ups at 768 in a 512 dataset
 
 
 @dataclass

@@ -115,3 +115,16 @@ def test_an_image_with_nan_latents_is_left_out_with_a_warning(tmp_path, monkeypa
     warnings = [w.message for w in sink.of_type("warning")]
     assert any("img_bright.png" in w and "NaN" in w for w in warnings)
     assert adapter.exists() and torch.isfinite(torch.tensor(sink.of_type("progress")[-1].loss))
+
+
+def test_a_subset_can_have_its_own_resolution(tmp_path):
+    root = tmp_path / "ds"
+    make_dataset(root / "wide", count=1, size=300)
+    make_dataset(root / "close", count=1, size=300)
+    (root / "dataset.toml").write_text('[[subset]]\nfolder = "wide"\n\n[[subset]]\nfolder = "close"\n'
+                                       'resolution = 128\n')
+    cfg = tiny_config(root, dataset__resolution=256, performance__cache_latents=False)
+    data = Batches(cfg, load_records(cfg))
+    sizes = {r.subset.name: data.buckets[i] for i, r in enumerate(data.records)}
+    assert sizes["wide"][0] * sizes["wide"][1] > sizes["close"][0] * sizes["close"][1]
+    assert max(sizes["close"]) <= 256
