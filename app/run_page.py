@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.image_viewer import ImageViewer
 from app.widgets.gallery import SampleGallery
 from app.widgets.loss_chart import LossChart
@@ -49,6 +50,9 @@ class RunPage(QWidget):
         self.save_button = QPushButton("Save now")
         self.resume_button = QPushButton("Resume")
         self.compare_button = QPushButton("Compare selected")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Export the final adapter, or the checkpoint of the sample you selected")
+        self.export_button.clicked.connect(self.open_export)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.engine.stop)
         self.sample_button.clicked.connect(lambda: self.engine.send("sample"))
@@ -60,6 +64,7 @@ class RunPage(QWidget):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.compare_button)
+        buttons.addWidget(self.export_button)
         self.progress = QProgressBar()
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
@@ -104,6 +109,16 @@ class RunPage(QWidget):
         paths = self.gallery.selected_paths()
         if len(paths) >= 2:
             ImageViewer(paths[:2], self).exec()
+
+    def export_dialog(self) -> ExportDialog:
+        selected = self.gallery.selected_paths()
+        preview = selected[0] if selected else None
+        step = int(Path(preview).stem[4:10]) if preview else None
+        return ExportDialog(self.run_dir, preview, step, self)
+
+    def open_export(self) -> None:
+        if self.run_dir is not None:
+            self.export_dialog().exec()
 
     def _reset(self) -> None:
         self.chart.clear()

@@ -26,10 +26,18 @@ def main() -> int:
         window.grab().save(str(OUT / name))
         print("saved", OUT / name)
 
+    def export_dialog() -> None:
+        gallery = window.run_page.gallery
+        gallery.selectionModel().select(gallery.model_.index(0, 2), gallery.selectionModel().SelectionFlag.Select)
+        dialog = window.run_page.export_dialog()
+        dialog.folder.setText("/home/me/stable-diffusion-webui")
+        dialog.show()
+        QTimer.singleShot(300, lambda: (dialog.grab().save(str(OUT / "export-dialog.png")), app.quit()))
+
     def after_run(ok: bool) -> None:
         gallery = window.run_page.gallery
         gallery.selectionModel().clear()
-        QTimer.singleShot(300, lambda: (shoot("run-page.png"), app.quit()))
+        QTimer.singleShot(300, lambda: (shoot("run-page.png"), export_dialog()))
 
     window.run_page.run_finished.connect(after_run)
     QTimer.singleShot(500, lambda: (shoot("start-page.png"), window.try_demo()))

@@ -72,3 +72,30 @@ def test_past_runs_reopen_in_the_gallery(qtbot, tmp_path, monkeypatch):
     window.show_run(tmp_path / "old")
     assert window.run_page.gallery.image_count() == 6
     assert window.run_page.gallery.prompts == ["a cat", "a dog"]
+
+
+def test_export_from_the_run_page_uses_the_picked_checkpoint_and_sample(qtbot, tmp_path):
+    """A real demo run, then Export with a sample selected: the file, card and preview land in A1111."""
+    window = MainWindow(data_dir=tmp_path)
+    qtbot.addWidget(window)
+    page = window.run_page
+    with qtbot.waitSignal(page.run_finished, timeout=180_000):
+        window.try_demo()
+    model = page.gallery.model_
+    col = page.gallery.steps.index(40)
+    page.gallery.selectionModel().select(model.index(0, col), page.gallery.selectionModel().SelectionFlag.Select)
+    dialog = page.export_dialog()
+    qtbot.addWidget(dialog)
+    assert dialog.adapter.currentText() == "demo-lora-step000040.safetensors"
+    webui = tmp_path / "webui"
+    webui.mkdir()
+    (webui / "webui.py").write_text("")
+    dialog.folder.setText(str(webui))
+    dialog.name.setText("shapes")
+    with qtbot.waitSignal(dialog.exported, timeout=60_000) as done:
+        dialog.export()
+    assert done.args[0]["ui"] == "a1111"
+    lora = webui / "models" / "Lora"
+    assert (lora / "shapes.safetensors").exists() and (lora / "shapes.json").exists()
+    assert (lora / "shapes.preview.png").read_bytes() == Path(page.gallery.selected_paths()[0]).read_bytes()
+    assert "none ignored" in dialog.result.text()
