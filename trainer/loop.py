@@ -21,13 +21,23 @@ from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
-from trainer.errors import DatasetError
+from trainer.errors import DatasetError, UserError
 from trainer.objective import add_noise, loss_per_sample, target_for
 from trainer.optim import build_lr_scheduler, build_optimizer, param_groups
 from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
 from trainer.sink import EventSink
 from trainer.state import Position, latest_snapshot, load_state, restore_rng
+
+
+class Diverged(UserError):
+    """The loss became NaN/inf: stop before the bad weights reach any file."""
+
+    def __init__(self, step: int, checkpoints: list[Path]):
+        last = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved yet"
+        super().__init__(f"training diverged: the loss became NaN/inf at step {step}; nothing was saved after it",
+                         "lower the learning rate (halve it), use bf16 instead of fp16, or use an fp32 VAE "
+                         f"(SDXL's VAE overflows in fp16); {last}")
 
 
 @dataclass
@@ -126,6 +136,8 @@ def _run_steps(cfg, rt: Runtime, data: Batches, pos: Position, total: int, optim
             micro += 1
             sync = micro % accumulation == 0
             loss = _micro_step(rt, batch, noise_gen, sync, accumulation)
+            if not math.isfinite(loss):
+                raise Diverged(pos.step + 1, saver.saved_checkpoints)
             pos.batch_in_epoch += 1
             if not sync:
                 continue

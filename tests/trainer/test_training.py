@@ -93,3 +93,27 @@ def test_resume_ends_with_the_same_adapter_as_an_uninterrupted_run(tmp_path, dat
     assert a.keys() == b.keys()
     # bit-identical on CPU: same data order, same RNG streams, same optimizer and schedule state
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_path, dataset_dir, monkeypatch):
+    import pytest
+
+    from trainer import loop
+
+    calls = []
+    original = loop.loss_per_sample
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(loop, "loss_per_sample", failing)
+    cfg = tiny_config(dataset_dir, schedule__max_steps=10, saving__every_n_steps=2)
+    with pytest.raises(loop.Diverged) as err:
+        train_in_process(cfg, tmp_path / "run")
+    assert "step 5" in err.value.message and "lower the learning rate" in err.value.hint
+    assert "step000004" in err.value.hint
+    assert not (tmp_path / "run" / "demo-lora.safetensors").exists()
+    good = load_file(str(tmp_path / "run" / "checkpoints" / "demo-lora-step000004.safetensors"))
+    assert all(torch.isfinite(t).all() for t in good.values())
