@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.dataset_page import DatasetPage
+from app.project import Project, ProjectError
 from app.run_page import RunPage
 from app.worker import EngineProcess
 
@@ -34,10 +36,15 @@ class MainWindow(QMainWindow):
         self.settings = QSettings("LoRA Studio", "LoRA Studio")
         self.data_dir = Path(data_dir or QStandardPaths.writableLocation(
             QStandardPaths.StandardLocation.AppDataLocation) or Path.home() / ".lora-studio")
+        self.project: Project | None = None
         self.run_page = RunPage(engine)
+        self.dataset_page = DatasetPage()
         self.tabs = QTabWidget()
         self.tabs.addTab(self._start_page(), "Start")
+        self.tabs.addTab(self.dataset_page, "Dataset")
         self.tabs.addTab(self.run_page, "Run")
+        self.setAcceptDrops(True)
+        self.run_page.run_finished.connect(lambda _ok: self.project and self.prepare_project_run())
         self.setCentralWidget(self.tabs)
         self._menus()
         self.resize(1180, 760)
@@ -63,10 +70,14 @@ class MainWindow(QMainWindow):
         note.setWordWrap(True)
         open_run = QPushButton("Open a past run…")
         open_run.clicked.connect(self.open_run)
-        for button in (demo, open_run):
+        new_project = QPushButton("New project…")
+        new_project.clicked.connect(self.new_project)
+        open_project = QPushButton("Open project…")
+        open_project.clicked.connect(self.choose_project)
+        for button in (demo, open_run, new_project, open_project):
             button.setMinimumHeight(44)
         title.setWordWrap(True)
-        for widget in (title, demo, note, open_run):
+        for widget in (title, new_project, open_project, demo, note, open_run):
             layout.addWidget(widget)
             layout.addSpacing(8)
         layout.addStretch(1)
@@ -74,7 +85,9 @@ class MainWindow(QMainWindow):
 
     def _menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        for text, slot, key in (("Try the &demo", self.try_demo, None),
+        for text, slot, key in (("&New project…", self.new_project, QKeySequence.StandardKey.New),
+                                ("Open &project…", self.choose_project, None),
+                                ("Try the &demo", self.try_demo, None),
                                 ("&Open run folder…", self.open_run, QKeySequence.StandardKey.Open),
                                 ("&Quit", self.close, QKeySequence.StandardKey.Quit)):
             action = QAction(text, self)
@@ -82,6 +95,56 @@ class MainWindow(QMainWindow):
             if key is not None:
                 action.setShortcut(key)
             file_menu.addAction(action)
+        self.recent_menu = file_menu.addMenu("&Recent projects")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for folder in self.settings.value("recent", [], type=list):
+            self.recent_menu.addAction(folder, lambda f=folder: self.open_project(Path(f)))
+
+    def new_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the new project (empty or new)")
+        if folder:
+            self.open_project(Path(folder), create=True)
+
+    def choose_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a LoRA Studio project")
+        if folder:
+            self.open_project(Path(folder))
+
+    def open_project(self, folder: Path, create: bool = False) -> None:
+        try:
+            self.project = Project.create(folder) if create else Project.open(folder)
+        except ProjectError as exc:
+            QMessageBox.warning(self, "Cannot open project", str(exc))
+            return
+        recent = [str(folder)] + [f for f in self.settings.value("recent", [], type=list) if f != str(folder)]
+        self.settings.setValue("recent", recent[:10])
+        self.settings.setValue("last_project", str(folder))
+        self.setWindowTitle(f"LoRA Studio — {self.project.name}")
+        self.dataset_page.set_folder(self.project.dataset)
+        self.prepare_project_run()
+        self.tabs.setCurrentWidget(self.dataset_page)
+
+    def prepare_project_run(self) -> None:
+        """The project's config when it has one; until then the demo settings on the project's images."""
+        run_dir = self.project.runs_dir / time.strftime("run-%Y%m%d-%H%M%S")
+        if self.project.config_path.exists():
+            self.run_page.prepare(run_dir, self.project.config_path)
+        else:
+            self.run_page.prepare(run_dir, demo=True, overrides=[f"dataset.path={self.project.dataset}"])
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and self.project is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths and self.project is not None:
+            self.tabs.setCurrentWidget(self.dataset_page)
+            self.dataset_page.import_paths(paths)
+            event.acceptProposedAction()
 
     def try_demo(self) -> None:
         if self.run_page.engine.running:

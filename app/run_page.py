@@ -37,6 +37,7 @@ class RunPage(QWidget):
         self.run_dir: Path | None = None
         self.config: Path | None = None
         self.demo = False
+        self.overrides: list[str] = []
         self._build()
         self.engine.event.connect(self.on_event)
         self.engine.log_line.connect(self.log.appendPlainText)
@@ -87,15 +88,16 @@ class RunPage(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(split, 1)
 
-    def prepare(self, run_dir: Path, config: Path | None = None, demo: bool = False) -> None:
-        self.run_dir, self.config, self.demo = Path(run_dir), config, demo
+    def prepare(self, run_dir: Path, config: Path | None = None, demo: bool = False,
+                overrides: list[str] = ()) -> None:
+        self.run_dir, self.config, self.demo, self.overrides = Path(run_dir), config, demo, list(overrides)
         self.status.setText(f"Ready to train into {self.run_dir}")
 
     def start(self) -> None:
         if self.run_dir is None:
             return
         self._reset()
-        self.engine.train(self.config, self.run_dir, demo=self.demo)
+        self.engine.train(self.config, self.run_dir, self.overrides, demo=self.demo)
         self._set_running(True)
 
     def resume(self) -> None:

@@ -11,7 +11,7 @@ COLORS = {"red": (220, 40, 40), "green": (40, 180, 70), "blue": (40, 80, 220), "
 SHAPES = ("circle", "square", "triangle")
 
 
-def draw(shape: str, fg: str, bg: str, rng: random.Random, size: int = 96) -> Image.Image:
+def draw(shape: str, fg: str, bg: str, rng: random.Random, size: int = 256) -> Image.Image:
     im = Image.new("RGB", (size, size), COLORS[bg])
     d = ImageDraw.Draw(im)
     s = rng.randint(size // 3, size // 2)

@@ -40,7 +40,21 @@ def main() -> int:
         QTimer.singleShot(300, lambda: (shoot("run-page.png"), export_dialog()))
 
     window.run_page.run_finished.connect(after_run)
-    QTimer.singleShot(500, lambda: (shoot("start-page.png"), window.try_demo()))
+    def dataset_page() -> None:
+        project = Path(tempfile.mkdtemp()) / "my-shapes"
+        window.open_project(project, create=True)
+        page = window.dataset_page
+        page.import_finished.connect(lambda _r: QTimer.singleShot(800, after_import))
+        page.import_paths([Path(__file__).resolve().parent.parent / "assets" / "sample_dataset"])
+
+    def after_import() -> None:
+        page = window.dataset_page
+        page.grid.setCurrentIndex(page.grid.model_.index(1, 0))
+        page.check_finished.connect(lambda _r: QTimer.singleShot(300, lambda: (shoot("dataset-page.png"),
+                                                                               window.try_demo())))
+        page.run_check()
+
+    QTimer.singleShot(500, lambda: (shoot("start-page.png"), dataset_page()))
     QTimer.singleShot(240_000, app.quit)
     return app.exec()
 

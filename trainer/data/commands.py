@@ -19,6 +19,7 @@ def register(sub) -> None:
     imp.add_argument("--into", type=Path, required=True)
     imp.add_argument("--min-side", type=int, default=256)
     imp.add_argument("--json", action="store_true")
+    imp.add_argument("--progress", action="store_true", help='print {"done": N, "total": M} lines on stderr')
     chk = dsub.add_parser("check", help="health report before training")
     chk.add_argument("folder", type=Path)
     chk.add_argument("--arch", choices=["sd15", "sd2", "sdxl"], default="sd15")
@@ -50,7 +51,11 @@ def cmd_dataset(args) -> int:
 def _import(args) -> int:
     from trainer.data.importer import import_sources
 
-    report = import_sources(args.sources, args.into, min_side=args.min_side)
+    def progress(done: int, total: int) -> None:
+        print(json.dumps({"done": done, "total": total}), file=sys.stderr, flush=True)
+
+    report = import_sources(args.sources, args.into, min_side=args.min_side,
+                            progress=progress if args.progress else None)
     if args.json:
         print(report.to_json())
     else:

@@ -88,7 +88,8 @@ def _warnings(records: list[ImageRecord], min_side: int, base: int, upscaled: in
         if files:
             found.append(Warning(kind, message.format(n=len(files)), [str(f) for f in files]))
 
-    add("empty", "the dataset has no images", [] if records else ["(none)"])
+    if not records:
+        found.append(Warning("empty", "the dataset has no images: add some (drop them here, or dataset import)"))
     add("unreadable", "{n} images cannot be read", [r.path for r in records if not r.width])
     add("too_small", f"{{n}} images are smaller than {min_side} px on their shorter side",
         [r.path for r in records if r.width and min(r.width, r.height) < min_side])

@@ -1,0 +1,213 @@
+"""The dataset page: drop images in, browse them, edit captions, and read the health report.
+
+Imports and the health check run in the engine as child processes; the page only shows their reports.
+Caption edits are saved atomically shortly after typing stops (undo/redo: Ctrl+Z / Ctrl+Shift+Z).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QProcess, Qt, QTimer, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.import_job import ImportJob
+from app.widgets.thumbnails import ThumbnailGrid
+
+SAVE_DELAY_MS = 600
+
+
+def write_caption(path: Path, text: str) -> None:
+    """Atomic UTF-8 write: a crash leaves the old caption or the new one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text.strip() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+class DatasetPage(QWidget):
+    import_finished = Signal(object)
+    check_finished = Signal(object)
+
+    def __init__(self, parent=None, engine: list[str] | None = None):
+        super().__init__(parent)
+        self.engine = engine or [sys.executable, "-m", "trainer"]
+        self.folder: Path | None = None
+        self.job: ImportJob | None = None
+        self.current: Path | None = None
+        self._build()
+
+    def _build(self) -> None:
+        self.title = QLabel("No project open. Use File › New project, or drop images here after opening one.")
+        self.check_button = QPushButton("Check dataset")
+        self.check_button.clicked.connect(self.run_check)
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.check_button)
+        self.progress = QProgressBar()
+        self.cancel_button = QPushButton("Cancel import")
+        self.cancel_button.clicked.connect(lambda: self.job and self.job.cancel())
+        bar = QHBoxLayout()
+        bar.addWidget(self.progress, 1)
+        bar.addWidget(self.cancel_button)
+        self.grid = ThumbnailGrid()
+        self.grid.selectionModel().currentChanged.connect(lambda index, _: self.show_image(index))
+        self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(320, 320)
+        self.caption = QPlainTextEdit()
+        self.caption.setPlaceholderText("caption: comma-separated tags or a sentence")
+        self.caption.setMaximumHeight(120)
+        self.caption_state = QLabel("")
+        self.save_timer = QTimer(self, singleShot=True, interval=SAVE_DELAY_MS)
+        self.save_timer.timeout.connect(self.save_caption)
+        self.caption.textChanged.connect(self.save_timer.start)
+        self.health = QListWidget()
+        self.health.itemClicked.connect(self._jump_to_file)
+        side = QWidget()
+        column = QVBoxLayout(side)
+        for widget in (self.preview, QLabel("Caption"), self.caption, self.caption_state,
+                       QLabel("Health report"), self.health):
+            column.addWidget(widget)
+        split = QSplitter()
+        split.addWidget(self.grid)
+        split.addWidget(side)
+        split.setSizes([700, 380])
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(bar)
+        layout.addWidget(split, 1)
+        self._set_importing(False)
+
+    def set_folder(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.title.setText(f"Dataset: {self.folder}  ·  drop images, folders or .zip files anywhere to import")
+        self.reload()
+
+    def reload(self) -> None:
+        if self.folder is not None:
+            self.grid.load_folder(self.folder)
+
+    # -- import --------------------------------------------------------------------------------------
+    def import_paths(self, sources: list[Path]) -> None:
+        if self.folder is None or self.job is not None:
+            return
+        self.job = ImportJob(sources, self.folder, self, self.engine)
+        self.job.progress.connect(lambda done, total: (self.progress.setMaximum(total),
+                                                       self.progress.setValue(done)))
+        self.job.finished.connect(self._import_done)
+        self._set_importing(True)
+        self.job.start()
+
+    def _set_importing(self, on: bool) -> None:
+        self.progress.setVisible(on)
+        self.cancel_button.setVisible(on)
+        self.progress.setValue(0)
+
+    def _import_done(self, report) -> None:
+        cancelled = self.job.cancelled
+        self.job = None
+        self._set_importing(False)
+        self.reload()
+        self.import_finished.emit(report)
+        if report is not None and self.isVisible():
+            self._show_report(report)
+        elif cancelled:
+            self.title.setText(self.title.text() + "  ·  import cancelled (files already copied were kept)")
+
+    def _show_report(self, report: dict) -> None:
+        refused = [f"{f['source']}: {f['reason']}" for f in report["files"] if f["status"] == "refused"]
+        box = QMessageBox(self)
+        box.setWindowTitle("Import finished")
+        box.setText(f"{report['imported']} imported, {report['duplicates']} already there, "
+                    f"{report['refused']} refused.")
+        if refused:
+            box.setDetailedText("Refused:\n" + "\n".join(refused))
+        box.open()
+
+    # -- captions ------------------------------------------------------------------------------------
+    def show_image(self, index) -> None:
+        self.save_caption()
+        path = index.data(Qt.ItemDataRole.UserRole + 1)
+        self.current = Path(path) if path else None
+        if self.current is None:
+            return
+        pixmap = QPixmap(str(self.current))
+        self.preview.setPixmap(pixmap.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                                             Qt.TransformationMode.SmoothTransformation))
+        self._load_caption(self.current.with_suffix(".txt"))
+
+    def _load_caption(self, path: Path) -> None:
+        self.caption.blockSignals(True)
+        try:
+            text = path.read_bytes().decode("utf-8-sig") if path.exists() else ""
+            self.caption.setPlainText(" ".join(text.split("\n")).strip())
+            self.caption.setReadOnly(False)
+            self.caption_state.setText("" if path.exists() else "no caption yet")
+        except UnicodeDecodeError:
+            self.caption.setPlainText("")
+            self.caption.setReadOnly(True)
+            self.caption_state.setText(f"{path.name} is not UTF-8: re-save it as UTF-8 to edit it here")
+        finally:
+            self.caption.blockSignals(False)
+        self.caption.document().clearUndoRedoStacks()
+        self.caption.document().setModified(False)
+
+    def save_caption(self) -> None:
+        self.save_timer.stop()
+        if self.current is None or self.caption.isReadOnly() or not self.caption.document().isModified():
+            return
+        write_caption(self.current.with_suffix(".txt"), self.caption.toPlainText())
+        self.caption.document().setModified(False)
+        self.caption_state.setText("saved")
+
+    # -- health report -------------------------------------------------------------------------------
+    def run_check(self) -> None:
+        if self.folder is None:
+            return
+        proc = QProcess(self)
+        proc.finished.connect(lambda code, _s: self._check_done(proc, code))
+        proc.start(self.engine[0], self.engine[1:] + ["dataset", "check", str(self.folder), "--json"])
+        self.health.clear()
+        self.health.addItem("checking…")
+
+    def _check_done(self, proc: QProcess, code: int) -> None:
+        self.health.clear()
+        if code != 0:
+            self.health.addItem(bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip())
+            return
+        report = json.loads(bytes(proc.readAllStandardOutput()).decode("utf-8"))
+        buckets = ", ".join(f"{k}: {v}" for k, v in report["bucket_plan"]["buckets"].items())
+        self.health.addItem(f"{report['images']} images · {report['steps_per_epoch']} steps per epoch · "
+                            f"buckets {buckets}")
+        for warning in report["warnings"]:
+            self.health.addItem(f"⚠ {warning['message']}")
+            for file in warning["files"]:
+                item = QListWidgetItem(f"    {Path(file).name}")
+                item.setData(Qt.ItemDataRole.UserRole, file)
+                self.health.addItem(item)
+        self.check_finished.emit(report)
+
+    def _jump_to_file(self, item: QListWidgetItem) -> None:
+        file = item.data(Qt.ItemDataRole.UserRole)
+        if file:
+            self.grid.select_path(Path(file))

@@ -1,0 +1,94 @@
+"""The dataset page: drop files onto the window, see them imported, edit and undo a caption, health report."""
+
+from pathlib import Path
+
+from PIL import Image
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from app.main_window import MainWindow
+
+
+def _drop(window, paths):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, drop)
+
+
+def _sources(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        Image.new("RGB", (300, 300), (i * 80, 100, 50)).save(src / f"pic{i}.png")
+    (src / "pic0.txt").write_text("zkx, red")
+    (src / "broken.png").write_text("not an image")
+    return src
+
+
+def test_drop_import_edit_undo_and_health(qtbot, tmp_path):
+    window = MainWindow(data_dir=tmp_path / "app")
+    qtbot.addWidget(window)
+    window.open_project(tmp_path / "proj", create=True)
+    page = window.dataset_page
+    src = _sources(tmp_path)
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    with qtbot.waitSignal(page.import_finished, timeout=60_000) as done:
+        _drop(window, [src])
+    report = done.args[0]
+    assert report["imported"] == 3 and report["refused"] == 1
+    assert any("not an image" in f["reason"] for f in report["files"] if f["status"] == "refused")
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    assert page.grid.model_.rowCount() == 3
+
+    first = page.grid.model_.index(0, 0)
+    page.grid.setCurrentIndex(first)
+    assert page.caption.toPlainText() == "zkx, red"
+    page.caption.selectAll()
+    qtbot.keyClicks(page.caption, "zkx, blue")
+    page.save_caption()
+    caption_file = Path(first.data(Qt.ItemDataRole.UserRole + 1)).with_suffix(".txt")
+    assert caption_file.read_text(encoding="utf-8") == "zkx, blue\n"
+    page.caption.undo()
+    page.save_caption()
+    assert caption_file.read_text(encoding="utf-8") == "zkx, red\n"
+
+    with qtbot.waitSignal(page.check_finished, timeout=60_000) as checked:
+        page.run_check()
+    assert checked.args[0]["images"] == 3
+    missing = next(page.health.item(i) for i in range(page.health.count())
+                   if page.health.item(i).data(Qt.ItemDataRole.UserRole))
+    page._jump_to_file(missing)
+    assert Path(page.grid.currentIndex().data(Qt.ItemDataRole.UserRole + 1)).name in missing.text()
+
+
+def test_cancelled_import_keeps_what_was_copied(qtbot, tmp_path):
+    window = MainWindow(data_dir=tmp_path / "app")
+    qtbot.addWidget(window)
+    window.open_project(tmp_path / "proj", create=True)
+    page = window.dataset_page
+    src = _sources(tmp_path)
+    with qtbot.waitSignal(page.import_finished, timeout=60_000) as done:
+        page.import_paths([src])
+        page.job.cancel()
+    assert done.args[0] is None
+    leftovers = [p for p in (tmp_path / "proj" / "dataset").iterdir() if p.name.endswith(".tmp")]
+    assert not leftovers
+
+
+def test_reopening_a_project_restores_its_dataset(qtbot, tmp_path):
+    first = MainWindow(data_dir=tmp_path / "app")
+    qtbot.addWidget(first)
+    first.open_project(tmp_path / "proj", create=True)
+    Image.new("RGB", (300, 300)).save(tmp_path / "proj" / "dataset" / "x.png")
+    second = MainWindow(data_dir=tmp_path / "app")
+    qtbot.addWidget(second)
+    second.open_project(tmp_path / "proj")
+    assert second.dataset_page.grid.model_.rowCount() == 1
+    assert second.settings.value("recent", [], type=list)[0] == str(tmp_path / "proj")
