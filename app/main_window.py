@@ -22,7 +22,9 @@ from PySide6.QtWidgets import (
 from app.dataset_page import DatasetPage
 from app.project import Project, ProjectError
 from app.run_page import RunPage
+from app.training_page import TrainingPage
 from app.worker import EngineProcess
+from trainer import config as config_mod
 
 DEMO_TEXT = ("The demo trains a tiny built-in model with random weights on a few bundled images, so you can "
              "see the whole flow (live previews, loss, checkpoints, the adapter file) in under a minute on "
@@ -39,9 +41,12 @@ class MainWindow(QMainWindow):
         self.project: Project | None = None
         self.run_page = RunPage(engine)
         self.dataset_page = DatasetPage()
+        self.training_page = TrainingPage(self.data_dir / "presets")
+        self.training_page.saved.connect(lambda _path: self.prepare_project_run())
         self.tabs = QTabWidget()
         self.tabs.addTab(self._start_page(), "Start")
         self.tabs.addTab(self.dataset_page, "Dataset")
+        self.tabs.addTab(self.training_page, "Training")
         self.tabs.addTab(self.run_page, "Run")
         self.setAcceptDrops(True)
         self.run_page.run_finished.connect(lambda _ok: self.project and self.prepare_project_run())
@@ -124,6 +129,10 @@ class MainWindow(QMainWindow):
         self.settings.setValue("last_project", str(folder))
         self.setWindowTitle(f"LoRA Studio — {self.project.name}")
         self.dataset_page.set_folder(self.project.dataset)
+        self.training_page.dataset, self.training_page.target = self.project.dataset, self.project.config_path
+        if self.project.config_path.exists():
+            self.training_page.load(config_mod.load(self.project.config_path))
+        self.training_page.revalidate()
         self.prepare_project_run()
         self.tabs.setCurrentWidget(self.dataset_page)
 

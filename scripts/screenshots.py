@@ -51,8 +51,13 @@ def main() -> int:
         page = window.dataset_page
         page.grid.setCurrentIndex(page.grid.model_.index(1, 0))
         page.check_finished.connect(lambda _r: QTimer.singleShot(300, lambda: (shoot("dataset-page.png"),
-                                                                               window.try_demo())))
+                                                                               training_page())))
         page.run_check()
+
+    def training_page() -> None:
+        window.tabs.setCurrentWidget(window.training_page)
+        window.training_page.model.setCurrentText("demo:sd15")
+        QTimer.singleShot(400, lambda: (shoot("training-page.png"), window.try_demo()))
 
     QTimer.singleShot(500, lambda: (shoot("start-page.png"), dataset_page()))
     QTimer.singleShot(240_000, app.quit)

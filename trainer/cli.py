@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="what a checkpoint or adapter file is")
     i.add_argument("file", type=Path)
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--require-base", action="store_true",
+                   help="fail with an explanation unless FILE is a base model to train on")
     from trainer.export.commands import register as register_export
 
     register_export(sub)
@@ -179,9 +181,11 @@ def _guarded(args, body) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from trainer.models.detect import inspect_file
+    from trainer.models.detect import inspect_base_model, inspect_file
 
     try:
+        if args.require_base:
+            inspect_base_model(args.file)
         info = inspect_file(args.file)
         if info["kind"] == "lora":
             info["verification"] = _verify_summary(args.file)

@@ -1,0 +1,250 @@
+"""The training page: base model, preset, the settings that matter most, and every other key under
+Advanced. Values are checked by trainer.config itself, so the messages are the engine's own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import tomli_w
+from PySide6.QtCore import QProcess, QSettings, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.widgets.config_form import KeyEditor, all_keys
+from trainer import config as config_mod
+
+MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
+             "schedule.batch_size", "schedule.epochs", "schedule.max_steps", "optimizer.name",
+             "schedule.lr_scheduler"]
+HIDDEN = {"model.path", "dataset.path", "lora.targets", "lora.train_text_encoder"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class TrainingPage(QWidget):
+    saved = Signal(Path)
+    model_checked = Signal(dict)
+
+    def __init__(self, presets_dir: Path, parent=None, engine: list[str] | None = None):
+        super().__init__(parent)
+        self.engine = engine or [sys.executable, "-m", "trainer"]
+        self.user_presets = Path(presets_dir)
+        self.settings = QSettings("LoRA Studio", "LoRA Studio")
+        self.dataset: Path | None = None
+        self.target: Path | None = None
+        self.editors = {key: KeyEditor(key) for key in all_keys() if key not in HIDDEN}
+        for editor in self.editors.values():
+            editor.changed.connect(self.revalidate)
+        self._build()
+        self.load(config_mod.TrainConfig())
+
+    def _build(self) -> None:
+        self.model = QComboBox(editable=True)
+        self.model.addItems(self.settings.value("recent_models", [], type=list))
+        self.model.currentTextChanged.connect(self.check_model)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_model)
+        self.arch = QLabel("")
+        self.preset = QComboBox()
+        self._fill_presets()
+        self.preset.activated.connect(lambda _i: self.apply_preset(self.preset.currentData()))
+        save_preset = QPushButton("Save as preset…")
+        save_preset.clicked.connect(self.save_preset)
+        self.targets = {name: QCheckBox(label) for name, label in (
+            ("attention", "Attention"), ("ff", "Feed-forward"), ("conv", "Convolutions"),
+            ("te", "Text encoder"))}
+        self.targets["attention"].setChecked(True)
+        self.targets["attention"].setEnabled(False)  # every target set includes attention
+        for box in self.targets.values():
+            box.toggled.connect(self.revalidate)
+        form = QFormLayout()
+        form.addRow("Base model", _row(self.model, browse))
+        form.addRow("", self.arch)
+        form.addRow("Preset", _row(self.preset, save_preset))
+        form.addRow("Train layers", _row(*self.targets.values()))
+        for key in MAIN_KEYS:
+            form.addRow(_label(key), self.editors[key])
+        self.advanced = QGroupBox("Advanced")
+        self.advanced.setCheckable(True)
+        self.advanced.setChecked(False)
+        advanced_form = QFormLayout(self.advanced)
+        for key, editor in self.editors.items():
+            if key not in MAIN_KEYS:
+                advanced_form.addRow(key, editor)
+        self.advanced.toggled.connect(lambda on: [advanced_form.itemAt(i).widget().setVisible(on)
+                                                  for i in range(advanced_form.count())
+                                                  if advanced_form.itemAt(i).widget()])
+        self.advanced.toggled.emit(False)
+        self.problem = QLabel("")
+        self.problem.setStyleSheet("color: #b00020;")
+        self.problem.setWordWrap(True)
+        self.estimate = QLabel("")
+        self.save_button = QPushButton("Save settings")
+        self.save_button.clicked.connect(self.save)
+        body = QWidget()
+        body.setMaximumWidth(820)
+        column = QVBoxLayout(body)
+        column.addLayout(form)
+        column.addWidget(self.advanced)
+        column.addWidget(self.estimate)
+        column.addWidget(self.problem)
+        column.addWidget(self.save_button)
+        column.addStretch(1)
+        scroll = QScrollArea(widgetResizable=True)
+        scroll.setWidget(body)
+        QVBoxLayout(self).addWidget(scroll)
+
+    def showEvent(self, event) -> None:
+        self.revalidate()  # the dataset may have grown since: refresh the step estimate
+        super().showEvent(event)
+
+    # -- values --------------------------------------------------------------------------------------
+    def load(self, cfg: config_mod.TrainConfig) -> None:
+        for key, editor in self.editors.items():
+            editor.set_value(cfg.get(key))
+        self.targets["ff"].setChecked(cfg.lora.targets in ("attention+ff", "full"))
+        self.targets["conv"].setChecked(cfg.lora.targets == "full")
+        self.targets["te"].setChecked(cfg.lora.train_text_encoder)
+        if cfg.model.path and not cfg.model.path.startswith("demo:"):
+            self.model.setCurrentText(cfg.model.path)
+        self.revalidate()
+
+    def current_config(self) -> config_mod.TrainConfig:
+        """The settings as a validated TrainConfig; raises config.ConfigError naming the key."""
+        cfg = config_mod.TrainConfig()
+        for key, editor in self.editors.items():
+            config_mod.set_key(cfg, key, editor.value())
+        cfg.lora.targets = ("full" if self.targets["conv"].isChecked() else
+                            "attention+ff" if self.targets["ff"].isChecked() else "attention")
+        cfg.lora.train_text_encoder = self.targets["te"].isChecked()
+        cfg.model.path = self.model.currentText().strip() or "demo:sd15"
+        cfg.dataset.path = str(self.dataset or "")
+        config_mod.validate(cfg)
+        return cfg
+
+    def revalidate(self) -> bool:
+        try:
+            cfg = self.current_config()
+        except config_mod.ConfigError as exc:
+            self.problem.setText(f"{exc.message}" + (f"\n{exc.hint}" if exc.hint else ""))
+            self.save_button.setEnabled(False)
+            return False
+        self.problem.setText("")
+        self.save_button.setEnabled(self.target is not None)
+        self.estimate.setText(self._estimate(cfg))
+        return True
+
+    def _estimate(self, cfg: config_mod.TrainConfig) -> str:
+        images = sum(1 for p in self.dataset.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+            if self.dataset and self.dataset.is_dir() else 0
+        per_epoch = -(-images * cfg.dataset.repeats // cfg.schedule.batch_size) if images else 0
+        if cfg.schedule.epochs and per_epoch:
+            total = -(-cfg.schedule.epochs * per_epoch // cfg.schedule.gradient_accumulation)
+            return f"≈ {total} steps: {cfg.schedule.epochs} epochs of {per_epoch} steps ({images} images)"
+        epochs = f" ≈ {cfg.schedule.max_steps / per_epoch:.1f} epochs of {images} images" if per_epoch else ""
+        return f"{cfg.schedule.max_steps} steps{epochs}"
+
+    def save(self) -> None:
+        if self.target is not None and self.revalidate():
+            config_mod.save(self.current_config(), self.target)
+            self.saved.emit(self.target)
+
+    # -- presets -------------------------------------------------------------------------------------
+    def _fill_presets(self) -> None:
+        self.preset.clear()
+        self.preset.addItem("(choose a preset)", None)
+        for path in sorted(config_mod.PRESETS_DIR.glob("*.toml")) + sorted(self.user_presets.glob("*.toml")):
+            self.preset.addItem(path.stem, str(path))
+
+    def apply_preset(self, path: str | None) -> None:
+        if path:
+            model = self.model.currentText()
+            self.load(config_mod.load(Path(path)))
+            if model:
+                self.model.setCurrentText(model)  # a preset never changes which model the user picked
+
+    def save_preset(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save as preset", "Preset name:")
+        if ok and name.strip() and self.revalidate():
+            self.user_presets.mkdir(parents=True, exist_ok=True)
+            path = self.user_presets / f"{name.strip()}.toml"
+            path.write_text(tomli_w.dumps(sparse(self.current_config())), encoding="utf-8")
+            self._fill_presets()
+            self.preset.setCurrentIndex(self.preset.findData(str(path)))
+
+    # -- base model ----------------------------------------------------------------------------------
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Base model", "", "Models (*.safetensors *.ckpt)")
+        if path:
+            self.model.setCurrentText(path)
+
+    def check_model(self, text: str) -> None:
+        path = text.strip()
+        if not path or path.startswith("demo:"):
+            self.arch.setText("built-in tiny demo model" if path else "")
+            return
+        proc = QProcess(self)
+        proc.finished.connect(lambda code, _s: self._model_checked(proc, code, path))
+        proc.start(self.engine[0], self.engine[1:] + ["inspect", path, "--json", "--require-base"])
+        self.arch.setText("checking…")
+
+    def _model_checked(self, proc: QProcess, code: int, path: str) -> None:
+        if path != self.model.currentText().strip():
+            return  # the user picked another file meanwhile
+        if code != 0:
+            message = bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip()
+            self.arch.setText(message.removeprefix("error: "))
+            self.arch.setStyleSheet("color: #b00020;")
+            self.model_checked.emit({"ok": False, "message": message})
+            return
+        info = json.loads(bytes(proc.readAllStandardOutput()).decode("utf-8"))
+        names = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+        self.arch.setText(f"{names.get(info['arch'], info['arch'])} · {info['prediction_type']} · "
+                          f"{info['format']}")
+        self.arch.setStyleSheet("")
+        recent = [path] + [p for p in self.settings.value("recent_models", [], type=list) if p != path]
+        self.settings.setValue("recent_models", recent[:10])
+        self.model_checked.emit({"ok": True, **info})
+
+
+def sparse(cfg: config_mod.TrainConfig) -> dict:
+    """Only the keys that differ from the defaults: a preset is an overlay."""
+    defaults, values = config_mod.TrainConfig().to_dict(), cfg.to_dict()
+    out: dict = {"schema_version": config_mod.SCHEMA_VERSION}
+    for section, keys in values.items():
+        if isinstance(keys, dict):
+            diff = {k: v for k, v in keys.items() if v != defaults[section][k] and f"{section}.{k}"
+                    not in ("model.path", "dataset.path")}
+            if diff:
+                out[section] = diff
+    return out
+
+
+def _row(*widgets) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        layout.addWidget(w)
+    return box
+
+
+def _label(key: str) -> str:
+    return {"lora.rank": "Rank", "lora.alpha": "Alpha", "optimizer.lr": "UNet learning rate",
+            "optimizer.text_encoder_lr": "Text-encoder learning rate", "dataset.resolution": "Resolution",
+            "schedule.batch_size": "Batch size", "schedule.epochs": "Epochs (0 = use steps)",
+            "schedule.max_steps": "Steps", "optimizer.name": "Optimizer",
+            "schedule.lr_scheduler": "LR schedule"}[key]

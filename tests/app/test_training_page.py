@@ -1,0 +1,72 @@
+"""The training page: engine-side validation messages, model detection, saving, presets."""
+
+import tomllib
+
+import torch
+from safetensors.torch import save_file
+
+from app.main_window import MainWindow
+from tests.support.original_layout import save_original_checkpoint
+from trainer import config as config_mod
+from trainer.models.tiny import build_tiny_components
+
+
+def _window(qtbot, tmp_path):
+    window = MainWindow(data_dir=tmp_path / "app")
+    qtbot.addWidget(window)
+    window.open_project(tmp_path / "proj", create=True)
+    return window, window.training_page
+
+
+def test_inline_validation_uses_the_configs_own_messages(qtbot, tmp_path):
+    _, page = _window(qtbot, tmp_path)
+    page.editors["optimizer.lr"].editor.setText("fast")
+    assert "optimizer.lr" in page.problem.text() and not page.save_button.isEnabled()
+    page.editors["optimizer.lr"].editor.setText("2e-4")
+    page.targets["te"].setChecked(True)
+    page.editors["optimizer.text_encoder_lr"].editor.setText("0")
+    assert "text_encoder_lr" in page.problem.text()
+    page.editors["optimizer.text_encoder_lr"].editor.setText("5e-5")
+    assert page.problem.text() == "" and page.save_button.isEnabled()
+
+
+def test_saved_settings_are_the_runs_config(qtbot, tmp_path):
+    window, page = _window(qtbot, tmp_path)
+    page.editors["lora.rank"].editor.setValue(8)
+    page.targets["conv"].setChecked(True)
+    page.editors["schedule.max_steps"].editor.setValue(300)
+    page.save()
+    cfg = config_mod.load(tmp_path / "proj" / "config.toml")
+    assert (cfg.lora.rank, cfg.lora.targets, cfg.schedule.max_steps) == (8, "full", 300)
+    assert cfg.dataset.path == str(tmp_path / "proj" / "dataset")
+    assert window.run_page.config == tmp_path / "proj" / "config.toml"
+    assert "300 steps" in page.estimate.text()
+
+
+def test_base_model_is_checked_by_the_engine(qtbot, tmp_path):
+    _, page = _window(qtbot, tmp_path)
+    lora = tmp_path / "style.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(4, 8), "lora_unet_x.lora_up.weight":
+               torch.zeros(8, 4)}, str(lora))
+    with qtbot.waitSignal(page.model_checked, timeout=60_000) as checked:
+        page.model.setCurrentText(str(lora))
+    assert not checked.args[0]["ok"] and "is a LoRA adapter, not a base model" in page.arch.text()
+    model = save_original_checkpoint(build_tiny_components("sdxl"), "sdxl", tmp_path / "xl.safetensors")
+    with qtbot.waitSignal(page.model_checked, timeout=60_000) as checked:
+        page.model.setCurrentText(str(model))
+    assert checked.args[0]["ok"] and page.arch.text().startswith("SDXL")
+
+
+def test_presets_load_and_save_as_sparse_overlays(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog
+
+    _, page = _window(qtbot, tmp_path)
+    page.apply_preset(str(config_mod.PRESETS_DIR / "demo.toml"))
+    assert page.editors["dataset.resolution"].value() == 64
+    page.editors["lora.rank"].editor.setValue(12)
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("mine", True))
+    page.save_preset()
+    saved = tomllib.loads((tmp_path / "app" / "presets" / "mine.toml").read_text())
+    assert saved["lora"]["rank"] == 12 and "model" not in saved and "path" not in saved.get("dataset", {})
+    assert page.preset.currentText() == "mine"
+    config_mod.load(tmp_path / "app" / "presets" / "mine.toml")  # the engine accepts it
