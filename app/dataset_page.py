@@ -15,8 +15,11 @@ from pathlib import Path
 from PySide6.QtCore import QProcess, Qt, QTimer, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
+    QComboBox,
+    QCompleter,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
@@ -45,9 +48,36 @@ def write_caption(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+BULK_OPS = [("Set trigger word", "--trigger"), ("Add tag", "--add"), ("Remove tag", "--remove"),
+            ("Replace tag", "--replace-tag"), ("Find & replace", "--find")]
+
+
+def dataset_tags(folder: Path) -> list[str]:
+    counts: dict[str, int] = {}
+    for caption in Path(folder).glob("*.txt"):
+        try:
+            text = caption.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            continue
+        for tag in (t.strip() for t in text.split(",")):
+            if tag:
+                counts[tag] = counts.get(tag, 0) + 1
+    return sorted(counts, key=lambda t: (-counts[t], t))
+
+
+def _hbox(*widgets) -> QWidget:
+    box = QWidget()
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        row.addWidget(w)
+    return box
+
+
 class DatasetPage(QWidget):
     import_finished = Signal(object)
     check_finished = Signal(object)
+    bulk_finished = Signal()
 
     def __init__(self, parent=None, engine: list[str] | None = None):
         super().__init__(parent)
@@ -78,6 +108,8 @@ class DatasetPage(QWidget):
         self.caption.setPlaceholderText("caption: comma-separated tags or a sentence")
         self.caption.setMaximumHeight(120)
         self.caption_state = QLabel("")
+        self.tokens = QLabel("")
+        self.caption.textChanged.connect(self._count_tokens)
         self.save_timer = QTimer(self, singleShot=True, interval=SAVE_DELAY_MS)
         self.save_timer.timeout.connect(self.save_caption)
         self.caption.textChanged.connect(self.save_timer.start)
@@ -85,7 +117,7 @@ class DatasetPage(QWidget):
         self.health.itemClicked.connect(self._jump_to_file)
         side = QWidget()
         column = QVBoxLayout(side)
-        for widget in (self.preview, QLabel("Caption"), self.caption, self.caption_state,
+        for widget in (self.preview, QLabel("Caption"), self.caption, _hbox(self.tokens, self.caption_state),
                        QLabel("Health report"), self.health):
             column.addWidget(widget)
         split = QSplitter()
@@ -94,9 +126,82 @@ class DatasetPage(QWidget):
         split.setSizes([700, 380])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self._bulk_bar())
         layout.addLayout(bar)
         layout.addWidget(split, 1)
         self._set_importing(False)
+
+    def _bulk_bar(self) -> QWidget:
+        self.bulk_op = QComboBox()
+        for label, flag in BULK_OPS:
+            self.bulk_op.addItem(label, flag)
+        self.bulk_value = QLineEdit(placeholderText="tag or text")
+        self.completer = QCompleter([], self)  # the dataset's own tags, most frequent first
+        self.completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.bulk_value.setCompleter(self.completer)
+        self.bulk_other = QLineEdit(placeholderText="replace with")
+        self.bulk_scope = QComboBox()
+        self.bulk_scope.addItems(["selected images", "whole dataset"])
+        apply = QPushButton("Apply")
+        apply.clicked.connect(self.apply_bulk)
+        exclude = QPushButton("Exclude selected")
+        exclude.setToolTip("Move the selected images (and captions) into the dataset's .excluded folder")
+        exclude.clicked.connect(self.exclude_selected)
+        self.bulk_state = QLabel("")
+        return _hbox(self.bulk_op, self.bulk_value, self.bulk_other, self.bulk_scope, apply, exclude,
+                     self.bulk_state)
+
+    def apply_bulk(self) -> None:
+        if self.folder is None or not self.bulk_value.text().strip():
+            return
+        self.save_caption()
+        flag, value = self.bulk_op.currentData(), self.bulk_value.text().strip()
+        args = ["dataset", "caption", str(self.folder), "--json"]
+        args += [flag, value, self.bulk_other.text().strip()] if flag in ("--replace-tag",) else [flag, value]
+        if flag == "--find":
+            args += ["--replace-with", self.bulk_other.text()]
+        if self.bulk_scope.currentIndex() == 0:
+            selected = self.grid.selected_paths()
+            if not selected:
+                self.bulk_state.setText("select images first")
+                return
+            args += ["--only", *map(str, selected)]
+        proc = QProcess(self)
+        proc.finished.connect(lambda code, _s: self._bulk_done(proc, code))
+        proc.start(self.engine[0], self.engine[1:] + args)
+
+    def _bulk_done(self, proc: QProcess, code: int) -> None:
+        if code != 0:
+            self.bulk_state.setText(bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip())
+        else:
+            result = json.loads(bytes(proc.readAllStandardOutput()).decode("utf-8"))
+            skipped = f", {len(result['skipped'])} skipped (not UTF-8)" if result["skipped"] else ""
+            self.bulk_state.setText(f"{len(result['changed'])} captions changed{skipped}")
+        if self.current is not None:
+            self._load_caption(self.current.with_suffix(".txt"))
+        self.bulk_finished.emit()
+
+    def exclude_selected(self) -> None:
+        """Set images aside without deleting anything: scanners skip hidden folders."""
+        if self.folder is None:
+            return
+        self.save_caption()
+        aside = self.folder / ".excluded"
+        aside.mkdir(exist_ok=True)
+        for image in self.grid.selected_paths():
+            for path in (image, image.with_suffix(".txt")):
+                if path.exists():
+                    os.replace(path, aside / path.name)
+        self.current = None
+        self.reload()
+
+    def _count_tokens(self) -> None:
+        from app.tokens import CLIP_LIMIT, count_tokens
+
+        n = count_tokens(self.caption.toPlainText())
+        over = n > CLIP_LIMIT
+        self.tokens.setText(f"{n} / {CLIP_LIMIT} tokens" + (" — the rest is cut off in training" if over else ""))
+        self.tokens.setStyleSheet("color: #b00020;" if over else "")
 
     def set_folder(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -106,6 +211,7 @@ class DatasetPage(QWidget):
     def reload(self) -> None:
         if self.folder is not None:
             self.grid.load_folder(self.folder)
+            self.completer.model().setStringList(dataset_tags(self.folder))
 
     # -- import --------------------------------------------------------------------------------------
     def import_paths(self, sources: list[Path]) -> None:

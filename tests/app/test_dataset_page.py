@@ -92,3 +92,47 @@ def test_reopening_a_project_restores_its_dataset(qtbot, tmp_path):
     second.open_project(tmp_path / "proj")
     assert second.dataset_page.grid.model_.rowCount() == 1
     assert second.settings.value("recent", [], type=list)[0] == str(tmp_path / "proj")
+
+
+def _project_with_images(qtbot, tmp_path):
+    window = MainWindow(data_dir=tmp_path / "app")
+    qtbot.addWidget(window)
+    window.open_project(tmp_path / "proj", create=True)
+    dataset = tmp_path / "proj" / "dataset"
+    for i in range(3):
+        Image.new("RGB", (300, 300), (i * 80, 10, 10)).save(dataset / f"p{i}.png")
+        (dataset / f"p{i}.txt").write_text("red, smile")
+    window.dataset_page.reload()
+    return window.dataset_page, dataset
+
+
+def test_bulk_operations_on_the_selection_or_everything(qtbot, tmp_path):
+    page, dataset = _project_with_images(qtbot, tmp_path)
+    assert page.completer.model().stringList()[:2] == ["red", "smile"]
+    page.grid.selectionModel().select(page.grid.model_.index(0, 0), page.grid.selectionModel().SelectionFlag.Select)
+    page.bulk_op.setCurrentIndex(0)  # set trigger word
+    page.bulk_value.setText("zkx")
+    with qtbot.waitSignal(page.bulk_finished, timeout=60_000):
+        page.apply_bulk()
+    assert (dataset / "p0.txt").read_text().strip() == "zkx, red, smile"
+    assert (dataset / "p1.txt").read_text().strip() == "red, smile"
+    page.bulk_op.setCurrentIndex(3)  # replace tag, whole dataset
+    page.bulk_value.setText("red")
+    page.bulk_other.setText("crimson")
+    page.bulk_scope.setCurrentIndex(1)
+    with qtbot.waitSignal(page.bulk_finished, timeout=60_000):
+        page.apply_bulk()
+    assert [(dataset / f"p{i}.txt").read_text().strip() for i in range(3)] == [
+        "zkx, crimson, smile", "crimson, smile", "crimson, smile"]
+    assert "3 captions changed" in page.bulk_state.text()
+
+
+def test_exclude_moves_images_aside_and_token_counter_warns(qtbot, tmp_path):
+    page, dataset = _project_with_images(qtbot, tmp_path)
+    page.grid.selectionModel().select(page.grid.model_.index(1, 0), page.grid.selectionModel().SelectionFlag.Select)
+    page.exclude_selected()
+    assert page.grid.model_.rowCount() == 2
+    assert (dataset / ".excluded" / "p1.png").exists() and (dataset / ".excluded" / "p1.txt").exists()
+    page.grid.setCurrentIndex(page.grid.model_.index(0, 0))
+    page.caption.setPlainText(", ".join(f"tag{i}" for i in range(40)))
+    assert "tokens" in page.tokens.text() and "cut off" in page.tokens.text()

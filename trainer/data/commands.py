@@ -27,6 +27,7 @@ def register(sub) -> None:
     chk.add_argument("--json", action="store_true")
     cap = dsub.add_parser("caption", help="edit captions across the dataset")
     cap.add_argument("folder", type=Path)
+    cap.add_argument("--only", nargs="+", type=Path, help="edit only these images (default: all)")
     cap.add_argument("--trigger", help="put this trigger word first in every caption")
     cap.add_argument("--add", help="add a tag")
     cap.add_argument("--position", choices=["start", "end"], default="end")
@@ -80,6 +81,9 @@ def _caption(args) -> int:
     from trainer.data.spec import list_images, read_dataset
 
     images = [r.path for r in list_images(read_dataset(args.folder))]
+    if args.only:
+        wanted = {p.resolve() for p in args.only}
+        images = [p for p in images if p.resolve() in wanted]
     reports = []
     if args.trigger:
         reports.append(c.edit_captions(images, lambda t: c.set_trigger(t, args.trigger)))
