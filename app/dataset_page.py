@@ -140,6 +140,9 @@ class DatasetPage(QWidget):
         self.completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.bulk_value.setCompleter(self.completer)
         self.bulk_other = QLineEdit(placeholderText="replace with")
+        self.bulk_other.setVisible(False)
+        self.bulk_op.currentIndexChanged.connect(
+            lambda _i: self.bulk_other.setVisible(self.bulk_op.currentData() in ("--replace-tag", "--find")))
         self.bulk_scope = QComboBox()
         self.bulk_scope.addItems(["selected images", "whole dataset"])
         apply = QPushButton("Apply")
@@ -277,6 +280,7 @@ class DatasetPage(QWidget):
             self.caption.blockSignals(False)
         self.caption.document().clearUndoRedoStacks()
         self.caption.document().setModified(False)
+        self._count_tokens()
 
     def save_caption(self) -> None:
         self.save_timer.stop()
