@@ -188,4 +188,7 @@ class MainWindow(QMainWindow):
             self.run_page.engine.stop()
             self.run_page.engine.proc.waitForFinished(60_000)
         self.settings.setValue("geometry", self.saveGeometry())
+        pool = self.dataset_page.grid.pool
+        pool.clear()            # thumbnails not started yet are not needed any more
+        pool.waitForDone(5000)  # running ones must finish before their signals object goes away
         super().closeEvent(event)

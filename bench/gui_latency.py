@@ -1,0 +1,118 @@
+"""GUI responsiveness: the longest stall of the Qt event loop while importing 500 images and while a
+tiny-model run streams events and samples, and how long each preview takes to appear after the engine
+wrote it. Targets: no stall over 50 ms; each preview visible within 1 s.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui_latency.py [--count 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
+from PySide6.QtWidgets import QApplication
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.main_window import MainWindow  # noqa: E402
+
+TICK_MS = 10
+
+
+class StallMeter:
+    """A 10 ms timer that records how late it fires: lateness is time the event loop was blocked."""
+
+    def __init__(self):
+        self.clock = QElapsedTimer()
+        self.timer = QTimer(interval=TICK_MS)
+        self.timer.timeout.connect(self._tick)
+        self.worst = 0.0
+        self.last = 0
+
+    def start(self) -> None:
+        self.worst, self.last = 0.0, 0
+        self.clock.start()
+        self.timer.start()
+
+    def stop(self) -> float:
+        self.timer.stop()
+        return self.worst
+
+    def _tick(self) -> None:
+        now = self.clock.elapsed()
+        if self.last:
+            self.worst = max(self.worst, now - self.last - TICK_MS)
+        self.last = now
+
+
+def wait_for(signal, timeout_ms: int) -> None:
+    loop = QEventLoop()
+    signal.connect(lambda *_: loop.quit())
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+
+
+def generate(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    for i in range(count):
+        Image.fromarray(np.roll(base, i, axis=0)).save(folder / f"img_{i:04d}.jpg", quality=90)
+
+
+def measure(count: int) -> list[tuple[str, float, str]]:
+    app = QApplication.instance() or QApplication(sys.argv)
+    root = Path(tempfile.mkdtemp())
+    generate(root / "src", count)
+    window = MainWindow(data_dir=root / "app")
+    window.show()
+    window.open_project(root / "proj", create=True)
+    meter = StallMeter()
+    meter.start()
+    window.dataset_page.import_paths([root / "src"])
+    wait_for(window.dataset_page.import_finished, 600_000)
+    for _ in range(50):  # let the thumbnails arrive too
+        app.processEvents()
+        time.sleep(0.02)
+    import_stall = meter.stop()
+
+    latencies = []
+    page = window.run_page
+    original = page.gallery.add_sample
+
+    def timed_add(path, prompt, step, index):
+        original(path, prompt, step, index)
+        latencies.append(time.time() - os.path.getmtime(path))
+
+    page.gallery.add_sample = timed_add
+    meter.start()
+    page.prepare(root / "run", demo=True, overrides=["schedule.max_steps=60", "sampling.every_n_steps=10"])
+    page.start()
+    wait_for(page.run_finished, 600_000)
+    run_stall = meter.stop()
+    window.close()
+    app.processEvents()
+    return [("longest stall while importing (ms)", import_stall, "<= 50"),
+            ("longest stall while training (ms)", run_stall, "<= 50"),
+            ("slowest preview to appear (s)", max(latencies), "<= 1.0"),
+            ("previews shown", float(len(latencies)), "")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500)
+    args = parser.parse_args()
+    rows = measure(args.count)
+    print(f"{'figure':40} {'value':>10} {'target':>8}")
+    for name, value, target in rows:
+        print(f"{name:40} {value:>10.3f} {target:>8}")
+
+
+if __name__ == "__main__":
+    main()
