@@ -11,6 +11,7 @@ def main() -> int:
     app = QApplication(sys.argv)
     app.setApplicationName("LoRA Studio")
     window = MainWindow()
+    window.restore_last_project()
     window.show()
     return app.exec()
 

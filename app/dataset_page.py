@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.import_job import ImportJob
+from app.widgets.tag_chips import TagChips, split_tags
 from app.widgets.thumbnails import ThumbnailGrid
 
 SAVE_DELAY_MS = 600
@@ -110,6 +111,9 @@ class DatasetPage(QWidget):
         self.caption_state = QLabel("")
         self.tokens = QLabel("")
         self.caption.textChanged.connect(self._count_tokens)
+        self.chips = TagChips()
+        self.chips.tags_edited.connect(self._tags_edited)
+        self.caption.textChanged.connect(lambda: self.chips.set_tags(split_tags(self.caption.toPlainText())))
         self.save_timer = QTimer(self, singleShot=True, interval=SAVE_DELAY_MS)
         self.save_timer.timeout.connect(self.save_caption)
         self.caption.textChanged.connect(self.save_timer.start)
@@ -118,6 +122,7 @@ class DatasetPage(QWidget):
         side = QWidget()
         column = QVBoxLayout(side)
         for widget in (self.preview, QLabel("Caption"), self.caption, _hbox(self.tokens, self.caption_state),
+                       self.chips,
                        QLabel("Health report"), self.health):
             column.addWidget(widget)
         split = QSplitter()
@@ -214,7 +219,9 @@ class DatasetPage(QWidget):
     def reload(self) -> None:
         if self.folder is not None:
             self.grid.load_folder(self.folder)
-            self.completer.model().setStringList(dataset_tags(self.folder))
+            tags = dataset_tags(self.folder)
+            self.completer.model().setStringList(tags)
+            self.chips.completer.model().setStringList(tags)
 
     # -- import --------------------------------------------------------------------------------------
     def import_paths(self, sources: list[Path]) -> None:
@@ -281,6 +288,14 @@ class DatasetPage(QWidget):
         self.caption.document().clearUndoRedoStacks()
         self.caption.document().setModified(False)
         self._count_tokens()
+        self.chips.set_tags(split_tags(self.caption.toPlainText()))
+
+    def _tags_edited(self, tags: list[str]) -> None:
+        """A chip removed or a tag added: edit the text as one undoable step, then save."""
+        cursor = self.caption.textCursor()
+        cursor.select(cursor.SelectionType.Document)
+        cursor.insertText(", ".join(tags))
+        self.save_caption()
 
     def save_caption(self) -> None:
         self.save_timer.stop()

@@ -103,6 +103,11 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("&Recent projects")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
 
+    def restore_last_project(self) -> None:
+        last = self.settings.value("last_project", "")
+        if last and (Path(last) / "project.toml").exists():
+            self.open_project(Path(last))
+
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
         for folder in self.settings.value("recent", [], type=list):

@@ -33,7 +33,10 @@ class _ThumbJob(QRunnable):
         self.path, self.signals = path, signals
 
     def run(self) -> None:
-        stat = self.path.stat()
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return  # moved or deleted since it was listed (excluded, renamed outside the app)
         key = hashlib.sha1(f"{self.path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
         cached = thumb_cache_dir() / f"{key}.png"
         image = QImage(str(cached)) if cached.exists() else QImage()

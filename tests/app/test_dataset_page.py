@@ -136,3 +136,30 @@ def test_exclude_moves_images_aside_and_token_counter_warns(qtbot, tmp_path):
     page.grid.setCurrentIndex(page.grid.model_.index(0, 0))
     page.caption.setPlainText(", ".join(f"tag{i}" for i in range(40)))
     assert "tokens" in page.tokens.text() and "cut off" in page.tokens.text()
+
+
+def test_tag_chips_remove_and_add_tags_with_undo(qtbot, tmp_path):
+    page, dataset = _project_with_images(qtbot, tmp_path)
+    page.grid.setCurrentIndex(page.grid.model_.index(0, 0))
+    assert [page.chips.chips.item(i).data(Qt.ItemDataRole.UserRole) for i in range(page.chips.chips.count())] \
+        == ["red", "smile"]
+    page.chips._remove(page.chips.chips.item(0))
+    assert (dataset / "p0.txt").read_text() == "smile\n"
+    page.chips.adder.setText("zkx")
+    page.chips._add()
+    assert (dataset / "p0.txt").read_text() == "smile, zkx\n"
+    page.caption.undo()
+    page.caption.undo()
+    page.save_caption()
+    assert (dataset / "p0.txt").read_text() == "red, smile\n"
+    assert "red" in page.chips.completer.model().stringList()
+
+
+def test_the_last_project_reopens_at_start(qtbot, tmp_path):
+    first = MainWindow(data_dir=tmp_path / "app")
+    qtbot.addWidget(first)
+    first.open_project(tmp_path / "proj", create=True)
+    second = MainWindow(data_dir=tmp_path / "app")
+    qtbot.addWidget(second)
+    second.restore_last_project()
+    assert second.project is not None and second.project.folder == tmp_path / "proj"
