@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCompleter,
     QLineEdit,
@@ -51,7 +51,6 @@ class TagChips(QWidget):
             item = QListWidgetItem(f"{tag}  ×")
             item.setData(Qt.ItemDataRole.UserRole, tag)
             item.setToolTip(f"click to remove '{tag}'")
-            item.setSizeHint(item.sizeHint().expandedTo(QSize(0, 22)))
             self.chips.addItem(item)
 
     def _remove(self, item: QListWidgetItem) -> None:
