@@ -23,6 +23,7 @@ from app.dataset_page import DatasetPage
 from app.project import Project, ProjectError
 from app.run_page import RunPage
 from app.training_page import TrainingPage
+from app.wizard.wizard import NewLoraWizard
 from app.worker import EngineProcess
 from trainer import config as config_mod
 
@@ -75,8 +76,8 @@ class MainWindow(QMainWindow):
         note.setWordWrap(True)
         open_run = QPushButton("Open a past run…")
         open_run.clicked.connect(self.open_run)
-        new_project = QPushButton("New project…")
-        new_project.clicked.connect(self.new_project)
+        new_project = QPushButton("New LoRA…  (a guided set-up: images, captions, settings)")
+        new_project.clicked.connect(lambda: self.new_lora())
         open_project = QPushButton("Open project…")
         open_project.clicked.connect(self.choose_project)
         for button in (demo, open_run, new_project, open_project):
@@ -90,7 +91,8 @@ class MainWindow(QMainWindow):
 
     def _menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        for text, slot, key in (("&New project…", self.new_project, QKeySequence.StandardKey.New),
+        for text, slot, key in (("&New LoRA…", lambda: self.new_lora(), QKeySequence.StandardKey.New),
+                                ("New &empty project…", self.new_project, None),
                                 ("Open &project…", self.choose_project, None),
                                 ("Try the &demo", self.try_demo, None),
                                 ("&Open run folder…", self.open_run, QKeySequence.StandardKey.Open),
@@ -117,6 +119,33 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Folder for the new project (empty or new)")
         if folder:
             self.open_project(Path(folder), create=True)
+
+    def projects_dir(self) -> Path:
+        saved = self.settings.value("projects_dir", "")
+        documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+        return Path(saved or (Path(documents) / "LoRA Studio" if documents else self.data_dir / "projects"))
+
+    def new_lora(self, system=None) -> NewLoraWizard:
+        self.wizard = NewLoraWizard(self.projects_dir(), system, self)
+        self.wizard.start_training.connect(self.start_project_run)
+        self.wizard.open_expert.connect(self._open_expert)
+        self.wizard.finished.connect(
+            lambda _r: self.settings.setValue("projects_dir", str(self.wizard.state.projects_dir)))
+        self.wizard.show()
+        return self.wizard
+
+    def start_project_run(self, folder: Path) -> None:
+        self.open_project(folder)
+        if self.run_page.engine.running:
+            QMessageBox.information(self, "A run is going", "Another run is still training; start this one "
+                                    "from the Run page when it has finished.")
+            return
+        self.tabs.setCurrentWidget(self.run_page)
+        self.run_page.start()
+
+    def _open_expert(self, folder: Path) -> None:
+        self.open_project(folder)
+        self.tabs.setCurrentWidget(self.training_page)
 
     def choose_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a LoRA Studio project")

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a LoRA from a config file (or --demo)")
     t.add_argument("config", nargs="?", type=Path, help="TOML config (full or sparse)")
     t.add_argument("--demo", action="store_true", help="tiny built-in model + bundled sample images")
-    t.add_argument("--preset", help="a preset from presets/ applied under the config file")
+    t.add_argument("--preset", action="append", default=[],
+                   help="a preset from presets/ applied under the config file; repeat to stack them, "
+                        "e.g. --preset sdxl-character --preset sdxl-vram-8gb")
     _run_options(t)
     r = sub.add_parser("resume", help="continue an interrupted run from its last saved state")
     r.add_argument("run_dir", type=Path)
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.data.commands import register as register_dataset
 
     register_dataset(sub)
+    from trainer.system import register as register_system
+
+    register_system(sub)
     return p
 
 
@@ -69,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     from trainer.data.commands import cmd_dataset
     from trainer.export.commands import cmd_export, cmd_resize
+    from trainer.system import cmd_system
 
     handler = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "export": cmd_export,
-               "resize": cmd_resize, "dataset": cmd_dataset}[args.command]
+               "resize": cmd_resize, "dataset": cmd_dataset,
+               "system": cmd_system}[args.command]
     return handler(args)
 
 
@@ -94,7 +101,9 @@ def _setup_logging() -> None:
 
 def resolve_config(args) -> config_mod.TrainConfig:
     """defaults <- preset <- demo preset <- config file <- --set, with paths made absolute."""
-    cfg = config_mod.load_preset(args.preset) if args.preset else config_mod.TrainConfig()
+    cfg = config_mod.TrainConfig()
+    for name in args.preset:
+        cfg = config_mod.load_preset(name, base=cfg)
     if args.demo:
         cfg = config_mod.load(config_mod.PRESETS_DIR / "demo.toml", base=cfg)
         _absolutize(cfg, config_mod.PRESETS_DIR)

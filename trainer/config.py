@@ -278,13 +278,13 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     return cfg
 
 
-def load_preset(name: str) -> TrainConfig:
-    """A preset is a sparse overlay on the defaults, found by name in presets/ or by path."""
+def load_preset(name: str, base: TrainConfig | None = None) -> TrainConfig:
+    """A preset is a sparse overlay (on `base`, else the defaults), found by name in presets/ or by path."""
     path = Path(name) if name.endswith(".toml") else PRESETS_DIR / f"{name}.toml"
     if not path.exists():
         known = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
         raise ConfigError(f"preset '{name}' not found", f"known presets: {', '.join(known)}")
-    return load(path)
+    return load(path, base=base)
 
 
 def save(cfg: TrainConfig, path: Path) -> None:

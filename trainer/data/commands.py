@@ -38,10 +38,16 @@ def register(sub) -> None:
     cap.add_argument("--regex", action="store_true", help="--find is a regular expression")
     cap.add_argument("--frequency", action="store_true", help="print tag frequency")
     cap.add_argument("--json", action="store_true")
+    from trainer.data.strategy import register as register_strategy
+
+    register_strategy(dsub)
 
 
 def cmd_dataset(args) -> int:
-    handler = {"import": _import, "check": _check, "caption": _caption}[args.dataset_command]
+    from trainer.data.strategy import cmd_prepare_captions
+
+    handler = {"import": _import, "check": _check, "caption": _caption,
+               "prepare-captions": cmd_prepare_captions}[args.dataset_command]
     try:
         return handler(args)
     except UserError as exc:

@@ -1,0 +1,1 @@
+"""The New LoRA wizard (QWizard) and its Qt-free decisions (plan.py)."""

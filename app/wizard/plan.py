@@ -1,0 +1,223 @@
+"""The wizard's decisions, free of Qt: which presets, which memory tier, how many repeats and epochs, and
+one line of why for each setting. Kept apart from the pages so the choices can be tested directly.
+
+A plan is presets stacked on the defaults (kind preset, then memory tier) plus a few values computed from
+the user's images and GPU. Every value the user sees comes from trainer.config, so it is validated the
+same way as a hand-written config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer import config as config_mod
+
+KINDS = ("character", "style")
+EPOCHS = 10
+# Image views (images x repeats x epochs) a run should land near: SeaArt's guidance of 1500-3000 steps for
+# characters and 3000-6000 for styles at batch size 1 (see presets/sd15-character.toml for the sources).
+TARGET_VIEWS = {"character": 2000, "style": 4000}
+MAX_REPEATS = 50
+DEMO_STEPS = 120  # the tiny random model only shows the flow; a couple of minutes at most on a CPU
+# Rough seconds per image view for each tier, from commonly reported it/s (RTX 3060 ~2 it/s at SD1.5 512 px
+# batch 1, RTX 4090 ~7 it/s; SDXL 1024 px about 5x slower). The run page replaces this with the measured ETA.
+SECONDS_PER_VIEW = {"vram-6gb": 0.8, "vram-8gb": 0.6, "vram-12gb": 0.5, "vram-16gb": 0.3, "vram-24gb": 0.15,
+                    "sdxl-vram-8gb": 4.0, "sdxl-vram-12gb": 2.5, "sdxl-vram-16gb": 1.6,
+                    "sdxl-vram-24gb": 0.9, "cpu": 20.0, "demo": 0.1}
+TIER_THRESHOLDS_GB = ((22, "24gb"), (15, "16gb"), (11, "12gb"), (7.5, "8gb"))
+
+
+@dataclass
+class Gpu:
+    name: str
+    total_gb: float
+    free_gb: float
+    bf16: bool = False
+
+
+@dataclass
+class SystemInfo:
+    """What `lora-studio system --json` reported; the wizard never imports torch itself."""
+    gpus: list[Gpu] = field(default_factory=list)
+    optional: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def from_report(cls, report: dict) -> SystemInfo:
+        gpus = [Gpu(g["name"], g["total_gb"], g["free_gb"], g.get("bf16", False)) for g in report.get("gpus", [])]
+        return cls(gpus, report.get("optional", []))
+
+    @property
+    def gpu(self) -> Gpu | None:
+        return max(self.gpus, key=lambda g: g.free_gb) if self.gpus else None
+
+    def describe(self) -> str:
+        gpu = self.gpu
+        if gpu is None:
+            return "No CUDA GPU found: training runs on the CPU (fine for the demo, very slow for real models)."
+        return (f"{gpu.name}: {gpu.free_gb:.1f} of {gpu.total_gb:.1f} GB free, "
+                f"bf16 {'supported' if gpu.bf16 else 'not supported (fp16 is used)'}")
+
+
+@dataclass
+class Choice:
+    key: str
+    value: object
+    why: str
+
+
+@dataclass
+class Plan:
+    config: config_mod.TrainConfig
+    presets: list[str]
+    tier: str
+    choices: list[Choice]
+    images: int
+    steps: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def family(arch: str) -> str:
+    """The preset family of an architecture from `inspect` ('sd1', 'sd2', 'sdxl') or a demo model path."""
+    return "sdxl" if "sdxl" in arch else "sd15"
+
+
+def choose_tier(fam: str, system: SystemInfo) -> tuple[str, str]:
+    gpu = system.gpu
+    if gpu is None:
+        return "cpu", "no CUDA GPU was found, so the CPU settings apply (fp32, batch size 1)"
+    # free memory, not total: the desktop and other programs keep some of it
+    size = next((name for limit, name in TIER_THRESHOLDS_GB if gpu.free_gb >= limit), "6gb")
+    if fam == "sdxl" and size == "6gb":
+        size = "8gb"
+    tier = f"sdxl-vram-{size}" if fam == "sdxl" else f"vram-{size}"
+    return tier, f"{gpu.name} has {gpu.free_gb:.1f} GB free: the {size.upper()} memory settings fit"
+
+
+def repeats_and_epochs(kind: str, images: int) -> tuple[int, int, str]:
+    target = TARGET_VIEWS[kind]
+    per_epoch = target / EPOCHS
+    if images >= per_epoch:
+        epochs = max(2, round(target / images))
+        return 1, epochs, (f"{images} images are plenty: each is seen once per epoch, {epochs} epochs ≈ "
+                           f"{images * epochs} image views (a {kind} needs about {target})")
+    repeats = max(1, min(MAX_REPEATS, round(per_epoch / images)))
+    return repeats, EPOCHS, (f"{images} images × {repeats} repeats × {EPOCHS} epochs ≈ "
+                             f"{images * repeats * EPOCHS} image views (a {kind} needs about {target})")
+
+
+def make_plan(kind: str, arch: str, model_path: str, dataset: Path, images: int, system: SystemInfo,
+              trigger: str = "", prompts: list[str] | None = None, class_word: str = "",
+              name: str = "") -> Plan:
+    fam, demo = family(arch), model_path.startswith("demo:")
+    tier, tier_why = choose_tier(fam, system)
+    presets = [f"{fam}-{kind}", tier]
+    cfg = config_mod.TrainConfig()
+    for name in presets:
+        cfg = config_mod.load_preset(name, base=cfg)
+    choices = _preset_choices(cfg, kind, fam, tier, tier_why, system)
+    repeats, epochs, data_why = repeats_and_epochs(kind, max(images, 1))
+    cfg.model.path, cfg.dataset.path = model_path, str(dataset)
+    cfg.dataset.repeats, cfg.schedule.epochs = repeats, epochs
+    cfg.saving.trigger_phrase = ", ".join(w for w in (trigger, class_word) if w)
+    cfg.saving.output_name = name or cfg.saving.output_name
+    if cfg.dataset.keep_tokens:  # the trigger (and class word) lead every caption: never shuffled away
+        cfg.dataset.keep_tokens = len([w for w in (trigger, class_word) if w]) or 1
+    cfg.sampling.prompts = prompts or default_prompts(kind, trigger, class_word)
+    warnings = _warnings(fam, tier, system, images)
+    if arch == "sd2" or "768" in arch:
+        cfg.dataset.resolution = 768
+    if demo:
+        _demo_overrides(cfg)
+        choices.insert(0, Choice("model.path", model_path, "the built-in tiny model: 64 px and a short run, "
+                                 "to show the flow; its images are noise because its weights are random"))
+    steps = estimate_steps(cfg, images)
+    _spread_samples(cfg, steps)
+    choices.insert(len(choices), Choice("dataset.repeats / schedule.epochs", f"{repeats} / {epochs}", data_why))
+    choices.append(Choice("sampling.every_n_steps", cfg.sampling.every_n_steps,
+                          "previews at the start and about 8 times during the run, to watch it learn"))
+    config_mod.validate(cfg)
+    seconds = steps * cfg.schedule.batch_size * SECONDS_PER_VIEW["demo" if demo else tier] * 1.1
+    return Plan(cfg, presets, tier, choices, images, steps, seconds, warnings)
+
+
+def _preset_choices(cfg, kind, fam, tier, tier_why, system) -> list[Choice]:
+    te = cfg.lora.train_text_encoder
+    gpu = system.gpu
+    precision = "fp32 on the CPU" if gpu is None else ("bf16" if gpu.bf16 else "fp16 (this GPU has no bf16)")
+    return [
+        Choice("preset", f"{fam}-{kind} + {tier}", f"the {kind} recipe for {fam.upper()}, with {tier_why}"),
+        Choice("lora.rank / lora.alpha", f"{cfg.lora.rank} / {cfg.lora.alpha:g}",
+               "a single subject needs little capacity" if kind == "character" else
+               "a style touches every layer's texture and colour, so it gets more capacity"),
+        Choice("lora.targets", cfg.lora.targets,
+               "the subject lives in attention" if cfg.lora.targets == "attention" else
+               "convolutions learn brush strokes and texture too (LoCon)"),
+        Choice("lora.train_text_encoder", te, "teaches the trigger word its meaning" if te else
+               "the text encoder stays as it is: " + ("captions describe content, the style goes into "
+                                                      "the LoRA" if kind == "style" else
+                                                      "recommended for SDXL, and its outputs can be cached")),
+        Choice("optimizer.lr", cfg.optimizer.lr, "the UNet rate kohya's trainers document for LoRA"),
+        Choice("schedule.batch_size", cfg.schedule.batch_size, f"fits the memory: {tier_why}"),
+        Choice("performance.gradient_checkpointing", cfg.performance.gradient_checkpointing,
+               "saves several GB of activations for ~30% more time per step"
+               if cfg.performance.gradient_checkpointing else "not needed with this much memory: faster"),
+        Choice("performance.cache_latents", cfg.performance.cache_latents,
+               "each image goes through the VAE once, not every step"),
+        Choice("performance.mixed_precision", precision,
+               "half precision halves the memory of the frozen model" if gpu else "a CPU has no fast fp16"),
+    ]
+
+
+def _warnings(fam: str, tier: str, system: SystemInfo, images: int) -> list[str]:
+    out = []
+    gpu = system.gpu
+    if fam == "sdxl" and gpu is not None and gpu.free_gb < 7.5:
+        out.append(f"SDXL needs about 8 GB of free GPU memory and {gpu.name} has {gpu.free_gb:.1f} GB free: "
+                   "close other programs, or train on SD 1.5.")
+    if tier == "cpu":
+        out.append("Without a CUDA GPU a real model trains for many hours; the built-in demo model shows the "
+                   "whole flow in a minute.")
+    if images < 5:
+        out.append(f"Only {images} image(s): 10-30 varied images give a LoRA that generalises.")
+    return out
+
+
+def _demo_overrides(cfg: config_mod.TrainConfig) -> None:
+    demo = config_mod.load_preset("demo")
+    cfg.dataset.resolution, cfg.lora.rank, cfg.lora.alpha = 64, demo.lora.rank, demo.lora.alpha
+    cfg.optimizer.lr, cfg.sampling.steps = demo.optimizer.lr, demo.sampling.steps
+    cfg.schedule.epochs, cfg.schedule.max_steps = 0, DEMO_STEPS
+    cfg.schedule.warmup_steps = 0
+
+
+def estimate_steps(cfg: config_mod.TrainConfig, images: int) -> int:
+    if not cfg.schedule.epochs:
+        return cfg.schedule.max_steps
+    per_epoch = math.ceil(max(images, 1) * cfg.dataset.repeats / cfg.schedule.batch_size)
+    return math.ceil(cfg.schedule.epochs * per_epoch / cfg.schedule.gradient_accumulation)
+
+
+def _spread_samples(cfg: config_mod.TrainConfig, steps: int) -> None:
+    every = max(1, round(steps / 8 / 10) * 10) if steps >= 80 else max(1, steps // 4)
+    cfg.sampling.every_n_steps = cfg.saving.every_n_steps = every
+
+
+def default_prompts(kind: str, trigger: str, class_word: str = "") -> list[str]:
+    subject = " ".join(w for w in (trigger, class_word) if w) or "the subject"
+    if kind == "character":
+        return [f"{subject}, portrait, looking at viewer", f"{subject}, full body, standing in a park",
+                f"{subject}, sitting at a cafe table, soft light"]
+    style = f"in the style of {trigger}" if trigger else "in this style"
+    return [f"a lighthouse on a cliff at sunset, {style}", f"portrait of an old fisherman, {style}",
+            f"a bowl of fruit on a wooden table, {style}"]
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} seconds"
+    if seconds < 5400:
+        return f"about {round(seconds / 60)} minutes"
+    return f"about {seconds / 3600:.1f} hours"

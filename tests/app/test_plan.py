@@ -1,0 +1,58 @@
+"""The wizard's decisions without Qt: memory tier from the GPU, repeats and epochs from the image count."""
+
+from pathlib import Path
+
+from app.wizard.plan import Gpu, SystemInfo, make_plan, repeats_and_epochs
+
+RTX_3070 = SystemInfo([Gpu("RTX 3070", 8.0, 7.6, True)])
+RTX_4090 = SystemInfo([Gpu("RTX 4090", 24.0, 23.1, True)])
+GTX_1660 = SystemInfo([Gpu("GTX 1660", 6.0, 5.5, False)])
+
+
+def _plan(kind, arch, images, system, model="/models/base.safetensors"):
+    return make_plan(kind, arch, model, Path("/data/set"), images, system, trigger="zkx")
+
+
+def test_sdxl_on_8gb_gets_kohyas_low_memory_recipe():
+    plan = _plan("style", "sdxl", 40, RTX_3070)
+    cfg = plan.config
+    assert plan.tier == "sdxl-vram-8gb" and plan.presets == ["sdxl-style", "sdxl-vram-8gb"]
+    assert (cfg.lora.rank, cfg.schedule.batch_size, cfg.performance.gradient_checkpointing) == (8, 1, True)
+    assert cfg.dataset.resolution == 1024 and not cfg.lora.train_text_encoder
+
+
+def test_sd15_tiers_follow_free_memory():
+    assert _plan("character", "sd1", 20, RTX_4090).config.schedule.batch_size == 4
+    small = _plan("character", "sd1", 20, GTX_1660)
+    assert small.tier == "vram-6gb" and small.config.schedule.batch_size == 1
+    assert small.config.performance.gradient_checkpointing
+
+
+def test_character_run_lands_near_two_thousand_image_views():
+    plan = _plan("character", "sd1", 20, RTX_3070)
+    cfg = plan.config
+    assert (cfg.dataset.repeats, cfg.schedule.epochs) == (10, 10)
+    assert plan.steps == 20 * 10 * 10 // cfg.schedule.batch_size
+    assert 1500 <= 20 * cfg.dataset.repeats * cfg.schedule.epochs <= 3000
+
+
+def test_many_images_train_fewer_epochs_without_repeats():
+    repeats, epochs, why = repeats_and_epochs("style", 500)
+    assert (repeats, epochs) == (1, 8) and "500 images" in why
+
+
+def test_no_gpu_picks_the_cpu_tier_and_says_so():
+    plan = _plan("character", "sd1", 12, SystemInfo())
+    assert plan.tier == "cpu" and plan.config.performance.device == "cpu"
+    assert any("many hours" in w for w in plan.warnings)
+    assert plan.seconds > _plan("character", "sd1", 12, RTX_4090).seconds * 50
+
+
+def test_sdxl_on_a_6gb_card_warns():
+    plan = _plan("character", "sdxl", 20, GTX_1660)
+    assert plan.tier == "sdxl-vram-8gb" and any("SDXL needs about 8 GB" in w for w in plan.warnings)
+    assert any(c.key == "performance.mixed_precision" and "fp16" in c.value for c in plan.choices)
+
+
+def test_sd2_768_trains_at_768():
+    assert _plan("style", "sd2", 30, RTX_4090).config.dataset.resolution == 768

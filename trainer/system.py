@@ -1,0 +1,75 @@
+"""`lora-studio system`: what this machine offers for training, as facts the wizard and the start screen use.
+
+The GPU (name, total and free memory, bf16), and the optional pieces (xformers, bitsandbytes) with what
+their absence costs. Missing pieces are facts, not errors: training works without every one of them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+
+
+def optional_facts(cuda: bool) -> list[dict]:
+    """One entry per optional piece: present or not, and what a user loses without it."""
+    facts = []
+    if not cuda:
+        facts.append({"name": "CUDA GPU", "present": False,
+                      "cost": "training runs on the CPU: fine for the demo, but a real SD1.5 model takes tens "
+                              "of seconds per step (hours for a useful LoRA)"})
+    facts.append({"name": "xformers", "present": _installed("xformers"),
+                  "cost": "none that matters: PyTorch's built-in SDPA attention is used, about as fast and as "
+                          "lean on recent PyTorch"})
+    facts.append({"name": "bitsandbytes", "present": _installed("bitsandbytes"),
+                  "cost": "the 8-bit AdamW optimizer is unavailable; for a LoRA its saving is tens of MB, so "
+                          "AdamW (or Adafactor) does the same job"})
+    return facts
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def gpu_facts() -> list[dict]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        with torch.cuda.device(index):
+            free, total = torch.cuda.mem_get_info()
+            bf16 = torch.cuda.is_bf16_supported()
+        gpus.append({"index": index, "name": props.name, "total_gb": round(total / 2**30, 1),
+                     "free_gb": round(free / 2**30, 1), "bf16": bool(bf16)})
+    return gpus
+
+
+def system_report() -> dict:
+    import torch
+
+    gpus = gpu_facts()
+    return {"torch": torch.__version__, "python": platform.python_version(), "cuda": bool(gpus),
+            "cuda_version": torch.version.cuda, "gpus": gpus, "optional": optional_facts(bool(gpus))}
+
+
+def register(sub) -> None:
+    s = sub.add_parser("system", help="the GPU and optional pieces this machine has for training")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_system(args) -> int:
+    report = system_report()
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"PyTorch {report['torch']} · Python {report['python']}")
+    for gpu in report["gpus"]:
+        print(f"GPU {gpu['index']}: {gpu['name']} · {gpu['free_gb']} of {gpu['total_gb']} GB free · "
+              f"bf16 {'yes' if gpu['bf16'] else 'no'}")
+    for fact in report["optional"]:
+        if not fact["present"]:
+            print(f"no {fact['name']}: {fact['cost']}")
+    return 0
