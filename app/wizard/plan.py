@@ -115,32 +115,38 @@ def make_plan(kind: str, arch: str, model_path: str, dataset: Path, images: int,
     tier, tier_why = choose_tier(fam, system)
     presets = [f"{fam}-{kind}", tier]
     cfg = config_mod.TrainConfig()
-    for name in presets:
-        cfg = config_mod.load_preset(name, base=cfg)
-    choices = _preset_choices(cfg, kind, fam, tier, tier_why, system)
+    for preset in presets:
+        cfg = config_mod.load_preset(preset, base=cfg)
     repeats, epochs, data_why = repeats_and_epochs(kind, max(images, 1))
     cfg.model.path, cfg.dataset.path = model_path, str(dataset)
     cfg.dataset.repeats, cfg.schedule.epochs = repeats, epochs
+    _name_and_trigger(cfg, kind, trigger, class_word, name, prompts)
+    if arch == "sd2" or "768" in arch:
+        cfg.dataset.resolution = 768
+    if demo:
+        _demo_overrides(cfg)
+        data_why = f"the demo's short run: {DEMO_STEPS} steps"
+    steps = estimate_steps(cfg, images)
+    _spread_samples(cfg, steps)
+    choices = _preset_choices(cfg, kind, fam, tier, tier_why, system)
+    if demo:
+        choices.insert(0, Choice("model.path", model_path, "the built-in tiny model: 64 px, rank 4 and a short "
+                                 "run, to show the flow; its images are noise because its weights are random"))
+    choices.append(Choice("dataset.repeats / schedule.epochs", f"{cfg.dataset.repeats} / {cfg.schedule.epochs}"
+                          if not demo else f"{steps} steps", data_why))
+    choices.append(Choice("sampling.every_n_steps", cfg.sampling.every_n_steps,
+                          "previews at the start and about 8 times during the run, to watch it learn"))
+    config_mod.validate(cfg)
+    seconds = steps * cfg.schedule.batch_size * SECONDS_PER_VIEW["demo" if demo else tier] * 1.1
+    return Plan(cfg, presets, tier, choices, images, steps, seconds, _warnings(fam, tier, system, images))
+
+
+def _name_and_trigger(cfg, kind, trigger, class_word, name, prompts) -> None:
     cfg.saving.trigger_phrase = ", ".join(w for w in (trigger, class_word) if w)
     cfg.saving.output_name = name or cfg.saving.output_name
     if cfg.dataset.keep_tokens:  # the trigger (and class word) lead every caption: never shuffled away
         cfg.dataset.keep_tokens = len([w for w in (trigger, class_word) if w]) or 1
     cfg.sampling.prompts = prompts or default_prompts(kind, trigger, class_word)
-    warnings = _warnings(fam, tier, system, images)
-    if arch == "sd2" or "768" in arch:
-        cfg.dataset.resolution = 768
-    if demo:
-        _demo_overrides(cfg)
-        choices.insert(0, Choice("model.path", model_path, "the built-in tiny model: 64 px and a short run, "
-                                 "to show the flow; its images are noise because its weights are random"))
-    steps = estimate_steps(cfg, images)
-    _spread_samples(cfg, steps)
-    choices.insert(len(choices), Choice("dataset.repeats / schedule.epochs", f"{repeats} / {epochs}", data_why))
-    choices.append(Choice("sampling.every_n_steps", cfg.sampling.every_n_steps,
-                          "previews at the start and about 8 times during the run, to watch it learn"))
-    config_mod.validate(cfg)
-    seconds = steps * cfg.schedule.batch_size * SECONDS_PER_VIEW["demo" if demo else tier] * 1.1
-    return Plan(cfg, presets, tier, choices, images, steps, seconds, warnings)
 
 
 def _preset_choices(cfg, kind, fam, tier, tier_why, system) -> list[Choice]:

@@ -33,6 +33,7 @@ def _wrap(text: str) -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
     return label
 
 
@@ -131,7 +132,7 @@ class ModelPage(QWizardPage):
 
     def show_system(self) -> None:
         system = self.state.system
-        self.gpu.setText("Looking for a GPU…" if system is None else system.describe())
+        self.gpu.setText("Looking for a GPU…" if system is None else f"<b>GPU:</b> {system.describe()}")
         if system is not None and system.gpu is None and not self.model.currentText().strip():
             self.demo.setChecked(True)  # no CUDA: the demo is what this machine can show quickly
 

@@ -61,7 +61,11 @@ class CaptionsPage(QWizardPage):
         self.class_word.setPlaceholderText("what it is: woman, dog, robot, mug")
         self.class_label = QLabel("Class word:")
         self.tags = QListWidget()
-        self.tags.setMaximumHeight(130)
+        self.tags.setMaximumHeight(110)
+        self.tags.setFlow(QListWidget.Flow.LeftToRight)   # tags flow in rows: many fit at a glance
+        self.tags.setWrapping(True)
+        self.tags.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.tags.setSpacing(2)
         self.tags.itemChanged.connect(lambda _i: self._schedule())
         self.preview = _table(["Image", "Caption now", "Caption after"])
         self.status = QLabel("")
@@ -246,6 +250,7 @@ class SummaryPage(QWizardPage):
         self.text = QLabel("")
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.text.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         QVBoxLayout(self).addWidget(self.text, 1)
 
     def initializePage(self) -> None:

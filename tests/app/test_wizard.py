@@ -103,7 +103,9 @@ def test_character_on_8gb_prunes_the_subjects_tags_and_starts(qtbot, window, tmp
     assert wizard.state.plan.tier == "vram-8gb"
     assert (cfg.schedule.batch_size, cfg.performance.gradient_checkpointing) == (2, True)
     assert cfg.lora.train_text_encoder and cfg.dataset.keep_tokens == 2 and not cfg.dataset.flip
-    assert cfg.saving.trigger_phrase == "zkx, robot"
+    assert cfg.saving.trigger_phrase == "zkx, robot" and cfg.saving.output_name == "my-character"
+    shown = {c.key: c.value for c in wizard.state.plan.choices}
+    assert shown["lora.rank / lora.alpha"] == "4 / 4" and shown["dataset.repeats / schedule.epochs"] == "120 steps"
     why = {row: wizard.settings_page.table.item(row, 2).text() for row in range(wizard.settings_page.table.rowCount())}
     assert any("7.6 GB free" in text for text in why.values())
     run_cfg = _finish_and_see_it_start(qtbot, window, wizard)
