@@ -23,6 +23,7 @@ from app.dataset_page import DatasetPage
 from app.project import Project, ProjectError
 from app.run_page import RunPage
 from app.training_page import TrainingPage
+from app.widgets.system_facts import SystemFacts, facts_html
 from app.wizard.wizard import NewLoraWizard
 from app.worker import EngineProcess
 from trainer import config as config_mod
@@ -83,7 +84,8 @@ class MainWindow(QMainWindow):
         for button in (demo, open_run, new_project, open_project):
             button.setMinimumHeight(44)
         title.setWordWrap(True)
-        for widget in (title, new_project, open_project, demo, note, open_run):
+        self.facts = SystemFacts(column)
+        for widget in (title, new_project, open_project, demo, note, open_run, self.facts):
             layout.addWidget(widget)
             layout.addSpacing(8)
         layout.addStretch(1)
@@ -104,6 +106,13 @@ class MainWindow(QMainWindow):
             file_menu.addAction(action)
         self.recent_menu = file_menu.addMenu("&Recent projects")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("This &computer…", self.show_system_facts)
+
+    def show_system_facts(self) -> None:
+        report = self.facts.report
+        QMessageBox.information(self, "This computer", facts_html(report) if report is not None else
+                                "Still asking the engine; try again in a moment.")
 
     def restore_last_project(self) -> None:
         last = self.settings.value("last_project", "")

@@ -1,0 +1,35 @@
+"""First run: the start page offers the wizard, a project and the demo, and states once what this computer
+lacks (no CUDA here) as facts with their cost, not as errors."""
+
+from PySide6.QtWidgets import QPushButton
+
+from app.main_window import MainWindow
+from app.widgets.system_facts import SEEN_KEY
+
+
+def test_start_page_offers_the_three_ways_in(qtbot, tmp_path):
+    window = MainWindow(data_dir=tmp_path)
+    qtbot.addWidget(window)
+    buttons = [b.text() for b in window.tabs.widget(0).findChildren(QPushButton)]
+    assert any(t.startswith("New LoRA") for t in buttons)
+    assert {"Open project…", "Try the demo"} <= set(buttons)
+
+
+def test_missing_pieces_are_facts_shown_once(qtbot, tmp_path):
+    window = MainWindow(data_dir=tmp_path)
+    qtbot.addWidget(window)
+    window.settings.remove(SEEN_KEY)
+    window.show()
+    facts = window.facts
+    facts.show()
+    with qtbot.waitSignal(facts.ready, timeout=60_000):
+        pass
+    text = facts.text.text()
+    assert "No CUDA GPU:" in text and "runs on the CPU" in text
+    assert "No xformers:" in text and "SDPA" in text and "error" not in text.lower()
+    facts.dismiss.click()
+    assert not facts.isVisible() and window.settings.value(SEEN_KEY, type=bool)
+    again = MainWindow(data_dir=tmp_path)
+    qtbot.addWidget(again)
+    again.show()
+    assert not again.facts.isVisible()
