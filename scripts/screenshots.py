@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QStandardPaths, QTimer
 from PySide6.QtWidgets import QApplication
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -18,6 +18,7 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 def main() -> int:
     app = QApplication(sys.argv)
+    QStandardPaths.setTestModeEnabled(True)  # never touch the user's settings (recent and last project)
     window = MainWindow(data_dir=Path(tempfile.mkdtemp()))
     window.resize(1200, 780)
     window.show()

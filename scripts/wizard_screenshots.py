@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QStandardPaths, QTimer
 from PySide6.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +24,7 @@ NAMES = ["kind", "model", "images", "captions", "settings", "prompts", "summary"
 
 def main() -> int:
     app = QApplication(sys.argv)
+    QStandardPaths.setTestModeEnabled(True)  # never touch the user's settings (recent and last project)
     wizard = NewLoraWizard(Path(tempfile.mkdtemp()) / "LoRA Studio",
                            SystemInfo([Gpu("NVIDIA GeForce RTX 3070", 8.0, 7.6, True)]))
     wizard.show()

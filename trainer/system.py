@@ -17,7 +17,7 @@ def optional_facts(cuda: bool) -> list[dict]:
     if not cuda:
         facts.append({"name": "CUDA GPU", "present": False,
                       "cost": "training runs on the CPU: fine for the demo, but a real SD1.5 model takes tens "
-                              "of seconds per step (hours for a useful LoRA)"})
+                              "of seconds per step (many hours for a useful LoRA)"})
     facts.append({"name": "xformers", "present": _installed("xformers"),
                   "cost": "none that matters: PyTorch's built-in SDPA attention is used, about as fast and as "
                           "lean on recent PyTorch"})
