@@ -92,8 +92,12 @@ class DatasetPage(QWidget):
         self.title = QLabel("No project open. Use File › New project, or drop images here after opening one.")
         self.check_button = QPushButton("Check dataset")
         self.check_button.clicked.connect(self.run_check)
+        self.caption_button = QPushButton("Auto-caption…")
+        self.caption_button.setToolTip("Caption the selection or the whole dataset with a local model")
+        self.caption_button.clicked.connect(self.auto_caption)
         top = QHBoxLayout()
         top.addWidget(self.title, 1)
+        top.addWidget(self.caption_button)
         top.addWidget(self.check_button)
         self.progress = QProgressBar()
         self.cancel_button = QPushButton("Cancel import")
@@ -189,6 +193,27 @@ class DatasetPage(QWidget):
             self._load_caption(self.current.with_suffix(".txt"))
         self.bulk_finished.emit()
 
+    def auto_caption(self):
+        if self.folder is None:
+            return None
+        from app.dialogs.caption_dialog import CaptionDialog
+
+        self.save_caption()
+        dialog = CaptionDialog(self.folder, self.grid.selected_paths(), self, self.engine)
+        dialog.captioned.connect(self._auto_captioned)
+        dialog.done.connect(lambda _ok, _m: (self.reload_tags(), self.run_check()))
+        dialog.open()
+        self.caption_dialog = dialog
+        return dialog
+
+    def _auto_captioned(self, event: dict) -> None:
+        if event.get("status") != "written":
+            return
+        path = Path(event["path"])
+        self.grid.mark_captioned(path, event.get("caption", ""))
+        if self.current is not None and self.current == path:
+            self._load_caption(path.with_suffix(".txt"))
+
     def exclude_selected(self) -> None:
         """Set images aside without deleting anything: scanners skip hidden folders."""
         if self.folder is None:
@@ -219,6 +244,10 @@ class DatasetPage(QWidget):
     def reload(self) -> None:
         if self.folder is not None:
             self.grid.load_folder(self.folder)
+            self.reload_tags()
+
+    def reload_tags(self) -> None:
+        if self.folder is not None:
             tags = dataset_tags(self.folder)
             self.completer.model().setStringList(tags)
             self.chips.completer.model().setStringList(tags)
@@ -309,11 +338,15 @@ class DatasetPage(QWidget):
     def run_check(self) -> None:
         if self.folder is None:
             return
-        proc = QProcess(self)
-        proc.finished.connect(lambda code, _s: self._check_done(proc, code))
+        proc = self._check_proc = QProcess(self)
+        # a bound method, not a lambda: Qt drops the connection if the page is deleted before the check ends
+        proc.finished.connect(self._check_finished)
         proc.start(self.engine[0], self.engine[1:] + ["dataset", "check", str(self.folder), "--json"])
         self.health.clear()
         self.health.addItem("checking…")
+
+    def _check_finished(self, code: int, _status) -> None:
+        self._check_done(self.sender(), code)
 
     def _check_done(self, proc: QProcess, code: int) -> None:
         self.health.clear()

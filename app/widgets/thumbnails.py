@@ -89,6 +89,13 @@ class ThumbnailGrid(QListView):
         if item is not None and not image.isNull():
             item.setIcon(QIcon(QPixmap.fromImage(image)))
 
+    def mark_captioned(self, path: Path, caption: str) -> None:
+        """An auto-caption just landed: show it on hover, and mark the tile so progress is visible."""
+        item = self.items.get(str(path))
+        if item is not None:
+            item.setText(f"✓ {Path(path).name}")
+            item.setToolTip(caption)
+
     def selected_paths(self) -> list[Path]:
         return [Path(i.data(PATH_ROLE)) for i in self.selectedIndexes()]
 

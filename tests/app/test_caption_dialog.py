@@ -1,0 +1,87 @@
+"""The dataset page's Auto-caption action: the request it sends, results streaming into the grid, cancel,
+and the engine's refusal shown as its message."""
+
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from app.dataset_page import DatasetPage
+
+FAKE = [sys.executable, str(Path(__file__).with_name("fake_captioner.py"))]
+
+
+def _settled(qtbot, page):
+    """After captioning the page re-checks the dataset; let that child finish before the page goes."""
+    qtbot.waitUntil(lambda: page.health.count() and page.health.item(0).text() != "checking…", timeout=30_000)
+
+
+def _page(qtbot, tmp_path, count=4):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for i in range(count):
+        Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(folder / f"img{i}.png")
+    model = tmp_path / "tagger"
+    model.mkdir()
+    (model / "model.onnx").write_bytes(b"onnx")
+    page = DatasetPage(engine=FAKE)
+    qtbot.addWidget(page)
+    page.set_folder(folder)
+    return page, folder, model
+
+
+def test_selection_is_captioned_and_shows_up_in_the_grid_and_editor(qtbot, tmp_path):
+    page, folder, model = _page(qtbot, tmp_path)
+    page.grid.select_path(folder / "img1.png")
+    dialog = page.auto_caption()
+    dialog.model.setText(str(model))
+    assert dialog.threshold.isVisibleTo(dialog), "an ONNX tagger shows its thresholds"
+    dialog.threshold.setValue(0.5)
+    dialog.trigger.setText("zkx")
+    request = dialog.request()
+    assert request.only == [folder / "img1.png"]
+    args = request.args()
+    assert args[args.index("--threshold") + 1] == "0.5" and "--trigger" in args and "--events" in args
+    with qtbot.waitSignal(dialog.done, timeout=30_000) as done:
+        dialog.start()
+    assert done.args[0] and "1 captions written" in done.args[1]
+    assert (folder / "img1.txt").read_text(encoding="utf-8") == "caption of img1"
+    assert not (folder / "img0.txt").exists()
+    assert page.grid.items[str(folder / "img1.png")].text() == "✓ img1.png"
+    assert page.caption.toPlainText() == "caption of img1"
+    _settled(qtbot, page)
+
+
+def test_cancel_keeps_the_captions_already_written(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_CAPTION_MODE", "slow")
+    page, folder, model = _page(qtbot, tmp_path, count=8)
+    dialog = page.auto_caption()
+    dialog.model.setText(str(model))
+    dialog.scope.setCurrentIndex(1)
+    dialog.start()
+    qtbot.waitUntil(lambda: dialog.results.count() >= 1, timeout=30_000)
+    with qtbot.waitSignal(dialog.done, timeout=30_000) as done:
+        dialog.cancel()
+    written = sorted(p.name for p in folder.glob("*.txt"))
+    assert done.args[1].startswith("Cancelled") and 1 <= len(written) < 8
+    assert all((folder / name).read_text(encoding="utf-8").startswith("caption of") for name in written)
+    _settled(qtbot, page)
+
+
+def test_engine_refusal_is_shown_with_its_hint(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_CAPTION_MODE", "error")
+    page, _folder, model = _page(qtbot, tmp_path)
+    dialog = page.auto_caption()
+    dialog.model.setText(str(model))
+    with qtbot.waitSignal(dialog.done, timeout=30_000) as done:
+        dialog.start()
+    assert not done.args[0] and "no supported captioning model" in dialog.status.text()
+    assert "selected_tags.csv" in dialog.status.text() and dialog.start_button.isEnabled()
+    _settled(qtbot, page)
+
+
+def test_folder_without_a_model_cannot_start(qtbot, tmp_path):
+    page, _folder, _model = _page(qtbot, tmp_path)
+    dialog = page.auto_caption()
+    dialog.model.setText(str(tmp_path))
+    assert not dialog.start_button.isEnabled() and "choose a folder" in dialog.kind.text()
