@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.dataset_page import DatasetPage
 from app.project import Project, ProjectError
+from app.project_lock import ProjectLocked, lock_project
 from app.run_page import RunPage
 from app.training_page import TrainingPage
 from app.widgets.system_facts import SystemFacts, facts_html
@@ -41,6 +42,7 @@ class MainWindow(QMainWindow):
         self.data_dir = Path(data_dir or QStandardPaths.writableLocation(
             QStandardPaths.StandardLocation.AppDataLocation) or Path.home() / ".lora-studio")
         self.project: Project | None = None
+        self.project_lock = None
         self.run_page = RunPage(engine)
         self.dataset_page = DatasetPage()
         self.training_page = TrainingPage(self.data_dir / "presets")
@@ -162,11 +164,18 @@ class MainWindow(QMainWindow):
             self.open_project(Path(folder))
 
     def open_project(self, folder: Path, create: bool = False) -> None:
+        same = self.project is not None and Path(self.project.folder).resolve() == Path(folder).resolve()
         try:
-            self.project = Project.create(folder) if create else Project.open(folder)
-        except ProjectError as exc:
-            QMessageBox.warning(self, "Cannot open project", str(exc))
+            project = Project.create(folder) if create else Project.open(folder)
+            lock = self.project_lock if same else lock_project(project.folder)
+        except (ProjectError, ProjectLocked) as exc:
+            self.message = QMessageBox(QMessageBox.Icon.Warning, "Cannot open project", str(exc),
+                                       QMessageBox.StandardButton.Ok, self)
+            self.message.open()  # not exec(): the window stays responsive (and testable)
             return
+        if not same and self.project_lock is not None:
+            self.project_lock.unlock()
+        self.project, self.project_lock = project, lock
         recent = [str(folder)] + [f for f in self.settings.value("recent", [], type=list) if f != str(folder)]
         self.settings.setValue("recent", recent[:10])
         self.settings.setValue("last_project", str(folder))
@@ -231,6 +240,8 @@ class MainWindow(QMainWindow):
             self.run_page.engine.stop()
             self.run_page.engine.proc.waitForFinished(60_000)
         self.settings.setValue("geometry", self.saveGeometry())
+        if self.project_lock is not None:
+            self.project_lock.unlock()
         pool = self.dataset_page.grid.pool
         pool.clear()            # thumbnails not started yet are not needed any more
         pool.waitForDone(5000)  # running ones must finish before their signals object goes away

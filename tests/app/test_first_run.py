@@ -33,3 +33,30 @@ def test_missing_pieces_are_facts_shown_once(qtbot, tmp_path):
     qtbot.addWidget(again)
     again.show()
     assert not again.facts.isVisible()
+
+
+def test_a_project_open_in_another_window_is_refused_with_who_holds_it(qtbot, tmp_path):
+    import subprocess
+    import sys
+
+    from app.project import Project
+
+    folder = tmp_path / "shared-project"
+    Project.create(folder)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from PySide6.QtCore import QLockFile\n"
+        f"lock = QLockFile({str(folder / '.lora-studio.lock')!r}); assert lock.tryLock(1000)\n"
+        "print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        window = MainWindow(data_dir=tmp_path / "app")
+        qtbot.addWidget(window)
+        window.open_project(folder)
+        assert window.project is None
+        text = window.message.text()
+        assert "already open in another LoRA Studio window" in text and f"process {holder.pid}" in text
+    finally:
+        holder.kill()
+        holder.wait()
+    window.open_project(folder)   # the holder died: its lock is stale and is taken over
+    assert window.project is not None and window.project.folder == folder
