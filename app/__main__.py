@@ -16,8 +16,10 @@ def main() -> int:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
+    from app import crash_handler
     from app.main_window import MainWindow
 
+    crash_handler.install()
     app = QApplication(sys.argv)
     app.setApplicationName("LoRA Studio")
     app.setDesktopFileName("lora-studio")  # lets the desktop match the window to packaging/lora-studio.desktop

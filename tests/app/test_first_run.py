@@ -60,3 +60,18 @@ def test_a_project_open_in_another_window_is_refused_with_who_holds_it(qtbot, tm
         holder.wait()
     window.open_project(folder)   # the holder died: its lock is stale and is taken over
     assert window.project is not None and window.project.folder == folder
+
+
+def test_an_unexpected_gui_error_becomes_a_plain_message_with_the_details_logged(qtbot, tmp_path, monkeypatch):
+    from app import crash_handler
+
+    monkeypatch.setattr(crash_handler, "log_path", lambda: tmp_path / "gui-errors.log")
+    try:
+        raise KeyError("bucket_plan")
+    except KeyError:
+        import sys
+
+        box = crash_handler.report(*sys.exc_info())
+    assert "unexpected problem: KeyError" in box.text() and "Your projects" in box.text()
+    assert "Traceback" in box.detailedText() and "Traceback" not in box.text()
+    assert "KeyError: 'bucket_plan'" in (tmp_path / "gui-errors.log").read_text(encoding="utf-8")
