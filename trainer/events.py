@@ -87,8 +87,28 @@ class Done(Event):
     stopped_early: bool = False
 
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in
-                                       (Started, Progress, Sample, Checkpoint, Warning, Error, Done)}
+@dataclass
+class Caption(Event):
+    """`dataset caption --model`: one image captioned (written) or left alone (skipped, with the reason)."""
+    type: ClassVar[str] = "caption"
+    path: str
+    caption: str = ""
+    status: str = "written"
+    reason: str = ""
+    done: int = 0
+    total: int = 0
+
+
+@dataclass
+class CaptionSummary(Event):
+    type: ClassVar[str] = "caption_summary"
+    written: int
+    skipped: int
+    stopped: bool = False
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (Started, Progress, Sample, Checkpoint, Warning,
+                                                                 Error, Done, Caption, CaptionSummary)}
 
 
 class ProtocolError(ValueError):

@@ -85,3 +85,28 @@ def test_folder_without_a_model_cannot_start(qtbot, tmp_path):
     dialog = page.auto_caption()
     dialog.model.setText(str(tmp_path))
     assert not dialog.start_button.isEnabled() and "choose a folder" in dialog.kind.text()
+
+
+def test_real_engine_tags_the_whole_dataset_and_the_health_report_refreshes(qtbot, tmp_path):
+    from tests.support.caption_models import build_tagger
+    from trainer.data.captioners.tagger import CHARACTER, GENERAL
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (300, 300), (i * 60, 20, 20)).save(folder / f"img{i}.png")
+    model = build_tagger(tmp_path / "tagger", [("solo", GENERAL, 0.8), ("blue_sky", GENERAL, 0.2),
+                                               ("nano", CHARACTER, 0.9)])
+    page = DatasetPage()
+    qtbot.addWidget(page)
+    page.set_folder(folder)
+    dialog = page.auto_caption()
+    dialog.model.setText(str(model))
+    dialog.scope.setCurrentIndex(1)
+    dialog.trigger.setText("zkx")
+    with qtbot.waitSignal(page.check_finished, timeout=90_000) as checked:
+        dialog.start()
+    assert "3 captions written" in dialog.status.text()
+    assert (folder / "img2.txt").read_text(encoding="utf-8").strip() == "zkx, nano, solo"
+    assert checked.args[0]["tag_frequency"]["zkx"] == 3
+    assert all(item.text().startswith("✓") for item in page.grid.items.values())

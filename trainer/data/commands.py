@@ -38,6 +38,9 @@ def register(sub) -> None:
     cap.add_argument("--regex", action="store_true", help="--find is a regular expression")
     cap.add_argument("--frequency", action="store_true", help="print tag frequency")
     cap.add_argument("--json", action="store_true")
+    from trainer.data.autocaption_cmd import add_arguments as add_autocaption_arguments
+
+    add_autocaption_arguments(cap)
     from trainer.data.strategy import register as register_strategy
 
     register_strategy(dsub)
@@ -90,6 +93,10 @@ def _caption(args) -> int:
     if args.only:
         wanted = {p.resolve() for p in args.only}
         images = [p for p in images if p.resolve() in wanted]
+    if args.model:
+        from trainer.data.autocaption_cmd import cmd_autocaption
+
+        return cmd_autocaption(args, images)
     reports = []
     if args.trigger:
         reports.append(c.edit_captions(images, lambda t: c.set_trigger(t, args.trigger)))
