@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from trainer import faults
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -28,6 +30,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        faults.point(f"write{path.suffix}")
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, FILE_MODE)

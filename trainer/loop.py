@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 
 from trainer import events as ev
+from trainer import faults
 from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
 from trainer.errors import DatasetError, UserError
+from trainer.failures import explained
 from trainer.objective import add_noise, loss_per_sample, target_for
 from trainer.optim import build_lr_scheduler, build_optimizer, param_groups
 from trainer.runtime import Runtime, setup_runtime
@@ -59,6 +61,9 @@ class Progress:
 def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool = False) -> Path:
     rt = setup_runtime(cfg, run_dir, sink)
     items = load_records(cfg)
+    _warn_unreadable_captions(items, sink)
+    if resume:
+        remove_stale_temp_files(run_dir)
     data = Batches(cfg, items, rt.accelerator.process_index, rt.accelerator.num_processes)
     _fill_caches(rt, data)
     total = total_steps(cfg, data.batches_per_epoch())
@@ -75,8 +80,9 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
                          config=cfg.to_dict(), resumed_from=pos.step))
     if pos.step == 0 and cfg.sampling.at_start and cfg.sampling.every_n_steps:
         saver.sample(0)
-    stopped = _run_steps(cfg, rt, data, pos, total, optimizer, lr_scheduler, noise_gen, saver, control)
-    adapter = saver.final(pos, optimizer, lr_scheduler, noise_gen, stopped)
+    with explained(cfg, run_dir):
+        stopped = _run_steps(cfg, rt, data, pos, total, optimizer, lr_scheduler, noise_gen, saver, control)
+        adapter = saver.final(pos, optimizer, lr_scheduler, noise_gen, stopped)
     sink.emit(ev.Done(adapter=str(adapter), step=pos.step, stopped_early=stopped))
     return adapter
 
@@ -103,6 +109,22 @@ def load_records(cfg: TrainConfig) -> list:
         raise DatasetError(f"dataset folder {root} holds no readable images",
                            "add .jpg/.png/.webp images (with optional same-named .txt captions)")
     return records
+
+
+def _warn_unreadable_captions(items: list, sink: EventSink) -> None:
+    bad = [r for r in items if r.caption_problem]
+    if bad:
+        names = ", ".join(str(r.path.with_suffix(".txt")) for r in bad[:5]) + (" …" if len(bad) > 5 else "")
+        sink.emit(ev.Warning(message=f"{len(bad)} caption file(s) are not UTF-8 and are trained as empty "
+                                     f"captions: {names}",
+                             hint="re-save them as UTF-8 (most editors offer this); the files were not changed"))
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files of writes a crash interrupted: hidden `.NAME.*.tmp`, never mistaken for results."""
+    for stale in Path(run_dir).rglob(".*.tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
 
 
 def _fill_caches(rt: Runtime, data: Batches) -> None:
@@ -135,7 +157,9 @@ def _run_steps(cfg, rt: Runtime, data: Batches, pos: Position, total: int, optim
         for batch in data.epoch(pos.epoch, start=pos.batch_in_epoch):
             micro += 1
             sync = micro % accumulation == 0
+            faults.current_step = pos.step + 1
             loss = _micro_step(rt, batch, noise_gen, sync, accumulation)
+            faults.point("step")
             if not math.isfinite(loss):
                 raise Diverged(pos.step + 1, saver.saved_checkpoints)
             pos.batch_in_epoch += 1

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from trainer import events as ev
+from trainer import faults
 from trainer.config import TrainConfig
 from trainer.control import Control
 from trainer.data.captions import split_tags
@@ -47,6 +48,7 @@ class Saver:
                     render_samples(self.rt.model, self.cfg.sampling, self.cfg.dataset.resolution, step, out,
                                    self.rt.device)):
                 self.sink.emit(ev.Sample(path=str(path), prompt=prompt, seed=seed, step=step, index=index))
+                faults.point("sample")
         self.rt.accelerator.wait_for_everyone()
 
     def checkpoint(self, pos: Position, optimizer, lr_scheduler, noise_gen) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainer import faults
 from trainer.errors import UserError
 
 COMPLETE = "COMPLETE"
@@ -42,6 +43,19 @@ def save_state(run_dir: Path, pos: Position, adapters: dict[str, dict[str, torch
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _write_snapshot(tmp, pos, adapters, optimizer, lr_scheduler, noise_gen)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: leave no half snapshot behind
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _prune(final.parent, keep)
+    return final
+
+
+def _write_snapshot(tmp: Path, pos: Position, adapters, optimizer, lr_scheduler, noise_gen) -> None:
     flat = {f"{comp}::{key}": t.detach().cpu().contiguous() for comp, sd in adapters.items()
             for key, t in sd.items()}
     save_file(flat, str(tmp / "adapter.safetensors"))
@@ -49,13 +63,9 @@ def save_state(run_dir: Path, pos: Position, adapters: dict[str, dict[str, torch
     save_file(_rng_tensors(noise_gen), str(tmp / "rng.safetensors"))
     meta = {"position": asdict(pos), "lr_scheduler": lr_scheduler.state_dict()}
     (tmp / "trainer.json").write_text(json.dumps(meta, default=_jsonable), encoding="utf-8")
+    faults.point("state")
     (tmp / COMPLETE).write_text("ok")
     _fsync_tree(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _prune(final.parent, keep)
-    return final
 
 
 def latest_snapshot(run_dir: Path) -> Path | None:

@@ -1,0 +1,43 @@
+"""Fault injection for the crash-safety tests, and nothing else: inert unless LORA_STUDIO_FAULT is set.
+
+    LORA_STUDIO_FAULT="write.safetensors@40:kill"  SIGKILL while the step-40 adapter file is being written
+    LORA_STUDIO_FAULT="state@40:kill"     SIGKILL while the step-40 resume snapshot is being written
+    LORA_STUDIO_FAULT="sample@80:kill"    SIGKILL after the first preview image of step 80
+    LORA_STUDIO_FAULT="step@7:kill"       SIGKILL in the middle of step 7 (after backward, before the update)
+    LORA_STUDIO_FAULT="step@3:oom"        a CUDA out-of-memory error in step 3
+    LORA_STUDIO_FAULT="write.safetensors@40:enospc"  "No space left on device" while saving at step 40
+
+The loop records the current step here; each named point calls `point(name)`. Kept torch-free: fsutil
+(used by the GUI's config saving) calls it too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+ENV = "LORA_STUDIO_FAULT"
+current_step = 0
+
+
+def point(name: str) -> None:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        where, _, action = item.partition(":")
+        target, _, at = where.partition("@")
+        if target == name and (not at or int(at) == current_step):
+            _act(action, name)
+
+
+def _act(action: str, name: str) -> None:
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action == "oom":
+        import torch
+
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({name}, injected)")
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, "No space left on device")
