@@ -145,13 +145,19 @@ def _train(args, sink, control, resume: bool) -> None:
         cfg = resolve_config(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = (args.out or Path("runs") / f"{cfg.saving.output_name}-{stamp}").resolve()
-        if (run_dir / "config.toml").exists():
+        if _is_main_process() and (run_dir / "config.toml").exists():
             raise UserError(f"run folder {run_dir} already holds a run",
                             f"continue it with: lora-studio resume {run_dir}; or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_mod.save(cfg, run_dir / "config.toml")
-    sink.attach_run_dir(run_dir)
+    if _is_main_process():  # under `accelerate launch` only rank 0 writes files (DESIGN.md)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_mod.save(cfg, run_dir / "config.toml")
+        sink.attach_run_dir(run_dir)
     train(cfg, run_dir, sink, control, resume=resume)
+
+
+def _is_main_process() -> bool:
+    # torchrun/accelerate set RANK before our Accelerator exists; a plain run has none
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _guarded(args, body) -> int:

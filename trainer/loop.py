@@ -9,6 +9,7 @@ Everything the loop writes lives in the run folder. Only the main process writes
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
 from trainer.sink import EventSink
 from trainer.state import Position, latest_snapshot, load_state, restore_rng
+
+
+log = logging.getLogger("trainer")
 
 
 class Diverged(UserError):
@@ -84,6 +88,10 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
         stopped = _run_steps(cfg, rt, data, pos, total, optimizer, lr_scheduler, noise_gen, saver, control)
         adapter = saver.final(pos, optimizer, lr_scheduler, noise_gen, stopped)
     sink.emit(ev.Done(adapter=str(adapter), step=pos.step, stopped_early=stopped))
+    acc = rt.accelerator
+    if acc.num_processes > 1:  # every rank says what it ended with; they must match (DDP keeps them in step)
+        log.info("process %d of %d: adapter fingerprint %s", acc.process_index, acc.num_processes,
+                 rt.fingerprint())
     return adapter
 
 

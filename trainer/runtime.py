@@ -70,6 +70,17 @@ class Runtime:
                 out[name] = adapter_state_dict(encoder)
         return out
 
+    def fingerprint(self) -> str:
+        """A hash of the trained weights: data-parallel ranks must agree on it bit for bit."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for component, tensors in sorted(self.adapters().items()):
+            for key in sorted(tensors):
+                digest.update(f"{component}/{key}".encode())
+                digest.update(tensors[key].detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def load_adapters(self, adapters: dict[str, dict[str, torch.Tensor]]) -> None:
         load_adapter_state_dict(self.model.unet, adapters["unet"])
         for name, encoder in zip(TE_NAMES, self.model.text_encoders):
