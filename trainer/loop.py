@@ -32,7 +32,6 @@ from trainer.saving import Saver
 from trainer.sink import EventSink
 from trainer.state import Position, latest_snapshot, load_state, restore_rng
 
-
 log = logging.getLogger("trainer")
 
 
