@@ -95,10 +95,13 @@ def _step_seconds(steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         figures = import_figures(Path(tmp), args.count)
     figures.update(cache_figures())
+    if args.json:
+        print(json.dumps({"bench": "dataset_import", "figures": figures}))
     print(f"{'figure':32} {'value':>10}")
     for key, value in figures.items():
         print(f"{key:32} {value:>10.3f}" if isinstance(value, float) else f"{key:32} {value:>10}")

@@ -8,6 +8,7 @@ wrote it. Targets: no stall over 50 ms; each preview visible within 1 s.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -107,8 +108,11 @@ def measure(count: int) -> list[tuple[str, float, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--json", action="store_true", help="also print the rows as one JSON line")
     args = parser.parse_args()
     rows = measure(args.count)
+    if args.json:
+        print(json.dumps({"bench": "gui_latency", "rows": rows}))
     print(f"{'figure':40} {'value':>10} {'target':>8}")
     for name, value, target in rows:
         print(f"{name:40} {value:>10.3f} {target:>8}")
