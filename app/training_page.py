@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QInputDialog,
     QLabel,
     QPushButton,
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.widgets.config_form import KeyEditor, all_keys
+from app.widgets.rows import row
 from trainer import config as config_mod
 
 MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
@@ -71,10 +71,10 @@ class TrainingPage(QWidget):
         for box in self.targets.values():
             box.toggled.connect(self.revalidate)
         form = QFormLayout()
-        form.addRow("Base model", _row(self.model, browse))
+        form.addRow("Base model", row(self.model, browse))
         form.addRow("", self.arch)
-        form.addRow("Preset", _row(self.preset, save_preset))
-        form.addRow("Train layers", _row(*self.targets.values()))
+        form.addRow("Preset", row(self.preset, save_preset))
+        form.addRow("Train layers", row(*self.targets.values()))
         for key in MAIN_KEYS:
             form.addRow(_label(key), self.editors[key])
         self.advanced = QGroupBox("Advanced")
@@ -232,14 +232,6 @@ def sparse(cfg: config_mod.TrainConfig) -> dict:
                 out[section] = diff
     return out
 
-
-def _row(*widgets) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        layout.addWidget(w)
-    return box
 
 
 def _label(key: str) -> str:

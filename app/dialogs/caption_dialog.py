@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.caption_job import CaptionJob, CaptionRequest
+from app.widgets.rows import row
 
 MODES = [("Only images without a caption", "fill"), ("Add to existing captions", "append"),
          ("Replace captions", "overwrite")]
@@ -71,7 +71,7 @@ class CaptionDialog(QDialog):
         self.trigger = QLineEdit(placeholderText="optional: put this word first")
         self.force = QCheckBox("Also replace captions I edited by hand since the last auto-caption")
         form = QFormLayout()
-        form.addRow("Model folder", _row(self.model, browse))
+        form.addRow("Model folder", row(self.model, browse))
         form.addRow("", self.kind)
         form.addRow("Caption", self.scope)
         form.addRow("Mode", self.mode)
@@ -94,7 +94,7 @@ class CaptionDialog(QDialog):
         layout.addWidget(self.progress)
         layout.addWidget(self.results, 1)
         layout.addWidget(self.status)
-        layout.addWidget(_row(QWidget(), self.start_button, self.cancel_button))
+        layout.addWidget(row(QWidget(), self.start_button, self.cancel_button))
         self.resize(620, 560)
         self._model_changed("")
 
@@ -172,11 +172,3 @@ def _spin(value: float) -> QDoubleSpinBox:
     spin.setValue(value)
     return spin
 
-
-def _row(*widgets) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for widget in widgets:
-        layout.addWidget(widget, 1 if type(widget) in (QLineEdit, QWidget) else 0)  # fields and spacers stretch
-    return box
