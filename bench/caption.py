@@ -21,9 +21,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.caption_models import build_blip, build_tagger  # noqa: E402
-from trainer.data.autocaption import auto_caption  # noqa: E402
-from trainer.data.captioners import load_captioner  # noqa: E402
+from trainer.data.captioning import load_captioner  # noqa: E402
+from trainer.data.captioning.run import auto_caption  # noqa: E402
 
+BLIP_TOKENS = 40  # a full-length caption (the test folder's own setting is 5, for speed)
 TAGS = [(f"tag_{i}", 0, 0.2 + 0.6 * (i % 2)) for i in range(64)] + [("someone", 4, 0.9)]
 
 
@@ -42,7 +43,7 @@ def measure(model: Path, count: int, root: Path, name: str) -> dict:
     dataset = root / f"ds-{name}"
     paths = images(dataset, count)
     start = time.perf_counter()
-    captioner = load_captioner(model, "cpu")
+    captioner = load_captioner(model, "cpu", max_new_tokens=BLIP_TOKENS)  # the tagger ignores it
     loaded = time.perf_counter()
     written = sum(r.status == "written" for r in auto_caption(dataset, paths, captioner, "overwrite", "zkx"))
     elapsed = time.perf_counter() - loaded

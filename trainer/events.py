@@ -81,6 +81,7 @@ class Error(Event):
 
 @dataclass
 class Done(Event):
+    """The last event of a run. `dataset caption --model` ends with one too (adapter empty)."""
     type: ClassVar[str] = "done"
     adapter: str
     step: int = 0
@@ -101,6 +102,7 @@ class Caption(Event):
 
 @dataclass
 class CaptionSummary(Event):
+    """`dataset caption --model`: the counts, just before `done`; stopped: a stop came before the end."""
     type: ClassVar[str] = "caption_summary"
     written: int
     skipped: int

@@ -6,6 +6,7 @@
     LORA_STUDIO_FAULT="step@7:kill"       SIGKILL in the middle of step 7 (after backward, before the update)
     LORA_STUDIO_FAULT="step@3:oom"        a CUDA out-of-memory error in step 3
     LORA_STUDIO_FAULT="write.safetensors@40:enospc"  "No space left on device" while saving at step 40
+    LORA_STUDIO_FAULT="write.txt:sleep0.05"  50 ms before every caption write (so a stop lands mid-run)
 
 The loop records the current step here; each named point calls `point(name)`. Kept torch-free: fsutil
 (used by the GUI's config saving) calls it too.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 
 ENV = "LORA_STUDIO_FAULT"
 current_step = 0
@@ -39,5 +41,7 @@ def _act(action: str, name: str) -> None:
         import torch
 
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({name}, injected)")
+    if action.startswith("sleep"):
+        time.sleep(float(action.removeprefix("sleep") or 0.1))
     if action == "enospc":
         raise OSError(errno.ENOSPC, "No space left on device")

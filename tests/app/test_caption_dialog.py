@@ -89,7 +89,7 @@ def test_folder_without_a_model_cannot_start(qtbot, tmp_path):
 
 def test_real_engine_tags_the_whole_dataset_and_the_health_report_refreshes(qtbot, tmp_path):
     from tests.support.caption_models import build_tagger
-    from trainer.data.captioners.tagger import CHARACTER, GENERAL
+    from trainer.data.captioning.tagger import CHARACTER, GENERAL
 
     folder = tmp_path / "ds"
     folder.mkdir()

@@ -48,11 +48,16 @@ def build_tagger(folder: Path, tags: list[tuple[str, int, float]], side: int = T
 
 
 CAPTION_WORD = "cat"
+BLIP_TOKENS = 5
 WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "circle", "square", "on", "the", "table", "sky"]
 
 
 def build_blip(folder: Path) -> Path:
-    """A random BLIP captioner with a 32-px vision tower and a word-level BERT vocabulary of WORDS."""
+    """A random BLIP captioner with a 32-px vision tower and a word-level BERT vocabulary of WORDS.
+
+    A bias on CAPTION_WORD makes greedy decoding say it BLIP_TOKENS times ("cat cat cat cat cat"), so the
+    caption is known in advance although the weights are random.
+    """
     from transformers import (
         BertTokenizer,
         BlipConfig,
@@ -86,6 +91,7 @@ def build_blip(folder: Path) -> Path:
     model.generation_config.bos_token_id = 5
     model.generation_config.eos_token_id = 3
     model.generation_config.pad_token_id = 0
+    model.generation_config.max_new_tokens = BLIP_TOKENS  # the folder's own setting wins: keeps tests fast
     model.save_pretrained(folder)
     processor = BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer)
     processor.save_pretrained(folder)

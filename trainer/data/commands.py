@@ -38,7 +38,7 @@ def register(sub) -> None:
     cap.add_argument("--regex", action="store_true", help="--find is a regular expression")
     cap.add_argument("--frequency", action="store_true", help="print tag frequency")
     cap.add_argument("--json", action="store_true")
-    from trainer.data.autocaption_cmd import add_arguments as add_autocaption_arguments
+    from trainer.data.caption_command import add_arguments as add_autocaption_arguments
 
     add_autocaption_arguments(cap)
     from trainer.data.strategy import register as register_strategy
@@ -85,18 +85,24 @@ def _check(args) -> int:
     return 0
 
 
-def _caption(args) -> int:
-    from trainer.data import captions as c
+def dataset_images(folder: Path, only: list[Path] | None = None) -> list[Path]:
     from trainer.data.spec import list_images, read_dataset
 
-    images = [r.path for r in list_images(read_dataset(args.folder))]
-    if args.only:
-        wanted = {p.resolve() for p in args.only}
+    images = [r.path for r in list_images(read_dataset(folder))]
+    if only:
+        wanted = {p.resolve() for p in only}
         images = [p for p in images if p.resolve() in wanted]
-    if args.model:
-        from trainer.data.autocaption_cmd import cmd_autocaption
+    return images
 
-        return cmd_autocaption(args, images)
+
+def _caption(args) -> int:
+    if args.model:  # auto-captioning with a local model: its own events, stop handling and exit codes
+        from trainer.data.caption_command import cmd_autocaption
+
+        return cmd_autocaption(args)
+    from trainer.data import captions as c
+
+    images = dataset_images(args.folder, args.only)
     reports = []
     if args.trigger:
         reports.append(c.edit_captions(images, lambda t: c.set_trigger(t, args.trigger)))
