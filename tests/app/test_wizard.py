@@ -143,3 +143,27 @@ def test_expert_button_opens_the_training_page_with_the_plan(qtbot, window, tmp_
     assert window.tabs.currentWidget() is window.training_page
     assert window.training_page.editors["schedule.batch_size"].value() == 2
     assert (tmp_path / "projects" / "my-style" / "config.toml").exists()
+
+
+def test_a_real_sdxl_file_gets_the_sdxl_recipe_and_tier(qtbot, window, tmp_path):
+    from tests.support.original_layout import save_original_checkpoint
+    from trainer.models.tiny import build_tiny_components
+
+    model = save_original_checkpoint(build_tiny_components("sdxl"), "sdxl", tmp_path / "xl-base.safetensors")
+    wizard = window.new_lora(GPU_8GB)
+    wizard.kind_page.name.setText("xl")
+    _next(qtbot, wizard)
+    wizard.model_page.model.setCurrentText(str(model))
+    qtbot.waitUntil(lambda: wizard.model_page.isComplete(), timeout=60_000)
+    assert "SDXL" in wizard.model_page.info.text() and wizard.state.arch == "sdxl"
+    _next(qtbot, wizard)
+    wizard.images_page.import_paths([_character_images(tmp_path / "src")])
+    qtbot.waitUntil(lambda: "6 images" in wizard.images_page.report.text(), timeout=60_000)
+    _next(qtbot, wizard, CaptionsPage)
+    wizard.captions_page.trigger.setText("zkx")
+    _next(qtbot, wizard, SettingsPage)
+    plan = wizard.state.plan
+    assert plan.tier == "sdxl-vram-8gb" and plan.presets[0] == "sdxl-character"
+    cfg = plan.config
+    assert (cfg.dataset.resolution, cfg.lora.rank, cfg.model.path) == (1024, 8, str(model))
+    assert (cfg.dataset.repeats, cfg.schedule.epochs) == (33, 10)   # 6 images x 33 x 10 ≈ 2000 views
