@@ -199,3 +199,29 @@ def test_a_model_bigger_than_free_memory_is_refused_before_loading(tmp_path, mon
     (model / "extra.safetensors").write_bytes(b"\0" * (8 * 2**20))
     with pytest.raises(CaptionerError, match=r"needs about 12 MB and only 10 MB of system memory"):
         load_captioner(model, "cpu")
+
+
+def test_run_streams_results_and_checks_the_cancel_flag_between_images(tmp_path):
+    from trainer.data.captioning import Captioner
+    from trainer.data.captioning.run import auto_caption
+
+    class Flaky(Captioner):
+        calls = 0
+
+        def caption(self, image):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("CUDA out of memory")  # one image's failure costs only that image
+            return "b_tag, a tag"
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    images = [folder / f"img{i}.png" for i in range(4)]
+    for path in images:
+        Image.new("RGB", (8, 8)).save(path)
+    results = []
+    for result in auto_caption(folder, images, Flaky(), trigger="zkx", should_stop=lambda: len(results) == 3):
+        results.append(result)
+    assert [r.status for r in results] == ["written", "skipped", "written"]
+    assert results[1].failed and results[1].reason == "cannot caption it: CUDA out of memory"
+    assert caption(folder, "img2") == "zkx, b_tag, a tag" and not (folder / "img3.txt").exists()
