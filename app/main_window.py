@@ -53,7 +53,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.training_page, "Training")
         self.tabs.addTab(self.run_page, "Run")
         self.setAcceptDrops(True)
-        self.run_page.run_finished.connect(lambda _ok: self.project and self.prepare_project_run())
+        self.run_page.run_finished.connect(
+            lambda _ok: self.project and self.prepare_project_run(keep_status=True))
         self.setCentralWidget(self.tabs)
         self._menus()
         self.resize(1180, 760)
@@ -188,13 +189,18 @@ class MainWindow(QMainWindow):
         self.prepare_project_run()
         self.tabs.setCurrentWidget(self.dataset_page)
 
-    def prepare_project_run(self) -> None:
+    def prepare_project_run(self, keep_status: bool = False) -> None:
         """The project's config when it has one; until then the demo settings on the project's images."""
-        run_dir = self.project.runs_dir / time.strftime("run-%Y%m%d-%H%M%S")
+        base = self.project.runs_dir / time.strftime("run-%Y%m%d-%H%M%S")
+        run_dir, n = base, 1
+        while run_dir.exists():  # a run that ended within the same second already took the name
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
         if self.project.config_path.exists():
-            self.run_page.prepare(run_dir, self.project.config_path)
+            self.run_page.prepare(run_dir, self.project.config_path, keep_status=keep_status)
         else:
-            self.run_page.prepare(run_dir, demo=True, overrides=[f"dataset.path={self.project.dataset}"])
+            self.run_page.prepare(run_dir, demo=True, overrides=[f"dataset.path={self.project.dataset}"],
+                                  keep_status=keep_status)
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls() and self.project is not None:

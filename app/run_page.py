@@ -89,9 +89,10 @@ class RunPage(QWidget):
         layout.addWidget(split, 1)
 
     def prepare(self, run_dir: Path, config: Path | None = None, demo: bool = False,
-                overrides: list[str] = ()) -> None:
+                overrides: list[str] = (), keep_status: bool = False) -> None:
         self.run_dir, self.config, self.demo, self.overrides = Path(run_dir), config, demo, list(overrides)
-        self.status.setText(f"Ready to train into {self.run_dir}")
+        if not keep_status:  # after a run, its outcome ("Done at step N. Adapter: …") stays readable
+            self.status.setText(f"Ready to train into {self.run_dir}")
 
     def start(self) -> None:
         if self.run_dir is None:

@@ -99,3 +99,15 @@ def test_export_from_the_run_page_uses_the_picked_checkpoint_and_sample(qtbot, t
     assert (lora / "shapes.safetensors").exists() and (lora / "shapes.json").exists()
     assert (lora / "shapes.preview.png").read_bytes() == Path(page.gallery.selected_paths()[0]).read_bytes()
     assert "none ignored" in dialog.result.text()
+
+
+def test_a_finished_project_run_keeps_its_outcome_on_screen_and_a_new_run_is_ready(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_ENGINE_MODE", "ok")
+    window = MainWindow(EngineProcess(engine=FAKE), data_dir=tmp_path / "app")
+    qtbot.addWidget(window)
+    window.open_project(tmp_path / "proj", create=True)
+    first = window.run_page.run_dir
+    with qtbot.waitSignal(window.run_page.run_finished, timeout=20_000):
+        window.run_page.start()
+    assert "Finished at step 4" in window.run_page.status.text()
+    assert window.run_page.run_dir != first, "the next Start trains into a new run folder"
