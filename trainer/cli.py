@@ -136,8 +136,7 @@ def cmd_resume(args) -> int:
 
 
 def _train(args, sink, control, resume: bool) -> None:
-    from trainer.loop import train
-
+    main = _is_main_process()
     if resume:
         run_dir = args.run_dir.resolve()
         cfg = config_mod.load(run_dir / "config.toml", args.set)
@@ -145,18 +144,23 @@ def _train(args, sink, control, resume: bool) -> None:
         cfg = resolve_config(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = (args.out or Path("runs") / f"{cfg.saving.output_name}-{stamp}").resolve()
-        if _is_main_process() and (run_dir / "config.toml").exists():
+        if main and (run_dir / "config.toml").exists():
             raise UserError(f"run folder {run_dir} already holds a run",
                             f"continue it with: lora-studio resume {run_dir}; or choose another --out")
-    if _is_main_process():  # under `accelerate launch` only rank 0 writes files (DESIGN.md)
+    if main:  # with several processes, only the first writes (the others would race it)
         run_dir.mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, run_dir / "config.toml")
         sink.attach_run_dir(run_dir)
-    train(cfg, run_dir, sink, control, resume=resume)
+    from trainer.data.records import load_records
+
+    records = load_records(cfg)
+    from trainer.loop import train  # after the config and dataset checks: those errors come at once
+
+    train(cfg, run_dir, sink, control, resume=resume, records=records)
 
 
 def _is_main_process() -> bool:
-    # torchrun/accelerate set RANK before our Accelerator exists; a plain run has none
+    """Rank 0 of a multi-process launch (accelerate launch / torchrun set RANK), or a plain run."""
     return os.environ.get("RANK", "0") == "0"
 
 
@@ -173,6 +177,7 @@ def _guarded(args, body) -> int:
 
         stream = claim_stdout_for_events()
     sink, control = EventSink(stream, progress_bar=not jsonl and sys.stderr.isatty()), Control()
+    sink.enabled = _is_main_process()
     control.install_signal_handlers()
     if jsonl:
         control.listen_stdin()

@@ -267,7 +267,11 @@ def read_toml(path: Path) -> dict:
 
 def load(path: Path, overrides: list[str] = (), base: TrainConfig | None = None) -> TrainConfig:
     """Load a config (full or sparse) over `base`, then apply `--set` overrides."""
-    cfg = from_dict(read_toml(path), base)
+    data = read_toml(path)
+    try:
+        cfg = from_dict(data, base)
+    except ConfigError as exc:  # name the file too: with presets stacked, the key alone is ambiguous
+        raise ConfigError(f"{path}: {exc.message}", exc.hint) from None
     return apply_overrides(cfg, overrides)
 
 

@@ -1,6 +1,6 @@
-"""Failures a user can fix, explained: out of GPU memory (which setting to change, and by how much) and a
-full disk while saving (how much space, and that the previous checkpoint is intact). Both leave the run
-resumable: the last complete snapshot in state/ is untouched, and `lora-studio resume` continues from it.
+"""Failures a user can fix, explained: a diverged run (NaN/inf), out of GPU memory (which setting to change,
+and by how much) and a full disk while saving (which file, how much space). All leave the run resumable: the
+last complete snapshot in state/ is untouched, and `lora-studio resume` continues from it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,16 @@ from pathlib import Path
 
 from trainer.config import TrainConfig
 from trainer.errors import UserError
+
+
+class Diverged(UserError):
+    """The loss or the weights became NaN/inf: stop before the bad weights reach any file."""
+
+    def __init__(self, step: int, checkpoints: list[Path], what: str = "the loss became NaN/inf"):
+        last = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved yet"
+        super().__init__(f"training diverged: {what} at step {step}; nothing was saved after it",
+                         "lower the learning rate (halve it), use bf16 instead of fp16, or use an fp32 VAE "
+                         f"(SDXL's VAE overflows in fp16); {last}")
 
 
 class OutOfMemory(UserError):
@@ -59,7 +69,32 @@ def explained(cfg: TrainConfig, run_dir: Path):
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
-        free = shutil.disk_usage(run_dir).free / 2**20
-        raise DiskFull(f"the disk holding {run_dir} is full ({free:.0f} MB free) while saving; the previous "
-                       "checkpoint and training state are intact",
-                       f"free some space (a checkpoint needs a few hundred MB at most), {resume}") from exc
+        raise disk_full(exc, Path(run_dir), resume) from exc
+
+
+def disk_full(exc: OSError, run_dir: Path, then: str) -> DiskFull:
+    target = exc.filename or run_dir
+    free = shutil.disk_usage(run_dir).free
+    need = max(2 * _save_size(run_dir), 200 * 2**20)  # room for one save, with a margin
+    return DiskFull(f"disk full while saving {target} ({human_size(free)} free); the previous checkpoint and "
+                    "training state are intact",
+                    f"free at least {human_size(need)} on that disk (one save here takes about "
+                    f"{human_size(_save_size(run_dir))}), {then}")
+
+
+def _save_size(run_dir: Path) -> int:
+    """Bytes of the newest complete save: checkpoint adapter plus training-state snapshot."""
+    from trainer.state import latest_snapshot
+
+    total = 0
+    snapshot = latest_snapshot(run_dir)
+    if snapshot is not None:
+        total += sum(p.stat().st_size for p in snapshot.iterdir() if p.is_file())
+    adapters = sorted((run_dir / "checkpoints").glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+    return total + (adapters[-1].stat().st_size if adapters else 0)
+
+
+def human_size(size: float) -> str:
+    if size < 2**20:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / 2**20:.0f} MB" if size < 2**30 else f"{size / 2**30:.1f} GB"

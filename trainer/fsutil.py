@@ -36,8 +36,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # "disk full while saving PATH" names the file the user knows
         raise
 
 

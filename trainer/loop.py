@@ -22,9 +22,9 @@ from trainer import faults
 from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
+from trainer.data.records import load_records
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
-from trainer.errors import DatasetError, UserError
-from trainer.failures import explained
+from trainer.failures import Diverged, explained
 from trainer.objective import add_noise, loss_per_sample, target_for
 from trainer.optim import build_lr_scheduler, build_optimizer, param_groups
 from trainer.runtime import Runtime, setup_runtime
@@ -33,16 +33,6 @@ from trainer.sink import EventSink
 from trainer.state import Position, latest_snapshot, load_state, restore_rng
 
 log = logging.getLogger("trainer")
-
-
-class Diverged(UserError):
-    """The loss became NaN/inf: stop before the bad weights reach any file."""
-
-    def __init__(self, step: int, checkpoints: list[Path]):
-        last = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved yet"
-        super().__init__(f"training diverged: the loss became NaN/inf at step {step}; nothing was saved after it",
-                         "lower the learning rate (halve it), use bf16 instead of fp16, or use an fp32 VAE "
-                         f"(SDXL's VAE overflows in fp16); {last}")
 
 
 @dataclass
@@ -61,11 +51,12 @@ class Progress:
         return self.it_s
 
 
-def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool = False) -> Path:
-    rt = setup_runtime(cfg, run_dir, sink)
-    items = load_records(cfg)
+def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool = False,
+          records: list | None = None) -> Path:
+    items = load_records(cfg) if records is None else records  # before the model: errors come at once
     _warn_unreadable_captions(items, sink)
-    if resume:
+    rt = setup_runtime(cfg, run_dir, sink)
+    if resume and rt.accelerator.is_main_process:
         remove_stale_temp_files(run_dir)
     data = Batches(cfg, items, rt.accelerator.process_index, rt.accelerator.num_processes)
     _fill_caches(rt, data)
@@ -98,24 +89,6 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     if cfg.schedule.epochs:
         return math.ceil(cfg.schedule.epochs * batches_per_epoch / cfg.schedule.gradient_accumulation)
     return cfg.schedule.max_steps
-
-
-def load_records(cfg: TrainConfig) -> list:
-    """The dataset's images; plain and kohya folders take their caption options from the config."""
-    from trainer.data.spec import list_images, read_dataset
-
-    root = Path(cfg.dataset.path)
-    subsets = read_dataset(root)
-    if not (root / "dataset.toml").exists():
-        d = cfg.dataset
-        for s in subsets:
-            s.caption_extension, s.keep_tokens, s.shuffle_tags = d.caption_extension, d.keep_tokens, d.shuffle_tags
-            s.caption_dropout, s.tag_dropout = d.caption_dropout, d.tag_dropout
-    records = [r for r in list_images(subsets) if r.width]
-    if not records:
-        raise DatasetError(f"dataset folder {root} holds no readable images",
-                           "add .jpg/.png/.webp images (with optional same-named .txt captions)")
-    return records
 
 
 def _warn_unreadable_captions(items: list, sink: EventSink) -> None:
@@ -165,7 +138,7 @@ def _run_steps(cfg, rt: Runtime, data: Batches, pos: Position, total: int, optim
             micro += 1
             sync = micro % accumulation == 0
             faults.current_step = pos.step + 1
-            loss = _micro_step(rt, batch, noise_gen, sync, accumulation)
+            loss = rt.mean_over_processes(_micro_step(rt, batch, noise_gen, sync, accumulation))
             faults.point("step")
             if not math.isfinite(loss):
                 raise Diverged(pos.step + 1, saver.saved_checkpoints)

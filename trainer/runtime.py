@@ -70,6 +70,13 @@ class Runtime:
                 out[name] = adapter_state_dict(encoder)
         return out
 
+    def mean_over_processes(self, value: float) -> float:
+        """The loss averaged over all processes, so that every process sees a NaN and stops together
+        (one process stopping alone would leave the others waiting for it forever)."""
+        if self.accelerator.num_processes == 1:
+            return value
+        return self.accelerator.reduce(torch.tensor([value], device=self.device), "mean").item()
+
     def fingerprint(self) -> str:
         """A hash of the trained weights: data-parallel ranks must agree on it bit for bit."""
         import hashlib

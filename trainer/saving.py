@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import torch
+
 from trainer import events as ev
 from trainer import faults
 from trainer.config import TrainConfig
@@ -17,7 +19,8 @@ from trainer.control import Control
 from trainer.data.captions import split_tags
 from trainer.export.kohya import to_kohya
 from trainer.export.metadata import TrainingFacts, build_metadata
-from trainer.export.save import SAVE_DTYPES, write_safetensors
+from trainer.export.save import SAVE_DTYPES, NonFiniteWeights, write_safetensors
+from trainer.failures import Diverged
 from trainer.runtime import Runtime
 from trainer.sampling import render_samples
 from trainer.sink import EventSink
@@ -55,7 +58,7 @@ class Saver:
         if self.main:
             name = f"{self.cfg.saving.output_name}-step{pos.step:06d}.safetensors"
             path = self.write_adapter(self.run_dir / "checkpoints" / name, pos)
-            save_state(self.run_dir, pos, self.rt.adapters(), optimizer, lr_scheduler, noise_gen)
+            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_gen)
             self.saved_checkpoints.append(path)
             self._prune_checkpoints()
             self.sink.emit(ev.Checkpoint(path=str(path), step=pos.step))
@@ -63,19 +66,30 @@ class Saver:
 
     def final(self, pos: Position, optimizer, lr_scheduler, noise_gen, stopped: bool) -> Path:
         path = self.run_dir / f"{self.cfg.saving.output_name}.safetensors"
-        if self.main:
-            save_state(self.run_dir, pos, self.rt.adapters(), optimizer, lr_scheduler, noise_gen)
+        if self.main:  # adapter first: its checks (finite, fits the save dtype) must pass before the state
             self.write_adapter(path, pos)
+            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_gen)
         self.rt.accelerator.wait_for_everyone()
         if self.rt.writer is not None:
             self.rt.writer.close()
         return path
 
+    def finite_adapters(self, pos: Position) -> dict[str, dict[str, torch.Tensor]]:
+        """The trained weights, refused if any is NaN/inf: no file ever holds a diverged adapter."""
+        adapters = self.rt.adapters()
+        if not all(torch.isfinite(t).all() for sd in adapters.values() for t in sd.values()):
+            raise Diverged(pos.step, self.saved_checkpoints, "the LoRA weights became NaN/inf")
+        return adapters
+
     def write_adapter(self, path: Path, pos: Position) -> Path:
         model = self.rt.model
-        tensors = to_kohya(self.rt.adapters(), model.arch, dict(model.unet.config), self.cfg.lora.alpha,
+        tensors = to_kohya(self.finite_adapters(pos), model.arch, dict(model.unet.config), self.cfg.lora.alpha,
                            SAVE_DTYPES[self.cfg.saving.dtype])
-        return write_safetensors(path, tensors, build_metadata(self._facts(pos)))
+        try:
+            return write_safetensors(path, tensors, build_metadata(self._facts(pos)))
+        except NonFiniteWeights as exc:  # finite in fp32, too large for the save dtype
+            what = f"the LoRA weights grew too large for saving.dtype = \"{self.cfg.saving.dtype}\""
+            raise Diverged(pos.step, self.saved_checkpoints, what) from exc
 
     def _facts(self, pos: Position) -> TrainingFacts:
         c, m = self.cfg, self.rt.model

@@ -37,10 +37,14 @@ class EventSink:
         self.enabled = True  # off on non-main ranks of a multi-GPU run
 
     def attach_run_dir(self, run_dir: Path) -> None:
-        self.copy = open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8", buffering=1)
+        path = Path(run_dir) / "events.jsonl"
+        _drop_torn_last_line(path)
+        self.copy = open(path, "a", encoding="utf-8", buffering=1)
 
     def emit(self, event: Event) -> None:
         if not self.enabled:
+            if event.type == "error":  # another process of a multi-GPU run failed: say so in the log
+                log.error("process %s: %s", os.environ.get("RANK", "?"), human_text(event))
             return
         line = event.encode()
         with self.lock:
@@ -77,6 +81,17 @@ class EventSink:
         if self.copy is not None:
             self.copy.close()
             self.copy = None
+
+
+def _drop_torn_last_line(path: Path) -> None:
+    """A run killed mid-write can leave a partial last line; cut it before appending, so that every line
+    of the copy stays one whole JSON object (a resumed run would otherwise glue its first event onto it)."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def human_text(event: Event) -> str:

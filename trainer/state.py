@@ -45,8 +45,10 @@ def save_state(run_dir: Path, pos: Position, adapters: dict[str, dict[str, torch
     tmp.mkdir(parents=True)
     try:
         _write_snapshot(tmp, pos, adapters, optimizer, lr_scheduler, noise_gen)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: leave no half snapshot behind
+        if isinstance(exc, OSError):
+            exc.filename = str(final)  # name the snapshot, not our hidden temp folder
         raise
     if final.exists():
         shutil.rmtree(final)

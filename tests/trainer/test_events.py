@@ -40,3 +40,16 @@ def test_bad_lines_are_rejected(line, words):
 def test_nan_loss_cannot_be_encoded():
     with pytest.raises(ValueError):
         ev.Progress(step=1, total=1, epoch=1, loss=float("nan"), lr=0, it_s=0, eta_s=0).encode()
+
+
+def test_a_resumed_run_cuts_a_torn_last_line_before_appending(tmp_path):
+    from trainer.sink import EventSink
+
+    whole = ev.Checkpoint(path="/r/c.safetensors", step=4).encode()
+    (tmp_path / "events.jsonl").write_text(whole + "\n" + whole[:17], encoding="utf-8")  # killed mid-line
+    sink = EventSink(None, progress_bar=False)
+    sink.attach_run_dir(tmp_path)
+    sink.emit(ev.Done(adapter="/r/a.safetensors", step=8))
+    sink.close()
+    lines = (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [ev.decode(line).type for line in lines] == ["checkpoint", "done"]
