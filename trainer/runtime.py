@@ -77,6 +77,14 @@ class Runtime:
             return value
         return self.accelerator.reduce(torch.tensor([value], device=self.device), "mean").item()
 
+    def agree(self, flags: list[bool]) -> list[bool]:
+        """Each flag set if any process set it. A stop/sample/save request reaches one process (stdin, a
+        signal); all must act on it at the same step, or one would wait for the others forever."""
+        if self.accelerator.num_processes == 1:
+            return flags
+        summed = self.accelerator.reduce(torch.tensor(flags, dtype=torch.float32, device=self.device), "sum")
+        return [bool(v > 0) for v in summed.tolist()]
+
     def fingerprint(self) -> str:
         """A hash of the trained weights: data-parallel ranks must agree on it bit for bit."""
         import hashlib

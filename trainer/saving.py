@@ -38,11 +38,12 @@ class Saver:
                    noise_gen) -> bool:
         """Samples and checkpoints that are due or asked for; True if the run should stop now."""
         s, every_sample, every_save = pos.step, self.cfg.sampling.every_n_steps, self.cfg.saving.every_n_steps
-        if control.take("sample") or (every_sample and s % every_sample == 0):
+        sample, save, stop = self.rt.agree([control.take("sample"), control.take("save"), control.stop_requested])
+        if sample or (every_sample and s % every_sample == 0):
             self.sample(s)
-        if control.take("save") or (every_save and s % every_save == 0 and s < total):
+        if save or (every_save and s % every_save == 0 and s < total):
             self.checkpoint(pos, optimizer, lr_scheduler, noise_gen)
-        return control.stop_requested
+        return stop
 
     def sample(self, step: int) -> None:
         if self.main:

@@ -3,17 +3,22 @@ GPUs but without them. Both processes must end with the same LoRA weights (DDP a
 they stay bit-identical), and only the first process writes: one events stream, one adapter, one set of
 checkpoints.
 
-Every process logs "process I of N: adapter fingerprint H" at the end (trainer/loop.py); the test compares
-those, and checks that the saved training state hashes to the same value.
+Every process logs "process I of N: adapter fingerprint H" at the end (trainer/loop.py); the tests compare
+those, check that the saved training state hashes to the same value, and that a stop request (which reaches
+one process only) followed by a two-process resume ends bit-identical to the uninterrupted run.
 """
 
 import hashlib
+import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 
 import pytest
+import torch
 import torch.distributed
 from safetensors.torch import load_file
 
@@ -36,20 +41,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out, *extra):
-    """`accelerate launch --multi_gpu --num_processes 2 -m trainer train ...` on the CPU (gloo)."""
+def launch(*trainer_args, input_text=None):
+    """`accelerate launch --multi_gpu --num_processes 2 -m trainer ...` on the CPU (gloo)."""
     env = dict(_env(), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(free_port()),
-           "-m", "trainer", "train", "--demo", "--out", str(out), "--events", "jsonl",
-           "--set", "performance.device=cpu", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
-                          stdin=subprocess.DEVNULL)
-    if proc.returncode != 0 and CANNOT_START.search(proc.stderr):
-        pytest.skip(f"accelerate launch could not start a gloo process group here: {proc.stderr[-400:]}")
-    events = [decode(line) for line in proc.stdout.splitlines() if line.strip()]
-    return proc.returncode, events, proc.stderr
+           "--main_process_port", str(free_port()), "-m", "trainer", *trainer_args, "--events", "jsonl"]
+    # its own session, so that a hang (processes waiting for each other) can be ended with every rank
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, env=env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(input_text or "", timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the processes hung (waiting for each other?):\n{stderr[-3000:]}")
+    if proc.returncode != 0 and CANNOT_START.search(stderr):
+        pytest.skip(f"accelerate launch could not start a gloo process group here: {stderr[-400:]}")
+    events = [decode(line) for line in stdout.splitlines() if line.strip()]
+    return proc.returncode, events, stderr
+
+
+def train(out, input_text=None):
+    return launch("train", "--demo", "--out", str(out), "--set", "performance.device=cpu",
+                  "--set", "schedule.max_steps=4", "--set", "saving.every_n_steps=2",
+                  "--set", "sampling.every_n_steps=2", "--set", "sampling.steps=2",
+                  "--set", "sampling.prompts=[\"a red circle\"]", input_text=input_text)
+
+
+def fingerprints(err) -> dict[str, str]:
+    return dict(re.findall(r"process (\d) of 2: adapter fingerprint ([0-9a-f]{16})", err))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mp") / "run"
+    return (out, *train(out))
 
 
 def state_fingerprint(snapshot) -> str:
@@ -63,14 +90,11 @@ def state_fingerprint(snapshot) -> str:
     return digest.hexdigest()[:16]
 
 
-def test_two_processes_train_in_step_and_only_the_first_writes(tmp_path):
-    out = tmp_path / "run"
-    code, events, err = launch(out, "--set", "schedule.max_steps=4", "--set", "saving.every_n_steps=2",
-                               "--set", "sampling.every_n_steps=2", "--set", "sampling.steps=2",
-                               "--set", "sampling.prompts=[\"a red circle\"]")
+def test_two_processes_train_in_step_and_only_the_first_writes(uninterrupted):
+    out, code, events, err = uninterrupted
     assert code == 0, err[-3000:]
 
-    prints = dict(re.findall(r"process (\d) of 2: adapter fingerprint ([0-9a-f]{16})", err))
+    prints = fingerprints(err)
     assert set(prints) == {"0", "1"}, err[-3000:]
     assert prints["0"] == prints["1"], "the two processes ended with different LoRA weights"
     assert state_fingerprint(out / "state" / "step-000004") == prints["0"], "the saved state is what was trained"
@@ -91,3 +115,20 @@ def test_two_processes_train_in_step_and_only_the_first_writes(tmp_path):
     assert len(list((out / "logs").iterdir())) == 1, "one TensorBoard log"
     assert not list(out.rglob(".*")), "no temp files left behind"
     assert load_file(str(out / "demo-lora.safetensors"))
+
+
+def test_a_stop_that_reaches_one_process_stops_both_and_resume_is_exact(uninterrupted, tmp_path):
+    """stdin is read by whichever process gets the line first; both must stop at the same step."""
+    out = tmp_path / "run"
+    code, events, err = train(out, input_text=json.dumps({"cmd": "stop"}) + "\n")
+    assert code == 0, err[-3000:]
+    done = events[-1]
+    assert done.type == "done" and done.stopped_early and done.step < 4
+    code, events, err = launch("resume", str(out))
+    assert code == 0, err[-3000:]
+    assert events[0].resumed_from == done.step and events[-1].step == 4
+    prints = fingerprints(err)
+    assert prints["0"] == prints["1"] == fingerprints(uninterrupted[3])["0"], "resume continues exactly"
+    reference = load_file(str(uninterrupted[0] / "demo-lora.safetensors"))
+    resumed = load_file(str(out / "demo-lora.safetensors"))
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
