@@ -144,11 +144,12 @@ def _train(args, sink, control, resume: bool) -> None:
         cfg = resolve_config(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = (args.out or Path("runs") / f"{cfg.saving.output_name}-{stamp}").resolve()
-        if main and (run_dir / "config.toml").exists():
-            raise UserError(f"run folder {run_dir} already holds a run",
-                            f"continue it with: lora-studio resume {run_dir}; or choose another --out")
     if main:  # with several processes, only the first writes (the others would race it)
         run_dir.mkdir(parents=True, exist_ok=True)
+        _lock(run_dir)
+        if not resume and (run_dir / "config.toml").exists():
+            raise UserError(f"run folder {run_dir} already holds a run",
+                            f"continue it with: lora-studio resume {run_dir}; or choose another --out")
         config_mod.save(cfg, run_dir / "config.toml")
         sink.attach_run_dir(run_dir)
     from trainer.data.records import load_records
@@ -157,6 +158,16 @@ def _train(args, sink, control, resume: bool) -> None:
     from trainer.loop import train  # after the config and dataset checks: those errors come at once
 
     train(cfg, run_dir, sink, control, resume=resume, records=records)
+
+
+def _lock(run_dir: Path) -> None:
+    """One engine per run folder: two (a GUI and a terminal, two resumes) would interleave their saves."""
+    from trainer.fsutil import lock_folder
+
+    holder = lock_folder(run_dir)
+    if holder is not None:
+        raise UserError(f"run folder {run_dir} is in use by another training process (pid {holder})",
+                        "wait for it to finish, or stop it (its window's Stop, or Ctrl+C) and then resume")
 
 
 def _is_main_process() -> bool:

@@ -35,7 +35,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:
@@ -51,7 +51,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     # The rename itself is durable only once the directory entry is flushed (POSIX); Windows has no dir fds.
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -63,3 +63,32 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+_held: list = []  # open lock files: a lock lasts as long as its file stays open, i.e. this process
+
+
+def lock_folder(folder: Path) -> str | None:
+    """Take FOLDER/.lock for this process. Returns None, or the pid recorded by the process holding it.
+
+    The operating system drops the lock when the holder exits, however it exits (SIGKILL included), so a
+    crash never leaves a stale lock. POSIX only; elsewhere every call succeeds.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fh = open(Path(folder) / ".lock", "a+", encoding="ascii")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        return holder
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    _held.append(fh)
+    return None

@@ -55,6 +55,12 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
           records: list | None = None) -> Path:
     items = load_records(cfg) if records is None else records  # before the model: errors come at once
     _warn_unreadable_captions(items, sink)
+    with explained(cfg, run_dir):  # out of GPU memory or disk space at any point: what to change, how much
+        return _train(cfg, run_dir, sink, control, resume, items)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool,
+           items: list) -> Path:
     rt = setup_runtime(cfg, run_dir, sink)
     if resume and rt.accelerator.is_main_process:
         remove_stale_temp_files(run_dir)
@@ -74,9 +80,8 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
                          config=cfg.to_dict(), resumed_from=pos.step))
     if pos.step == 0 and cfg.sampling.at_start and cfg.sampling.every_n_steps:
         saver.sample(0)
-    with explained(cfg, run_dir):
-        stopped = _run_steps(cfg, rt, data, pos, total, optimizer, lr_scheduler, noise_gen, saver, control)
-        adapter = saver.final(pos, optimizer, lr_scheduler, noise_gen, stopped)
+    stopped = _run_steps(cfg, rt, data, pos, total, optimizer, lr_scheduler, noise_gen, saver, control)
+    adapter = saver.final(pos, optimizer, lr_scheduler, noise_gen, stopped)
     sink.emit(ev.Done(adapter=str(adapter), step=pos.step, stopped_early=stopped))
     acc = rt.accelerator
     if acc.num_processes > 1:  # every rank says what it ended with; they must match (DDP keeps them in step)

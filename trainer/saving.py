@@ -32,7 +32,9 @@ class Saver:
         self.cfg, self.rt, self.run_dir, self.items, self.sink = cfg, rt, Path(run_dir), items, sink
         self.main = rt.accelerator.is_main_process
         self.started_at = time.time()
-        self.saved_checkpoints: list[Path] = []
+        # checkpoints of earlier sessions of this run count too: for keep_last, and as "the last good one"
+        self.saved_checkpoints = sorted((self.run_dir / "checkpoints").glob(
+            f"{cfg.saving.output_name}-step[0-9]*.safetensors"))
 
     def after_step(self, pos: Position, total: int, control: Control, optimizer, lr_scheduler,
                    noise_gen) -> bool:
@@ -60,7 +62,7 @@ class Saver:
             name = f"{self.cfg.saving.output_name}-step{pos.step:06d}.safetensors"
             path = self.write_adapter(self.run_dir / "checkpoints" / name, pos)
             save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_gen)
-            self.saved_checkpoints.append(path)
+            self.saved_checkpoints = [p for p in self.saved_checkpoints if p != path] + [path]
             self._prune_checkpoints()
             self.sink.emit(ev.Checkpoint(path=str(path), step=pos.step))
         self.rt.accelerator.wait_for_everyone()

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from trainer import faults
 from trainer.errors import UserError
+from trainer.fsutil import fsync_dir
 
 COMPLETE = "COMPLETE"
 
@@ -53,6 +54,7 @@ def save_state(run_dir: Path, pos: Position, adapters: dict[str, dict[str, torch
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_dir(final.parent)  # the rename is durable only once the folder entry is
     _prune(final.parent, keep)
     return final
 

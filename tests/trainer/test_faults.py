@@ -244,6 +244,29 @@ def test_model_deleted_before_resume_is_named_with_what_to_do(tmp_path):
     assert (out / "state" / "step-000004" / "COMPLETE").exists(), "the run stays resumable"
 
 
+def test_a_run_folder_in_use_is_refused_and_the_lock_dies_with_its_process(tmp_path):
+    out = tmp_path / "run"
+    env = _env()
+    env.pop("LORA_STUDIO_FAULT", None)
+    first = subprocess.Popen([sys.executable, "-m", "trainer", "train", "--demo", "--out", str(out), "--events",
+                              "jsonl", "--set", "schedule.max_steps=100000", "--set", "sampling.every_n_steps=0"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             cwd=REPO, env=env)
+    try:
+        while decode(first.stdout.readline()).type != "progress":
+            pass
+        code, events, err = resume(out)
+        assert code == 2 and f"in use by another training process (pid {first.pid})" in events[-1].message, err
+        assert "Traceback" not in err
+    finally:
+        first.kill()  # SIGKILL: the lock must not outlive its holder
+        first.wait()
+    from trainer import fsutil
+
+    assert fsutil.lock_folder(out) is None, "a killed holder's lock is gone"
+    fsutil._held.pop().close()
+
+
 def test_no_pickle_is_ever_loaded_without_weights_only():
     """Our own files are safetensors; the one torch.load (optimizer state) and .ckpt reading refuse code."""
     offenders = []

@@ -117,3 +117,26 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_path,
     assert not (tmp_path / "run" / "demo-lora.safetensors").exists()
     good = load_file(str(tmp_path / "run" / "checkpoints" / "demo-lora-step000004.safetensors"))
     assert all(torch.isfinite(t).all() for t in good.values())
+
+
+def test_after_resume_the_last_good_checkpoint_is_still_named(tmp_path, dataset_dir, monkeypatch):
+    """Checkpoints from before an interruption count: the divergence hint names them, keep_last prunes them."""
+    import pytest
+
+    from trainer import loop
+
+    cfg = tiny_config(dataset_dir, schedule__max_steps=10, saving__every_n_steps=2, saving__keep_last=2)
+    train_in_process(cfg, tmp_path / "run", stop_at=6)
+    original, calls = loop.loss_per_sample, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(loop, "loss_per_sample", failing)
+    with pytest.raises(loop.Diverged) as err:
+        train_in_process(cfg, tmp_path / "run", resume=True)
+    assert "step 8" in err.value.message and "demo-lora-step000006.safetensors" in err.value.hint
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "demo-lora-step000004.safetensors", "demo-lora-step000006.safetensors"]
