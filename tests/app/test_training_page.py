@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from app.main_window import MainWindow
-from tests.support.original_layout import save_original_checkpoint
 from trainer import config as config_mod
+from trainer.models.original_layout import save_original_checkpoint
 from trainer.models.tiny import build_tiny_components
 
 

@@ -230,7 +230,7 @@ def test_bad_input_is_an_error_event_naming_the_thing_and_changes_nothing_of_the
 
 
 def test_model_deleted_before_resume_is_named_with_what_to_do(tmp_path):
-    from tests.support.original_layout import save_original_checkpoint
+    from trainer.models.original_layout import save_original_checkpoint
     from trainer.models.tiny import build_tiny_components
 
     model = save_original_checkpoint(build_tiny_components("sd15"), "sd15", tmp_path / "base.safetensors")

@@ -1,7 +1,8 @@
 """Convert diffusers-layout components to the ORIGINAL single-file layout (A1111 / civitai checkpoints).
 
-diffusers only converts original -> diffusers; to prove that our single-file loading works we need files in
-the original layout, so tests build a tiny diffusers model and write it out with this. The key rules are
+diffusers only converts original -> diffusers. We need the other direction to write checkpoints that A1111
+and ComfyUI load (merging a LoRA into a base), for the benchmarks' real-size random-weight files, and for the
+tests' tiny single files. The key rules are
 the inverse of diffusers' `single_file_utils` conversions (LDM/SGM UNet and VAE names, the HF CLIP layout
 under `cond_stage_model.transformer`, OpenCLIP's fused-attention layout under `...model.`).
 """
