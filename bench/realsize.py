@@ -38,7 +38,7 @@ def meta_components(arch: str) -> dict:
 def build_checkpoint(arch: str, path: Path, seed: int = 0) -> Path:
     """Write a random-weight single file for `arch` (sd15 | sdxl) to `path` unless it is there already."""
     from trainer.models.original_layout import to_original_state_dict
-    from trainer.models.safetensors_stream import write_safetensors
+    from trainer.models.safetensors_stream import stream_safetensors
 
     path = Path(path)
     if path.exists():
@@ -48,7 +48,7 @@ def build_checkpoint(arch: str, path: Path, seed: int = 0) -> Path:
     specs = {k: (torch.float16, shape) for k, shape in sorted(shapes.items())}
     metadata = {"modelspec.architecture": "stable-diffusion-xl-v1-base" if arch == "sdxl"
                 else "stable-diffusion-v1", "modelspec.title": f"random {arch} (LoRA Studio benchmark)"}
-    return write_safetensors(path, specs, lambda key: _random(key, shapes[key], generator), metadata)
+    return stream_safetensors(path, specs, lambda key: _random(key, shapes[key], generator), metadata)
 
 
 def _random(key: str, shape: tuple, generator: torch.Generator) -> torch.Tensor:

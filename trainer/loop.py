@@ -27,6 +27,7 @@ from trainer.encode import encode_text, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
 from trainer.models.precision import fp8_saved_weights
 from trainer.objective import add_noise, loss_per_sample, target_for
+from trainer.offload import Offload
 from trainer.optim import build_lr_scheduler, build_optimizer, param_groups
 from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
@@ -120,6 +121,7 @@ def _fill_caches(rt: Runtime, data: Batches) -> None:
     if not rt.te_params and rt.cfg.performance.cache_text_embeddings and not data.captions_vary:
         fill_text_cache(data, rt.model, rt.device)
         rt.text_cache = data.text_cache
+    rt.offload = Offload.after_caching(rt, data)
 
 
 def _resume(rt: Runtime, run_dir: Path, optimizer, lr_scheduler, noise_gen) -> Position:

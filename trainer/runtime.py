@@ -39,6 +39,7 @@ class Runtime:
     text_encoders: list = field(default_factory=list)  # likewise, when the text encoders are trained
     text_cache: dict = field(default_factory=dict)
     writer: object = None
+    offload: object = None             # trainer.offload.Offload, once the caches are full
 
     @property
     def device(self) -> torch.device:

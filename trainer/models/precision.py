@@ -56,11 +56,12 @@ class Precision:
         return self.compute
 
 
-def resolve_precision(weight_dtype: str, device: torch.device | str) -> Precision:
-    """What `performance.weight_dtype` means on this device, or a ConfigError that says what will work."""
+def resolve_precision(weight_dtype: str, device: torch.device | str, bf16_gpu: bool | None = None) -> Precision:
+    """What `performance.weight_dtype` means on this device, or a ConfigError that says what will work.
+    `bf16_gpu` answers for a GPU that is not here (planning); by default the GPU is asked."""
     device = torch.device(device)
     cuda = device.type == "cuda"
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    bf16_ok = cuda and (torch.cuda.is_bf16_supported() if bf16_gpu is None else bf16_gpu)
     gpu_half = torch.bfloat16 if bf16_ok else torch.float16
     if weight_dtype == "auto":
         return Precision("bf16" if bf16_ok else "fp16", gpu_half) if cuda else Precision("fp32", torch.float32)

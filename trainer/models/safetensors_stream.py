@@ -22,7 +22,7 @@ DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
                torch.float8_e5m2: "F8_E5M2"}
 
 
-def write_safetensors(path: Path, specs: dict[str, tuple[torch.dtype, tuple]],
+def stream_safetensors(path: Path, specs: dict[str, tuple[torch.dtype, tuple]],
                       tensor_for: Callable[[str], torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     """`specs`: {name: (dtype, shape)} in file order; `tensor_for(name)` returns that tensor when asked."""
     header, offset = {}, 0
