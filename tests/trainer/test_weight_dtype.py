@@ -145,3 +145,23 @@ def test_any_transformers_model_streams_from_sharded_files(tmp_path):
     expected = original.state_dict()
     assert all(torch.equal(v, expected[k].to(torch.bfloat16)) for k, v in loaded.state_dict().items()
                if v.is_floating_point())
+
+
+def test_with_previews_off_the_encoders_are_unloaded_and_a_sample_request_says_why(tmp_path, dataset_dir):
+    from tests.support.engine import RecordingSink, tiny_config
+    from trainer import config as config_mod
+    from trainer.control import Control
+    from trainer.loop import train
+
+    cfg = tiny_config(dataset_dir, schedule__max_steps=2, sampling__every_n_steps=0)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config_mod.save(cfg, run_dir / "config.toml")
+    control = Control()
+    control.request("sample")  # the GUI's "sample now" while previews are off
+    sink = RecordingSink(control)
+    train(cfg, run_dir, sink, control)
+    warnings = [e.message for e in sink.of_type("warning")]
+    assert any("text encoders and VAE were unloaded" in m for m in warnings), warnings
+    assert not (run_dir / "samples").exists() or not list((run_dir / "samples").glob("*.png"))
+    assert sink.of_type("done")
