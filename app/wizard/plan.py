@@ -174,6 +174,9 @@ def _preset_choices(cfg, kind, fam, tier, tier_why, system) -> list[Choice]:
                "each image goes through the VAE once, not every step"),
         Choice("performance.mixed_precision", precision,
                "half precision halves the memory of the frozen model" if gpu else "a CPU has no fast fp16"),
+        Choice("performance.weight_dtype", cfg.performance.weight_dtype,
+               "the frozen UNet in float8: SDXL fits 8 GB (docs/memory.md)" if cfg.performance.weight_dtype == "fp8"
+               else f"frozen weights in {precision}, the most exact that fits"),
     ]
 
 

@@ -167,3 +167,6 @@ def test_a_real_sdxl_file_gets_the_sdxl_recipe_and_tier(qtbot, window, tmp_path)
     cfg = plan.config
     assert (cfg.dataset.resolution, cfg.lora.rank, cfg.model.path) == (1024, 8, str(model))
     assert (cfg.dataset.repeats, cfg.schedule.epochs) == (33, 10)   # 6 images x 33 x 10 ≈ 2000 views
+    assert cfg.performance.weight_dtype == "fp8"  # what lets SDXL fit 8 GB (docs/memory.md)
+    memory = wizard.settings_page.memory
+    qtbot.waitUntil(lambda: "GB RAM" in memory.text(), timeout=60_000)  # the engine's plan for these settings
