@@ -101,7 +101,7 @@ def build_blip(folder: Path) -> Path:
 # Vision-language models: random tiny ones of the real classes, with a byte-level BPE tokenizer built here
 # (the Qwen/Llama-3/BART kind). The language head is zeroed, so every logit ties and greedy decoding picks
 # token 0, which is " cat": the caption is "cat cat cat ..." whatever the weights and the prompt.
-VLM_TOKENS = 4  # each folder's own max_new_tokens (the caption length; small keeps tests fast)
+VLM_TOKENS = 4  # the caption length tests ask for (max_new_tokens): small keeps them fast
 QWEN_TEMPLATE = (  # the shape of Qwen2-VL's chat template, trimmed to what captioning sends
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
     "{{ message['content'] }}{% else %}{% for c in message['content'] %}{% if c['type'] == 'image' %}"
@@ -136,20 +136,21 @@ def byte_bpe(tokenizer_class, special: list[str], **kwargs):
     return tokenizer
 
 
-def _generation(model, eos: int, pad: int, bos: int | None = None) -> None:
+def _generation(model, eos: int, pad: int, bos: int | None = None, zero_head: bool = True) -> None:
     import torch
 
-    with torch.no_grad():
-        model.get_output_embeddings().weight.zero_()
+    if zero_head:
+        with torch.no_grad():
+            model.get_output_embeddings().weight.zero_()
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = pad
     if bos is not None:
         model.generation_config.bos_token_id = bos
-    model.generation_config.max_new_tokens = VLM_TOKENS
 
 
-def build_qwen_vl(folder: Path, version: str = "2.5") -> Path:
-    """A tiny Qwen2-VL (version "2") or Qwen2.5-VL ("2.5") folder as transformers saves one."""
+def build_qwen_vl(folder: Path, version: str = "2.5", zero_head: bool = True) -> Path:
+    """A tiny Qwen2-VL (version "2") or Qwen2.5-VL ("2.5") folder as transformers saves one; `zero_head`
+    False keeps the random language head, whose captions are random words that depend on the image."""
     import transformers as tf
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,7 @@ def build_qwen_vl(folder: Path, version: str = "2.5") -> Path:
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False, **tokens)
     model = model_class(config)
-    _generation(model, ids["<|im_end|>"], ids["<|endoftext|>"])
+    _generation(model, ids["<|im_end|>"], ids["<|endoftext|>"], zero_head=zero_head)
     model.save_pretrained(folder)
     # The processor's parts, saved one by one: Qwen2VLProcessor itself cannot be built without torchvision
     # (its video half needs it), and the engine must cope with that, as it does with a downloaded folder.

@@ -76,7 +76,7 @@ class Finish:
         return caption  # one enormous word: nothing sensible to cut
 
     def tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False).input_ids)
+        return len(self._tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
 
     @cached_property
     def _tokenizer(self):
