@@ -165,6 +165,18 @@ def test_cli_writes_tags_and_sentence_with_the_prompt_and_token_cap(models, data
     assert "with qwen-vl on cpu" in result.stderr
 
 
+def test_cli_preview_prints_the_first_images_caption_and_writes_nothing(models, dataset, capsys, monkeypatch):
+    from trainer.cli import main
+    from trainer.control import Control
+
+    monkeypatch.setattr(Control, "install_signal_handlers", lambda self: None)  # in-process: leave pytest's
+    code = main(["dataset", "caption", str(dataset), "--model", str(models["florence-2"]), "--preview",
+                 "--length", "short", "--max-tokens", "3", "--trigger", "zkx"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out == f"[1/1] {dataset / 'img0.png'}: zkx, {CAPTION_WORD} {CAPTION_WORD} {CAPTION_WORD}\n"
+    assert "previewing 1 images with florence-2" in err and not list(dataset.glob("*.txt"))
+
+
 def test_refusals_name_the_folder_and_what_to_do(models, tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
