@@ -81,11 +81,14 @@ class CaptionDialog(QDialog):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.kind = QLabel("")
+        self.kind.setWordWrap(True)
         self.mode = QComboBox()
         for label, value in MODES:
             self.mode.addItem(label, value)
         self.scope = QComboBox()
-        self.scope.addItem(f"the {len(self.selection)} selected images" if self.selection else "no selection")
+        count = len(self.selection)
+        self.scope.addItem("the selected image" if count == 1 else f"the {count} selected images" if count else
+                           "no selection")
         self.scope.addItem("the whole dataset")
         self.scope.setCurrentIndex(0 if self.selection else 1)
         self.scope.model().item(0).setEnabled(bool(self.selection))
@@ -139,8 +142,7 @@ class CaptionDialog(QDialog):
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(0, 2048)
         self.max_tokens.setSpecialValueText("default for the length")
-        self.tags_model = QLineEdit(placeholderText="optional: a WD14 tagger folder; captions become "
-                                                    "“tags, sentence” (SDXL)")
+        self.tags_model = QLineEdit(placeholderText="optional: a WD14 tagger folder, for “tags, sentence”")
         browse = QPushButton("Browse…")
         browse.clicked.connect(lambda: self._browse(self.tags_model, "Tagger folder"))
         return [(QLabel("Caption length"), self.length), (QLabel("Prompt"), self.prompt),
