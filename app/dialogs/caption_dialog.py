@@ -38,6 +38,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 # The config.json model types the engine captions with a prompt (trainer/data/captioning/prompts.py, which
 # the GUI may not import): only to show the right fields, the engine decides for real.
 FLORENCE_TYPES, CHAT_TYPES = {"florence2"}, {"qwen2_vl", "qwen2_5_vl", "llava", "llava_next", "llava_onevision"}
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 KIND_TEXT = {
     "tagger": "WD14-style tagger: booru tags with thresholds",
     "sentences": "image-to-text model: one sentence per image",
@@ -57,7 +58,10 @@ def model_kind(folder: Path) -> str:
     except (OSError, ValueError):
         return ""
     model_type = config.get("model_type", "") if isinstance(config, dict) else ""
-    return "florence" if model_type in FLORENCE_TYPES else "chat" if model_type in CHAT_TYPES else "sentences"
+    if model_type in FLORENCE_TYPES:
+        return "florence"
+    chat = model_type in CHAT_TYPES or any((folder / name).is_file() for name in CHAT_TEMPLATE_FILES)
+    return "chat" if chat else "sentences"
 
 
 class CaptionDialog(QDialog):

@@ -24,7 +24,7 @@ from tests.support.caption_models import (
 )
 from trainer.data.captioning import CaptionerError, detect, load_captioner, memory
 from trainer.data.captioning.finish import Finish, strip_opening
-from trainer.data.captioning.prompts import FLORENCE, LLAVA, QWEN
+from trainer.data.captioning.prompts import FLORENCE, LLAVA, OTHER, QWEN
 from trainer.data.captioning.run import auto_caption
 
 SENTENCE = " ".join([CAPTION_WORD] * VLM_TOKENS)
@@ -65,6 +65,17 @@ def test_each_kind_is_detected_and_captions_a_batch_with_its_prompt(models, data
     else:  # the instruction inside the model's own chat turn, the answer left to the model
         assert "Describe this image for a training caption in one paragraph" in captioner.text
         assert captioner.text.rstrip().endswith(("<|im_start|>assistant", "ASSISTANT:"))
+
+
+def test_other_models_with_a_chat_template_are_vision_language_and_blip_is_not(tmp_path):
+    from trainer.data.captioning import IMAGE_TO_TEXT
+
+    folder = tmp_path / "gemma-3"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gemma3"}), encoding="utf-8")
+    assert detect(folder) == IMAGE_TO_TEXT
+    (folder / "chat_template.jinja").write_text("{{ messages }}", encoding="utf-8")
+    assert detect(folder) == OTHER
 
 
 def test_prompt_follows_the_length_or_the_users_words_and_florence_takes_only_task_tokens(models):

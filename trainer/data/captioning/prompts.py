@@ -13,8 +13,11 @@ from pathlib import Path
 
 from trainer.data.captioning.base import CaptionerError
 
-FLORENCE, QWEN, LLAVA = "florence-2", "qwen-vl", "llava"
-# config.json's model_type -> kind. Every one of these loads with AutoModelForImageTextToText.
+FLORENCE, QWEN, LLAVA, OTHER = "florence-2", "qwen-vl", "llava", "vision-language"
+# config.json's model_type -> kind. Every one of these loads with AutoModelForImageTextToText. Any other
+# folder with a processor chat template (Gemma 3, SmolVLM, Qwen3-VL, ...) is tried the same way as OTHER:
+# the image-and-text chat message is transformers' common format, but those are not tested here.
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 VLM_TYPES = {
     "florence2": FLORENCE,
     "qwen2_vl": QWEN, "qwen2_5_vl": QWEN,
@@ -46,8 +49,12 @@ def read_config(folder: Path) -> dict:
 
 
 def vlm_kind(folder: Path) -> str:
-    """FLORENCE, QWEN or LLAVA for a folder of one of those; "" for any other config.json (BLIP, ...)."""
-    return VLM_TYPES.get(read_config(folder).get("model_type", ""), "")
+    """FLORENCE, QWEN or LLAVA for a folder of one of those, OTHER for another model with a chat template;
+    "" for any other config.json (BLIP, ...)."""
+    kind = VLM_TYPES.get(read_config(folder).get("model_type", ""), "")
+    if not kind and any((folder / name).is_file() for name in CHAT_TEMPLATE_FILES):
+        return OTHER
+    return kind
 
 
 def default_prompt(kind: str, length: str = "paragraph") -> str:

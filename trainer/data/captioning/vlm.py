@@ -25,7 +25,7 @@ from trainer.data.captioning.prompts import (
 )
 
 QUANTIZE = ("none", "8bit", "4bit")
-GPU_BATCH = 4  # images per generate call on a GPU; on a CPU batching buys nothing and costs memory
+GPU_BATCH = 4  # images per generate call on a GPU; on a CPU a real model is compute-bound: 1
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # Quantizing the vision tower or the projector costs caption quality for little memory (they are small).
 KEEP_FULL_PRECISION = ["vision_tower", "visual", "multi_modal_projector", "lm_head"]
