@@ -249,7 +249,10 @@ class CaptionDialog(QDialog):
     def _one(self, event: dict) -> None:
         self.progress.setValue(self.progress.value() + 1)
         name = Path(event.get("path", "")).name
-        text = event.get("caption", "") if event.get("status") == "written" else f"skipped: {event.get('reason')}"
+        if event.get("status") == "written":  # the engine's note, e.g. a caption past CLIP's 75 tokens
+            text = event.get("caption", "") + (f"  (note: {event['reason']})" if event.get("reason") else "")
+        else:
+            text = f"skipped: {event.get('reason')}"
         self.results.addItem(f"{name}: {text}")
         self.results.scrollToBottom()
         self.status.setText(f"{self.progress.value()} of {self.progress.maximum()}")

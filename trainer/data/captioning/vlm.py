@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from PIL import Image
+
 from trainer.data.captioning.base import Captioner, CaptionerError, torch_device
 from trainer.data.captioning.image import on_white
 from trainer.data.captioning.memory import check_memory
@@ -25,6 +27,9 @@ from trainer.data.captioning.prompts import (
 )
 
 QUANTIZE = ("none", "8bit", "4bit")
+# Qwen-VL reads an image at its own size (up to 12.8 MP: ~16k tokens, minutes and gigabytes per image); a
+# caption needs no more than this. Florence-2 (768 px) and LLaVA (336-672 px) resize further themselves.
+MAX_SIDE = 1024
 GPU_BATCH = 4  # images per generate call on a GPU; on a CPU a real model is compute-bound: 1
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # Quantizing the vision tower or the projector costs caption quality for little memory (they are small).
@@ -73,7 +78,7 @@ class VisionLanguage(Captioner):
     def caption_batch(self, images: list) -> list[str]:
         import torch
 
-        inputs = self.processor(images=[on_white(i) for i in images], text=[self.text] * len(images),
+        inputs = self.processor(images=[_fit(on_white(i)) for i in images], text=[self.text] * len(images),
                                 return_tensors="pt", padding=True).to(self.device)
         inputs = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in inputs.items()}
         with torch.inference_mode():
@@ -81,6 +86,14 @@ class VisionLanguage(Captioner):
         if self.decoder_only:  # the output repeats the prompt first
             ids = ids[:, inputs["input_ids"].shape[1]:]
         return [" ".join(text.split()) for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
+
+
+def _fit(image):
+    if max(image.size) <= MAX_SIDE:
+        return image
+    scale = MAX_SIDE / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)
 
 
 def _dtype(device: str):
