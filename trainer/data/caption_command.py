@@ -5,7 +5,7 @@
 With `--events jsonl` stdout carries only events (as for training: the real stdout is claimed first, so a
 library's print cannot corrupt the stream): one `caption` event per image, then `caption_summary` and
 `done`; a failure is an `error` event. `{"cmd": "stop"}` on stdin, SIGTERM or Ctrl+C stop between images
-and every caption already written stays. Exit code: 0 unless nothing could be captioned because of an error
+(between batches of --batch-size images) and every caption already written stays. Exit code: 0 unless nothing could be captioned because of an error
 (2: the model, dataset or options are wrong; 1: every image failed, or a bug; 130: a second Ctrl+C).
 """
 

@@ -209,6 +209,14 @@ def test_refusals_name_the_folder_and_what_to_do(models, tmp_path, monkeypatch):
     with pytest.raises(CaptionerError, match="weights the model needs are not in its files"):
         load_captioner(broken, "cpu")
 
+    untemplated = tmp_path / "qwen-without-template"
+    untemplated.mkdir()
+    for f in models["qwen2-vl"].iterdir():
+        if f.name != "chat_template.jinja":
+            (untemplated / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(CaptionerError, match="no chat template"):
+        load_captioner(untemplated, "cpu")
+
     with pytest.raises(CaptionerError, match="--quantize 4bit needs a CUDA GPU"):
         load_captioner(models["llava"], "cpu", quantize="4bit")
 

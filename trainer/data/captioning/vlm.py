@@ -47,16 +47,15 @@ class VisionLanguage(Captioner):
         self.prompt = prompt.strip() or default_prompt(self.kind, length)
         if self.kind == FLORENCE:
             check_florence_prompt(self.prompt)
-        dtype = _dtype(self.device)
-        check_memory(folder, self.device, _bytes_per_stored_byte(folder, dtype, quantize))
         _refuse_remote_code_folder(folder, self.kind)
+        self.dtype = _dtype(self.device)
+        check_memory(folder, self.device, _bytes_per_stored_byte(folder, self.dtype, quantize))
         self.processor = load_processor(folder, self.kind)
-        self.model = load_model(folder, self.device, dtype, quantize)
-        self.dtype = dtype
+        self.text = self._prompt_text()  # before the (slow) model load: a folder without a template fails fast
+        self.model = load_model(folder, self.device, self.dtype, quantize)
         self.decoder_only = not self.model.config.is_encoder_decoder
         if self.decoder_only:  # generate continues each row from its end: pad on the left
             self.processor.tokenizer.padding_side = "left"
-        self.text = self._prompt_text()
         self.max_new_tokens = max_new_tokens or MAX_TOKENS.get(length, MAX_TOKENS["paragraph"])
         self.batch_size = batch_size or (GPU_BATCH if self.device.startswith("cuda") else 1)
 
