@@ -114,13 +114,7 @@ class CaptionDialog(QDialog):
             form.addRow(label, widget)
         form.addRow("Trigger word", self.trigger)
         form.addRow("", self.force)
-        self.preview_button = QPushButton("Preview")
-        self.preview_button.clicked.connect(self.preview)
-        self.preview_text = QLabel("")
-        self.preview_text.setWordWrap(True)
-        self.preview_text.setTextInteractionFlags(self.preview_text.textInteractionFlags() |
-                                                  Qt.TextInteractionFlag.TextSelectableByMouse)
-        form.addRow(self.preview_button, self.preview_text)
+        form.addRow(*self._preview_row())
         self.progress = QProgressBar()
         self.results = QListWidget()
         self.status = QLabel("")
@@ -136,6 +130,15 @@ class CaptionDialog(QDialog):
         layout.addWidget(row(QWidget(), self.start_button, self.cancel_button))
         self.resize(620, 560)
         self._model_changed("")
+
+    def _preview_row(self) -> tuple[QPushButton, QLabel]:
+        self.preview_button = QPushButton("Preview")
+        self.preview_button.clicked.connect(self.preview)
+        self.preview_text = QLabel("")
+        self.preview_text.setWordWrap(True)
+        self.preview_text.setTextInteractionFlags(self.preview_text.textInteractionFlags() |
+                                                  Qt.TextInteractionFlag.TextSelectableByMouse)
+        return self.preview_button, self.preview_text
 
     def _prompt_rows(self) -> list[tuple[QLabel, QWidget]]:
         """The vision-language model's settings: shown only for such a model."""
