@@ -42,11 +42,12 @@ def add_arguments(cap) -> None:
     vlm.add_argument("--quantize", choices=["none", "8bit", "4bit"], default="none",
                      help="load the model in 8 or 4 bits (a CUDA GPU and bitsandbytes) to fit less memory")
     vlm.add_argument("--batch-size", type=int, help="images per model call (default: 4 on a GPU, 1 on a CPU)")
-    vlm.add_argument("--tags-model", help="also run this WD14 tagger folder: captions become 'tags, sentence'")
-    vlm.add_argument("--keep-openings", action="store_true",
-                     help="keep openings such as 'The image shows' (stripped by default)")
-    vlm.add_argument("--clip-limit", choices=["warn", "trim", "off"], default="warn",
-                     help="captions past CLIP's 75 tokens: warn (default), trim to whole sentences, or off")
+    post = cap.add_argument_group("post-processing (every back end)")
+    post.add_argument("--tags-model", help="also run this WD14 tagger folder: captions become 'tags, sentence'")
+    post.add_argument("--keep-openings", action="store_true",
+                      help="keep openings such as 'The image shows' (stripped by default)")
+    post.add_argument("--clip-limit", choices=["warn", "trim", "off"], default="warn",
+                      help="captions past CLIP's 75 tokens: warn (default), trim to whole sentences, or off")
     cap.add_argument("--preview", action="store_true",
                      help="caption --only (else the first image) and print it; nothing is written")
     cap.add_argument("--force", action="store_true", help="also replace captions you edited by hand")
