@@ -147,9 +147,8 @@ def _train(args, sink, control, resume: bool) -> None:
     if main:  # with several processes, only the first writes (the others would race it)
         run_dir.mkdir(parents=True, exist_ok=True)
         _lock(run_dir)
-        if not resume and (run_dir / "config.toml").exists():
-            raise UserError(f"run folder {run_dir} already holds a run",
-                            f"continue it with: lora-studio resume {run_dir}; or choose another --out")
+        if not resume:
+            _refuse_a_started_run(run_dir)
         config_mod.save(cfg, run_dir / "config.toml")
         sink.attach_run_dir(run_dir)
     from trainer.data.records import load_records
@@ -158,6 +157,15 @@ def _train(args, sink, control, resume: bool) -> None:
     from trainer.loop import train  # after the config and dataset checks: those errors come at once
 
     train(cfg, run_dir, sink, control, resume=resume, records=records)
+
+
+def _refuse_a_started_run(run_dir: Path) -> None:
+    from trainer.run_folder import clear_failed_start, holds_a_run
+
+    if holds_a_run(run_dir):
+        raise UserError(f"run folder {run_dir} already holds a run",
+                        f"continue it with: lora-studio resume {run_dir}; or choose another --out")
+    clear_failed_start(run_dir)  # a start that failed before any step: nothing to protect
 
 
 def _lock(run_dir: Path) -> None:

@@ -77,7 +77,19 @@ def test_train_refuses_to_overwrite_an_existing_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.toml").write_text("schema_version = 1\n")
+    (out / "events.jsonl").write_text('{"v": 1, "type": "progress", "step": 1}\n')  # a step was done
     code, events, _ = run_cli("train", "--demo", "--out", str(out), "--events", "jsonl")
     assert code == 2 and "already holds a run" in events[-1].message
     assert "lora-studio resume" in events[-1].hint
     assert (out / "config.toml").read_text() == "schema_version = 1\n"
+
+
+def test_a_start_that_failed_before_any_step_can_be_retried_in_the_same_folder(tmp_path):
+    out = tmp_path / "run"
+    code, events, _ = run_cli("train", "--demo", "--out", str(out), "--events", "jsonl",
+                              "--set", f"dataset.path={tmp_path / 'nowhere'}")
+    assert code == 2 and (out / "config.toml").exists()
+    code, events, stderr = run_cli("train", "--demo", "--out", str(out), "--events", "jsonl",
+                                   "--set", "schedule.max_steps=2", "--set", "sampling.every_n_steps=0")
+    assert code == 0, stderr
+    assert [e["type"] for e in read_jsonl(out / "events.jsonl")] == [e.type for e in events]  # no stale error
