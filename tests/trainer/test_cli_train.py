@@ -5,7 +5,7 @@ import json
 from PIL import Image
 from safetensors import safe_open
 
-from tests.support.engine import read_jsonl, run_cli
+from tests.support.engine import make_dataset, read_jsonl, run_cli
 
 
 def test_demo_run_leaves_a_complete_run_folder(tmp_path):
@@ -93,3 +93,18 @@ def test_a_start_that_failed_before_any_step_can_be_retried_in_the_same_folder(t
                                    "--set", "schedule.max_steps=2", "--set", "sampling.every_n_steps=0")
     assert code == 0, stderr
     assert [e["type"] for e in read_jsonl(out / "events.jsonl")] == [e.type for e in events]  # no stale error
+
+
+def test_a_hand_written_config_takes_the_trigger_word_from_the_captions(tmp_path):
+    dataset = make_dataset(tmp_path / "zkx")  # every caption starts with "tok", as prepare-captions writes
+    config = tmp_path / "my.toml"
+    config.write_text(f'[model]\npath = "demo:sd15"\n[dataset]\npath = "{dataset.as_posix()}"\nresolution = 64\n'
+                      '[schedule]\nmax_steps = 2\n[sampling]\nevery_n_steps = 2\nsteps = 2\n'
+                      '[saving]\noutput_name = "zkx"\n', encoding="utf-8")
+    out = tmp_path / "run"
+    code, events, stderr = run_cli("train", str(config), "--out", str(out), "--events", "jsonl")
+    assert code == 0, stderr
+    assert any(e.type == "warning" and "'tok'" in e.message for e in events)
+    assert {e.prompt for e in events if e.type == "sample"} == {"tok, a photo"}
+    with safe_open(str(out / "zkx.safetensors"), "pt") as f:
+        assert f.metadata()["modelspec.trigger_phrase"] == "tok"
