@@ -108,3 +108,20 @@ def test_a_hand_written_config_takes_the_trigger_word_from_the_captions(tmp_path
     assert {e.prompt for e in events if e.type == "sample"} == {"tok, a photo"}
     with safe_open(str(out / "zkx.safetensors"), "pt") as f:
         assert f.metadata()["modelspec.trigger_phrase"] == "tok"
+
+
+def test_demo_with_a_real_model_says_which_demo_settings_remain(tmp_path):
+    code, events, _ = run_cli("train", "--demo", "--out", str(tmp_path / "r"), "--events", "jsonl",
+                              "--set", f"model.path={tmp_path / 'mine.safetensors'}", "--set", "lora.rank=16")
+    warning = next(e for e in events if e.type == "warning")
+    assert "optimizer.lr = 0.001" in warning.message and "saving.output_name = 'demo-lora'" in warning.message
+    assert "lora.rank" not in warning.message  # overridden: not the demo's any more
+    assert code == 2 and "mine.safetensors" in events[-1].message
+
+
+def test_self_test_is_handed_to_the_app(monkeypatch):
+    from trainer import cli
+
+    launched = []
+    monkeypatch.setattr(cli, "_launch_gui", lambda argv: launched.append(argv) or 0)
+    assert cli.main(["--self-test"]) == 0 and launched == [["--self-test"]]
