@@ -13,7 +13,7 @@ from trainer.errors import DatasetError
 
 def load_records(cfg: TrainConfig) -> list:
     """The dataset's images; plain and kohya folders take their caption options from the config."""
-    root = Path(cfg.dataset.path)
+    root = Path(cfg.dataset.path).expanduser()  # "~/..." in a config file is the user's home
     subsets = read_dataset(root)
     if not (root / "dataset.toml").exists():
         d = cfg.dataset
