@@ -22,6 +22,7 @@ from trainer.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 EXIT_USER_ERROR, EXIT_BUG = 2, 1
+GUI_OPTIONS = ("--self-test",)  # `lora-studio --self-test` is the app's check of an installation
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def _run_options(p: argparse.ArgumentParser, out: bool = True) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv == ["--self-test"]:  # the GUI's own option (app/__main__.py) passes through
+    if not argv or argv == list(GUI_OPTIONS):  # the app's own option (app/__main__.py) passes through
         return _launch_gui(argv)
     args = build_parser().parse_args(argv)
     if args.command is None:
