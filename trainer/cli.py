@@ -28,7 +28,8 @@ GUI_OPTIONS = ("--self-test",)  # `lora-studio --self-test` is the app's check o
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lora-studio", description="Train Stable Diffusion LoRA adapters.",
                                 epilog="With no command it opens the app; `lora-studio --self-test` runs the demo "
-                                       "through the app (offscreen works) to check an installation.")
+                                       "through the app to check an installation (with no display: "
+                                       "QT_QPA_PLATFORM=offscreen).")
     sub = p.add_subparsers(dest="command")
     t = sub.add_parser("train", help="train a LoRA from a config file (or --demo)")
     t.add_argument("config", nargs="?", type=Path, help="TOML config (full or sparse)")
@@ -166,13 +167,13 @@ def _train(args, sink, control, resume: bool) -> None:
 
 def _demo_leftovers(cfg: config_mod.TrainConfig):
     """`--demo` with a real model: the demo's tiny-model choices still apply unless overridden. Say which."""
-    from trainer.events import Warning
+    from trainer import events as ev
 
     demo = config_mod.read_toml(config_mod.PRESETS_DIR / "demo.toml")
     kept = [f"{section}.{key} = {value!r}" for section, table in demo.items() if isinstance(table, dict)
             for key, value in table.items() if f"{section}.{key}" not in ("model.path", "dataset.path")
             and getattr(getattr(cfg, section), key) == value]
-    return Warning(message="--demo with your own model keeps these demo settings: " + ", ".join(kept),
+    return ev.Warning(message="--demo with your own model keeps these demo settings: " + ", ".join(kept),
                    hint="for a real run give a config file (lora-studio train my-lora.toml), or --set each of them")
 
 
