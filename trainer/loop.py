@@ -22,7 +22,7 @@ from trainer import faults
 from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
-from trainer.data.records import load_records
+from trainer.data.records import adopt_caption_trigger, load_records
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
 from trainer.models.precision import fp8_saved_weights
@@ -57,6 +57,9 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
           records: list | None = None) -> Path:
     items = load_records(cfg) if records is None else records  # before the model: errors come at once
     _warn_unreadable_captions(items, sink)
+    adopted = adopt_caption_trigger(cfg, items)
+    if adopted:
+        sink.emit(ev.Warning(message=adopted, hint="set saving.trigger_phrase and sampling.prompts to choose"))
     with explained(cfg, run_dir):  # out of GPU memory or disk space at any point: what to change, how much
         return _train(cfg, run_dir, sink, control, resume, items)
 
