@@ -154,12 +154,21 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def caption_models(tmp_path_factory) -> Path:
-    from tests.support.caption_models import build_blip, build_tagger
+    from tests.support.caption_models import (
+        build_blip,
+        build_florence2,
+        build_llava,
+        build_qwen_vl,
+        build_tagger,
+    )
 
     folder = tmp_path_factory.mktemp("caption-models")
     build_tagger(folder / "wd-vit-tagger-v3", [("general", 9, 0.9), ("red hair", 0, 0.8), ("smile", 0, 0.6),
                                                ("simple background", 0, 0.7), ("zkx", 4, 0.9)])
     build_blip(folder / "blip-large")
+    build_florence2(folder / "Florence-2-large")  # tiny random vision-language models under the docs' names
+    build_qwen_vl(folder / "Qwen2.5-VL-3B-Instruct")
+    build_llava(folder / "joycaption")
     return folder
 
 
