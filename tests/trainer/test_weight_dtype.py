@@ -166,3 +166,32 @@ def test_with_previews_off_the_encoders_are_unloaded_and_a_sample_request_says_w
     assert any("text encoders and VAE were unloaded" in m for m in warnings), warnings
     assert not (run_dir / "samples").exists() or not list((run_dir / "samples").glob("*.png"))
     assert sink.of_type("done")
+
+
+def test_fp8_training_step_keeps_no_upcast_copies_and_gives_the_same_gradients():
+    from trainer.lora.inject import UNET_TARGETS, inject, lora_config
+    from trainer.models import precision
+
+    model = load_base_model("demo:sdxl", weight_dtype="fp8")
+    params = inject(model.unet, lora_config(4, 4, 0, False, UNET_TARGETS["attention+ff"]))
+    for p in params:
+        p.data = p.data.float()
+        torch.nn.init.normal_(p, std=0.1)  # B starts at zero: give every LoRA matrix a gradient
+    grads, alive = [], []
+    for keep_fp8 in (False, True):
+        model.unet.zero_grad()
+        with precision.fp8_saved_weights(keep_fp8):
+            out = _unet_output_with_grad(model.unet)
+        alive.append(len(precision._UPCASTS))  # upcast copies the backward still holds on to
+        out.square().mean().backward()
+        grads.append([p.grad.clone() for p in params])
+    assert alive[0] > 20 and alive[1] == 0
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def _unet_output_with_grad(unet) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, 8, 8, generator=gen)
+    hidden = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen)
+    added = {"text_embeds": torch.randn(1, 48, generator=gen), "time_ids": torch.zeros(1, 6)}
+    return unet(sample, torch.tensor([500]), hidden, added_cond_kwargs=added).sample
