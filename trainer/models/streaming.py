@@ -17,7 +17,6 @@ state dict a converter can produce, e.g. a 12B transformer and a T5 encoder read
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import mmap
@@ -141,22 +140,16 @@ Converter = Callable[[dict], dict]
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
-@contextlib.contextmanager
-def returned_memory():
-    """While loading, every allocation over 128 KB gets its own mapping, returned to the system when freed.
+def return_freed_memory() -> None:
+    """From now on every allocation over 128 KB gets its own mapping, returned to the system when freed.
 
     glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which the per-tensor
-    read buffers and casts come from the heap and stay counted in RSS: ~0.2 GB on SD1.5, more on SDXL. After
-    loading, a fixed 32 MB threshold (what glibc would have grown to) keeps training's allocations reusable.
+    casts while loading, and the per-layer fp8 upcasts while training, come from the heap and stay counted in
+    RSS: 0.2 GB on SD1.5 at load, 0.3 GB more in an fp8 run. Measured cost in a CPU training step: ~5 %.
     """
     libc = _glibc()
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
 
 
 def _glibc():
