@@ -64,6 +64,9 @@ class LoraConfig:
     targets: str = _opt("attention", "which UNet layers get LoRA",
                         choices=("attention", "attention+ff", "full"))
     train_text_encoder: bool = _opt(False, "also train LoRA on the text encoder(s)")
+    algorithm: str = _opt("lora", "adapter type: lora (plain), loha (Hadamard product, LyCORIS) or lokr "
+                          "(Kronecker product, LyCORIS; small files for styles); every UI loads all three",
+                          choices=("lora", "loha", "lokr"))
 
 
 @dataclass
@@ -251,6 +254,9 @@ def validate(cfg: TrainConfig) -> None:
                           "set a text-encoder learning rate (5e-5 is common) or turn text-encoder training off")
     if len(cfg.optimizer.betas) != 2 or not all(isinstance(b, (int, float)) for b in cfg.optimizer.betas):
         raise ConfigError("config key 'optimizer.betas' must be two numbers", "for example [0.9, 0.999]")
+    if cfg.lora.dora and cfg.lora.algorithm != "lora":
+        raise ConfigError(f"config key 'lora.dora' is true while lora.algorithm is '{cfg.lora.algorithm}'",
+                          "DoRA is a variant of plain LoRA: set lora.algorithm = \"lora\" or dora = false")
     if not cfg.sampling.prompts and cfg.sampling.every_n_steps:
         raise ConfigError("config key 'sampling.prompts' is empty while sampling is on",
                           "add a prompt or set sampling.every_n_steps = 0")

@@ -21,7 +21,8 @@ from trainer.export.kohya import to_kohya
 from trainer.export.metadata import TrainingFacts, build_metadata
 from trainer.export.save import SAVE_DTYPES, NonFiniteWeights, write_safetensors
 from trainer.failures import Diverged
-from trainer.runtime import Runtime
+from trainer.lora.algorithms import module_scales
+from trainer.runtime import TE_NAMES, Runtime
 from trainer.sampling import render_samples
 from trainer.sink import EventSink
 from trainer.state import Position, save_state
@@ -86,7 +87,7 @@ class Saver:
 
     def write_adapter(self, path: Path, pos: Position) -> Path:
         model = self.rt.model
-        tensors = to_kohya(self.finite_adapters(pos), model.arch, dict(model.unet.config), self.cfg.lora.alpha,
+        tensors = to_kohya(self.finite_adapters(pos), model.arch, dict(model.unet.config), self._scales(),
                            SAVE_DTYPES[self.cfg.saving.dtype])
         try:
             return write_safetensors(path, tensors, build_metadata(self._facts(pos)))
@@ -94,11 +95,19 @@ class Saver:
             what = f"the LoRA weights grew too large for saving.dtype = \"{self.cfg.saving.dtype}\""
             raise Diverged(pos.step, self.saved_checkpoints, what) from exc
 
+    def _scales(self) -> dict[str, dict[str, tuple[int, float]]]:
+        model = self.rt.model
+        scales = {"unet": module_scales(model.unet)}
+        for name, encoder in zip(TE_NAMES, model.text_encoders):
+            scales[name] = module_scales(encoder)
+        return scales
+
     def _facts(self, pos: Position) -> TrainingFacts:
         c, m = self.cfg, self.rt.model
         return TrainingFacts(
             arch=m.arch, prediction_type=m.prediction_type, rank=c.lora.rank, alpha=c.lora.alpha,
-            targets=c.lora.targets, dora=c.lora.dora, output_name=c.saving.output_name,
+            targets=c.lora.targets, dora=c.lora.dora, algorithm=c.lora.algorithm,
+            output_name=c.saving.output_name,
             base_model=Path(c.model.path).name, resolution=c.dataset.resolution, steps=pos.step,
             epoch=pos.epoch + 1, lr=c.optimizer.lr, text_encoder_lr=c.optimizer.text_encoder_lr,
             train_text_encoder=c.lora.train_text_encoder,

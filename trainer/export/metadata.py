@@ -50,6 +50,7 @@ class TrainingFacts:
     config_toml: str = ""
     thumbnail: str = ""
     base_config: str = ""
+    algorithm: str = "lora"
 
 
 def build_metadata(f: TrainingFacts) -> dict[str, str]:
@@ -59,10 +60,12 @@ def build_metadata(f: TrainingFacts) -> dict[str, str]:
         network_args.update(conv_dim=str(f.rank), conv_alpha=str(f.alpha))
     if f.dora:
         network_args["dora_wd"] = "True"
+    if f.algorithm != "lora":
+        network_args["algo"] = f.algorithm  # LyCORIS' own key, shown by A1111's and civitai's LoRA cards
     meta = {
         "ss_base_model_version": BASE_MODEL_VERSION[key],
         "ss_v2": str(f.arch == "sd2"),
-        "ss_network_module": "networks.lora",
+        "ss_network_module": "networks.lora" if f.algorithm == "lora" else "lycoris.kohya",
         "ss_network_dim": str(f.rank),
         "ss_network_alpha": _num(f.alpha),
         "ss_network_args": json.dumps(network_args),

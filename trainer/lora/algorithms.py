@@ -1,0 +1,49 @@
+"""Adapter algorithms as peft configs, and the per-module scale that an exported file must carry.
+
+- lora: plain low-rank update B·A (optionally DoRA).
+- loha: LyCORIS LoHa, (W1a·W1b) ⊙ (W2a·W2b): rank r reaches an effective rank up to r², same file size
+  as LoRA at rank r.
+- lokr: LyCORIS LoKr, W1 ⊗ W2 (Kronecker product): very small files; kohya/LyCORIS users pick it for styles.
+
+All three come from peft (LoraConfig / LoHaConfig / LoKrConfig), whose LoHa/LoKr parameters follow
+LyCORIS' own shapes, so the exported tensors are the trained ones, renamed (trainer.export.kohya).
+Conv layers use the flattened (non-Tucker) form: that is LyCORIS' default and every UI reads it.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import LoHaConfig, LoKrConfig, LoraConfig
+
+ADAPTER = "default"
+# the name prefixes of trainable adapter parameters, one per algorithm
+PARAM_PREFIXES = ("lora_", "hada_", "lokr_")
+
+
+def peft_config(lc, target_regex: str):
+    """The peft config for `lc` (trainer.config.LoraConfig) on the modules matched by `target_regex`."""
+    common = dict(r=lc.rank, target_modules=target_regex)
+    if lc.algorithm == "loha":
+        # init_weights=True zeroes W2b, lokr's zeroes W1: step 0 reproduces the base model (baseline samples)
+        return LoHaConfig(alpha=lc.alpha, rank_dropout=lc.dropout, use_effective_conv2d=False,
+                          init_weights=True, **common)
+    if lc.algorithm == "lokr":
+        return LoKrConfig(alpha=lc.alpha, rank_dropout=lc.dropout, use_effective_conv2d=False,
+                          decompose_both=False, decompose_factor=-1, init_weights=True, **common)
+    return LoraConfig(lora_alpha=lc.alpha, lora_dropout=lc.dropout, use_dora=lc.dora,
+                      init_lora_weights=True, **common)
+
+
+def module_scales(model: torch.nn.Module) -> dict[str, tuple[int, float]]:
+    """{module path: (rank, scale)} for every adapted module, as peft applies them during training.
+
+    The UIs compute a module's scale as alpha / rank from the file, so the exported alpha is rank * scale:
+    it reproduces the trained update whatever peft's formula was (alpha/r, or alpha/sqrt(r) for rsLoRA).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, BaseTunerLayer) and ADAPTER in getattr(module, "scaling", {}):
+            out[name] = (int(module.r[ADAPTER]), float(module.scaling[ADAPTER]))
+    return out
