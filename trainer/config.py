@@ -37,6 +37,9 @@ class ModelConfig:
     path: str = _opt("demo:sd15", "diffusers folder, single .safetensors/.ckpt, or demo:sd15 / demo:sdxl")
     prediction_type: str = _opt("auto", "what the UNet predicts; auto reads it from the checkpoint",
                                 choices=("auto", "epsilon", "v_prediction"))
+    clip_skip: int = _opt(1, "A1111's \"Clip skip\": 2 conditions on the text encoder's second-to-last layer; "
+                          "SD1.5 anime models (NAI family) are trained and used with 2, most others with 1",
+                          min=1, max=2)
 
 
 @dataclass

@@ -194,7 +194,7 @@ def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> tuple[tor
         hidden = torch.stack([h for h, _ in cached]).to(device)
         pooled = torch.stack([p for _, p in cached]).to(device) if model.is_sdxl else None
     else:
-        hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders)
+        hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders, rt.cfg.model.clip_skip)
     if not model.is_sdxl:
         return hidden, None
     target = (latents.shape[-2] * 8, latents.shape[-1] * 8)  # the bucket, in pixels

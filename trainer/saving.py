@@ -53,7 +53,7 @@ class Saver:
             out = self.run_dir / "samples"
             for index, (path, prompt, seed) in enumerate(
                     render_samples(self.rt.model, self.cfg.sampling, self.cfg.dataset.resolution, step, out,
-                                   self.rt.device)):
+                                   self.rt.device, self.cfg.model.clip_skip)):
                 self.sink.emit(ev.Sample(path=str(path), prompt=prompt, seed=seed, step=step, index=index))
                 faults.point("sample")
         self.rt.accelerator.wait_for_everyone()
@@ -114,7 +114,7 @@ class Saver:
             num_train_images=sum(r.subset.repeats for r in self.items) * c.dataset.repeats,
             started_at=self.started_at, seed=c.schedule.seed, optimizer=c.optimizer.name,
             lr_scheduler=c.schedule.lr_scheduler, batch_size=c.schedule.batch_size,
-            trigger_phrase=c.saving.trigger_phrase,
+            trigger_phrase=c.saving.trigger_phrase, clip_skip=c.model.clip_skip,
             tag_frequency=self._tag_frequency(),
             config_toml=c.to_toml(), base_config=m.config_name)
 

@@ -51,6 +51,7 @@ class TrainingFacts:
     thumbnail: str = ""
     base_config: str = ""
     algorithm: str = "lora"
+    clip_skip: int = 1
 
 
 def build_metadata(f: TrainingFacts) -> dict[str, str]:
@@ -83,6 +84,7 @@ def build_metadata(f: TrainingFacts) -> dict[str, str]:
         "ss_training_started_at": _num(f.started_at),
         "ss_training_finished_at": _num(time.time()),
         "ss_seed": str(f.seed),
+        "ss_clip_skip": str(f.clip_skip),
         "ss_optimizer": f.optimizer,
         "ss_lr_scheduler": f.lr_scheduler,
         "ss_batch_size_per_device": str(f.batch_size),
