@@ -70,6 +70,12 @@ class LoraConfig:
     algorithm: str = _opt("lora", "adapter type: lora (plain), loha (Hadamard product, LyCORIS) or lokr "
                           "(Kronecker product, LyCORIS; small files for styles); every UI loads all three",
                           choices=("lora", "loha", "lokr"))
+    rslora: bool = _opt(False, "rank-stabilised LoRA: scale by alpha/sqrt(rank) instead of alpha/rank, so high ranks "
+                        "learn as well as low ones; the saved alpha is adjusted so every UI applies the same scale")
+    conv_rank: int = _opt(0, "rank of the 3x3 convolutions when targets = \"full\" (kohya conv_dim); "
+                          "0 = lora.rank", min=0, max=1024)
+    conv_alpha: float = _opt(0.0, "alpha of the 3x3 convolutions (kohya conv_alpha); 0 = lora.alpha",
+                             min=0.0, max=4096.0)
 
 
 @dataclass
@@ -257,12 +263,23 @@ def validate(cfg: TrainConfig) -> None:
                           "set a text-encoder learning rate (5e-5 is common) or turn text-encoder training off")
     if len(cfg.optimizer.betas) != 2 or not all(isinstance(b, (int, float)) for b in cfg.optimizer.betas):
         raise ConfigError("config key 'optimizer.betas' must be two numbers", "for example [0.9, 0.999]")
-    if cfg.lora.dora and cfg.lora.algorithm != "lora":
-        raise ConfigError(f"config key 'lora.dora' is true while lora.algorithm is '{cfg.lora.algorithm}'",
-                          "DoRA is a variant of plain LoRA: set lora.algorithm = \"lora\" or dora = false")
+    _validate_adapter(cfg.lora)
     if not cfg.sampling.prompts and cfg.sampling.every_n_steps:
         raise ConfigError("config key 'sampling.prompts' is empty while sampling is on",
                           "add a prompt or set sampling.every_n_steps = 0")
+
+
+def _validate_adapter(lc: LoraConfig) -> None:
+    if lc.dora and lc.algorithm != "lora":
+        raise ConfigError(f"config key 'lora.dora' is true while lora.algorithm is '{lc.algorithm}'",
+                          "DoRA is a variant of plain LoRA: set lora.algorithm = \"lora\" or dora = false")
+    if lc.rslora and lc.algorithm != "lora":
+        raise ConfigError(f"config key 'lora.rslora' is true while lora.algorithm is '{lc.algorithm}'",
+                          "rsLoRA is a scaling rule of plain LoRA: set lora.algorithm = \"lora\" or rslora = false")
+    if (lc.conv_rank or lc.conv_alpha) and lc.targets != "full":
+        raise ConfigError(f"config key 'lora.conv_rank'/'lora.conv_alpha' is set while lora.targets is "
+                          f"'{lc.targets}', which trains no convolution", "set lora.targets = \"full\" "
+                          "(LoCon) or conv_rank = 0 and conv_alpha = 0")
 
 
 def read_toml(path: Path) -> dict:

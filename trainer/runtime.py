@@ -14,6 +14,7 @@ from trainer.config import TrainConfig
 from trainer.lora.algorithms import peft_config
 from trainer.lora.inject import (
     TEXT_ENCODER_TARGETS,
+    UNET_CONV_3X3,
     UNET_TARGETS,
     adapter_state_dict,
     inject,
@@ -143,7 +144,7 @@ def _accelerator(cfg: TrainConfig):
 
 
 def _add_adapters(cfg: TrainConfig, model: BaseModel) -> tuple[list, list]:
-    unet_params = inject(model.unet, peft_config(cfg.lora, UNET_TARGETS[cfg.lora.targets]))
+    unet_params = inject(model.unet, peft_config(cfg.lora, UNET_TARGETS[cfg.lora.targets], UNET_CONV_3X3))
     te_params: list = []
     if cfg.lora.train_text_encoder:
         for encoder in model.text_encoders:

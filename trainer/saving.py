@@ -21,7 +21,7 @@ from trainer.export.kohya import to_kohya
 from trainer.export.metadata import TrainingFacts, build_metadata
 from trainer.export.save import SAVE_DTYPES, NonFiniteWeights, write_safetensors
 from trainer.failures import Diverged
-from trainer.lora.algorithms import module_scales
+from trainer.lora.algorithms import exported_alpha, module_scales
 from trainer.runtime import TE_NAMES, Runtime
 from trainer.sampling import render_samples
 from trainer.sink import EventSink
@@ -104,8 +104,12 @@ class Saver:
 
     def _facts(self, pos: Position) -> TrainingFacts:
         c, m = self.cfg, self.rt.model
+        lc = c.lora
+        conv_rank, conv_alpha = lc.conv_rank or lc.rank, lc.conv_alpha or lc.alpha
         return TrainingFacts(
-            arch=m.arch, prediction_type=m.prediction_type, rank=c.lora.rank, alpha=c.lora.alpha,
+            arch=m.arch, prediction_type=m.prediction_type, rank=lc.rank, rslora=lc.rslora,
+            alpha=exported_alpha(lc.alpha, lc.rank, lc.rslora), conv_rank=conv_rank,
+            conv_alpha=exported_alpha(conv_alpha, conv_rank, lc.rslora),
             targets=c.lora.targets, dora=c.lora.dora, algorithm=c.lora.algorithm,
             output_name=c.saving.output_name,
             base_model=Path(c.model.path).name, resolution=c.dataset.resolution, steps=pos.step,

@@ -34,10 +34,14 @@ def _random_adapter(cfg):
     return model, base
 
 
-@pytest.mark.parametrize("algorithm", ["lora", "loha", "lokr"])
-def test_exported_tensors_give_the_trained_update_by_the_uis_formulas(tmp_path, algorithm):
-    # alpha != rank, so a wrong scale anywhere (LoKr's full factors included) shows
-    cfg = tiny_config(tmp_path, lora__algorithm=algorithm, lora__targets="full", lora__rank=4, lora__alpha=2.0)
+@pytest.mark.parametrize("algorithm,options", [
+    ("lora", {}), ("loha", {}), ("lokr", {}),
+    ("lora", {"lora__rslora": True, "lora__conv_rank": 2, "lora__conv_alpha": 3.0}),
+    ("loha", {"lora__conv_rank": 2, "lora__conv_alpha": 1.0})])
+def test_exported_tensors_give_the_trained_update_by_the_uis_formulas(tmp_path, algorithm, options):
+    # alpha != rank, so a wrong scale anywhere (LoKr's full factors, rsLoRA, conv alphas) shows
+    cfg = tiny_config(tmp_path, lora__algorithm=algorithm, lora__targets="full", lora__rank=4, lora__alpha=2.0,
+                      **options)
     model, base = _random_adapter(cfg)
     tensors = to_kohya({"unet": adapter_state_dict(model.unet)}, "sd1", dict(model.unet.config),
                        {"unet": module_scales(model.unet)}, torch.float32)
@@ -95,3 +99,43 @@ def test_dora_is_refused_for_loha(tmp_path):
 
     with pytest.raises(ConfigError, match="lora.dora"):
         tiny_config(tmp_path, lora__algorithm="loha", lora__dora=True)
+
+
+def _one_step(tmp_path, name, *sets):
+    out = tmp_path / name
+    args = ["train", "--demo", "--out", str(out), "--events", "jsonl", "--set", f"dataset.path={tmp_path / 'data'}",
+            "--set", "lora.targets=full", "--set", "lora.rank=16", "--set", "lora.alpha=4", "--set",
+            "schedule.max_steps=1", "--set", "sampling.every_n_steps=0", "--set", "saving.dtype=fp32"]
+    code, _, stderr = run_cli(*args, *[a for s in sets for a in ("--set", s)])
+    assert code == 0, stderr
+    path = out / "demo-lora.safetensors"
+    with safe_open(str(path), "pt") as f:
+        return modules_of(load_file(str(path))), f.metadata()
+
+
+def test_rslora_scales_by_sqrt_rank_and_conv_layers_take_their_own_rank(tmp_path):
+    make_dataset(tmp_path / "data", count=4)
+    plain, _ = _one_step(tmp_path, "plain")
+    rs, meta = _one_step(tmp_path, "rs", "lora.rslora=true", "lora.conv_rank=2", "lora.conv_alpha=1")
+    linear = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    conv = "lora_unet_down_blocks_0_resnets_0_conv1"
+    shortcut_or_time = "lora_unet_down_blocks_0_resnets_0_time_emb_proj"  # 1x1/linear: the linear rank
+    # after one Adam step B is the same in both runs (sign of the gradient times lr, A unchanged), so the
+    # update a UI applies differs exactly by the scale: 4/sqrt(16) against 4/16
+    shape = (plain[linear]["lora_up.weight"].shape[0], plain[linear]["lora_down.weight"].shape[1])
+    ratio = ui_delta(rs[linear], shape).norm() / ui_delta(plain[linear], shape).norm()
+    assert ratio == pytest.approx(4.0, rel=1e-3)
+    assert float(rs[linear]["alpha"]) == 16.0 and meta["ss_network_alpha"] == "16.0"  # 4 * sqrt(16)
+    assert rs[conv]["lora_down.weight"].shape[0] == 2 and float(rs[conv]["alpha"]) == pytest.approx(2 ** 0.5)
+    assert rs[shortcut_or_time]["lora_down.weight"].shape[0] == 16
+    args = json.loads(meta["ss_network_args"])
+    assert args["conv_dim"] == "2" and args["rs_lora"] == "True"
+    assert verify_file(tmp_path / "rs" / "demo-lora.safetensors").ok
+
+
+def test_conv_rank_without_conv_targets_is_refused(tmp_path):
+    from trainer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lora.conv_rank") as err:
+        tiny_config(tmp_path, lora__conv_rank=8)
+    assert "full" in err.value.hint

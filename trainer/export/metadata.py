@@ -52,13 +52,18 @@ class TrainingFacts:
     base_config: str = ""
     algorithm: str = "lora"
     clip_skip: int = 1
+    conv_rank: int = 0     # the values a UI uses (rsLoRA's alphas already adjusted): alpha/rank is the scale
+    conv_alpha: float = 0.0
+    rslora: bool = False
 
 
 def build_metadata(f: TrainingFacts) -> dict[str, str]:
     key = (f.arch, f.prediction_type)
     network_args = {"targets": f.targets}
     if f.targets == "full":
-        network_args.update(conv_dim=str(f.rank), conv_alpha=str(f.alpha))
+        network_args.update(conv_dim=str(f.conv_rank or f.rank), conv_alpha=str(f.conv_alpha or f.alpha))
+    if f.rslora:
+        network_args["rs_lora"] = "True"  # LyCORIS' name; the alphas in the file already include it
     if f.dora:
         network_args["dora_wd"] = "True"
     if f.algorithm != "lora":

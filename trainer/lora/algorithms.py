@@ -12,6 +12,8 @@ Conv layers use the flattened (non-Tucker) form: that is LyCORIS' default and ev
 
 from __future__ import annotations
 
+import math
+
 import torch
 from peft import LoHaConfig, LoKrConfig, LoraConfig
 
@@ -20,9 +22,13 @@ ADAPTER = "default"
 PARAM_PREFIXES = ("lora_", "hada_", "lokr_")
 
 
-def peft_config(lc, target_regex: str):
-    """The peft config for `lc` (trainer.config.LoraConfig) on the modules matched by `target_regex`."""
+def peft_config(lc, target_regex: str, conv_regex: str | None = None):
+    """The peft config for `lc` (trainer.config.LoraConfig) on the modules matched by `target_regex`;
+    modules matched by `conv_regex` get lc.conv_rank / lc.conv_alpha where those are set (kohya's conv_dim)."""
     common = dict(r=lc.rank, target_modules=target_regex)
+    if conv_regex and (lc.conv_rank or lc.conv_alpha):
+        common.update(rank_pattern={conv_regex: lc.conv_rank or lc.rank},
+                      alpha_pattern={conv_regex: lc.conv_alpha or lc.alpha})
     if lc.algorithm == "loha":
         # init_weights=True zeroes W2b, lokr's zeroes W1: step 0 reproduces the base model (baseline samples)
         return LoHaConfig(alpha=lc.alpha, rank_dropout=lc.dropout, use_effective_conv2d=False,
@@ -30,8 +36,13 @@ def peft_config(lc, target_regex: str):
     if lc.algorithm == "lokr":
         return LoKrConfig(alpha=lc.alpha, rank_dropout=lc.dropout, use_effective_conv2d=False,
                           decompose_both=False, decompose_factor=-1, init_weights=True, **common)
-    return LoraConfig(lora_alpha=lc.alpha, lora_dropout=lc.dropout, use_dora=lc.dora,
+    return LoraConfig(lora_alpha=lc.alpha, lora_dropout=lc.dropout, use_dora=lc.dora, use_rslora=lc.rslora,
                       init_lora_weights=True, **common)
+
+
+def exported_alpha(alpha: float, rank: int, rslora: bool) -> float:
+    """The alpha a file must carry for the UIs' alpha/rank to equal the trained scale (rsLoRA: alpha/sqrt(rank))."""
+    return alpha * math.sqrt(rank) if rslora else alpha
 
 
 def module_scales(model: torch.nn.Module) -> dict[str, tuple[int, float]]:

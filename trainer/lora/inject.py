@@ -18,6 +18,8 @@ from trainer.lora.algorithms import ADAPTER, PARAM_PREFIXES
 _ATTENTION = r".*\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)"
 _FF = r".*\.ff\.net\.(0\.proj|2)|.*attentions\.\d+\.(proj_in|proj_out)"
 _CONV = r".*resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|.*(downsamplers|upsamplers)\.0\.conv"
+# kohya's conv_dim/conv_alpha apply to the 3x3 convolutions only; 1x1 ones (conv_shortcut) take the linear rank
+UNET_CONV_3X3 = r".*resnets\.\d+\.(conv1|conv2)|.*(downsamplers|upsamplers)\.0\.conv"
 UNET_TARGETS = {
     "attention": f"^({_ATTENTION})$",
     "attention+ff": f"^({_ATTENTION}|{_FF})$",
