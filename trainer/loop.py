@@ -70,7 +70,9 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
     optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params), rt.device)
     lr_scheduler = build_lr_scheduler(cfg, optimizer, total)
     optimizer = rt.prepare(optimizer)
-    noise_gen = torch.Generator().manual_seed(cfg.schedule.seed)
+    # each process its own noise and timesteps (accelerate's device_specific seeding: seed + process index);
+    # with one seed for all, same-shaped batches on different GPUs got identical noise. One process: unchanged.
+    noise_gen = torch.Generator().manual_seed(cfg.schedule.seed + rt.accelerator.process_index)
     saver = Saver(cfg, rt, run_dir, items, sink)
     pos = Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
     if resume:
@@ -130,7 +132,7 @@ def _resume(rt: Runtime, run_dir: Path, optimizer, lr_scheduler, noise_gen) -> P
     rt.load_adapters(state.adapters)
     optimizer.load_state_dict(state.optimizer_state)
     lr_scheduler.load_state_dict(state.lr_scheduler_state)
-    restore_rng(state.rng, noise_gen)
+    restore_rng(state.rng, noise_gen, rt.accelerator.process_index)
     return state.position
 
 

@@ -59,10 +59,11 @@ class Saver:
         self.rt.accelerator.wait_for_everyone()
 
     def checkpoint(self, pos: Position, optimizer, lr_scheduler, noise_gen) -> None:
+        noise_states = self._noise_states(noise_gen)
         if self.main:
             name = f"{self.cfg.saving.output_name}-step{pos.step:06d}.safetensors"
             path = self.write_adapter(self.run_dir / "checkpoints" / name, pos)
-            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_gen)
+            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_states)
             self.saved_checkpoints = [p for p in self.saved_checkpoints if p != path] + [path]
             self._prune_checkpoints()
             self.sink.emit(ev.Checkpoint(path=str(path), step=pos.step))
@@ -70,13 +71,24 @@ class Saver:
 
     def final(self, pos: Position, optimizer, lr_scheduler, noise_gen, stopped: bool) -> Path:
         path = self.run_dir / f"{self.cfg.saving.output_name}.safetensors"
+        noise_states = self._noise_states(noise_gen)
         if self.main:  # adapter first: its checks (finite, fits the save dtype) must pass before the state
             self.write_adapter(path, pos)
-            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_gen)
+            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_states)
         self.rt.accelerator.wait_for_everyone()
         if self.rt.writer is not None:
             self.rt.writer.close()
         return path
+
+    def _noise_states(self, noise_gen: torch.Generator) -> list[torch.Tensor]:
+        """Every process's noise-generator state, by process index, so that a resume gives each process its
+        own stream back. A collective: every process calls it."""
+        acc = self.rt.accelerator
+        if acc.num_processes == 1:
+            return [noise_gen.get_state()]
+        # int32 on the device: NCCL gathers only device tensors, and every backend handles int32
+        gathered = acc.gather(noise_gen.get_state().to(acc.device, torch.int32)[None])
+        return [row.to("cpu", torch.uint8) for row in gathered]
 
     def finite_adapters(self, pos: Position) -> dict[str, dict[str, torch.Tensor]]:
         """The trained weights, refused if any is NaN/inf: no file ever holds a diverged adapter."""
