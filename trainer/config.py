@@ -108,6 +108,26 @@ class LossConfig:
     min_snr_gamma: float = _opt(0.0, "min-SNR weighting gamma (5 is common); 0 disables", min=0.0, max=100.0)
     noise_offset: float = _opt(0.0, "noise offset (0.05-0.1 helps very dark/bright images)", min=0.0, max=1.0)
     prior_loss_weight: float = _opt(1.0, "loss weight of regularisation images", min=0.0, max=100.0)
+    type: str = _opt("l2", "l2 (mean squared error); huber / smooth_l1 are less thrown by outlier images and "
+                     "noisy captions (kohya's loss_type); l1 rarely helps", choices=("l2", "l1", "huber", "smooth_l1"))
+    huber_c: float = _opt(0.1, "Huber threshold: errors below it count quadratically, above it linearly",
+                          min=0.001, max=1.0)
+    huber_schedule: str = _opt("snr", "how the Huber threshold follows the timestep (snr is kohya's default)",
+                               choices=("snr", "exponential", "constant"))
+    min_timestep: int = _opt(0, "lowest noise timestep trained (kohya min_timestep); raise it to skip fine detail",
+                             min=0, max=999)
+    max_timestep: int = _opt(1000, "one past the highest timestep trained (kohya max_timestep); lower it to keep "
+                             "composition and learn detail", min=1, max=1000)
+    multires_noise_iterations: int = _opt(0, "multi-resolution (pyramid) noise levels; 6-10 helps contrast and "
+                                          "colour; 0 disables", min=0, max=16)
+    multires_noise_discount: float = _opt(0.3, "weight falloff per pyramid level (0.3 kohya default; 0.8 stronger)",
+                                          min=0.0, max=1.0)
+    input_perturbation: float = _opt(0.0, "input-perturbation noise (kohya ip_noise_gamma); 0.1 is usual; 0 "
+                                     "disables", min=0.0, max=1.0)
+    debiased_estimation: bool = _opt(False, "weight each timestep by 1/sqrt(SNR) (debiased estimation); an "
+                                     "alternative to min_snr_gamma")
+    zero_terminal_snr: bool = _opt(False, "rescale the noise schedule to reach pure noise (zero terminal SNR, "
+                                   "v-prediction only); on by itself for checkpoints that say so (ztsnr key)")
 
 
 @dataclass
@@ -264,9 +284,16 @@ def validate(cfg: TrainConfig) -> None:
     if len(cfg.optimizer.betas) != 2 or not all(isinstance(b, (int, float)) for b in cfg.optimizer.betas):
         raise ConfigError("config key 'optimizer.betas' must be two numbers", "for example [0.9, 0.999]")
     _validate_adapter(cfg.lora)
+    _validate_loss(cfg.loss)
     if not cfg.sampling.prompts and cfg.sampling.every_n_steps:
         raise ConfigError("config key 'sampling.prompts' is empty while sampling is on",
                           "add a prompt or set sampling.every_n_steps = 0")
+
+
+def _validate_loss(loss: LossConfig) -> None:
+    if loss.min_timestep >= loss.max_timestep:
+        raise ConfigError(f"config key 'loss.min_timestep' is {loss.min_timestep}, not below loss.max_timestep "
+                          f"({loss.max_timestep})", "timesteps are drawn from min_timestep to max_timestep - 1")
 
 
 def _validate_adapter(lc: LoraConfig) -> None:

@@ -25,8 +25,8 @@ from trainer.control import Control
 from trainer.data.records import load_records
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
-from trainer.objective import add_noise, loss_per_sample, target_for
-from trainer.optim import build_lr_scheduler, build_optimizer, param_groups
+from trainer.objective import add_noise, loss_per_sample, prepare_noise_schedule, target_for
+from trainer.optim import build_lr_scheduler, build_optimizer, param_groups, prodigy_lr_warning
 from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
 from trainer.sink import EventSink
@@ -62,12 +62,15 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
 def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool,
            items: list) -> Path:
     rt = setup_runtime(cfg, run_dir, sink)
+    prepare_noise_schedule(rt.model, cfg.loss, sink)
     if resume and rt.accelerator.is_main_process:
         remove_stale_temp_files(run_dir)
     data = Batches(cfg, items, rt.accelerator.process_index, rt.accelerator.num_processes)
     _fill_caches(rt, data)
     total = total_steps(cfg, data.batches_per_epoch())
     optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params), rt.device)
+    if warning := prodigy_lr_warning(cfg):
+        sink.emit(warning)
     lr_scheduler = build_lr_scheduler(cfg, optimizer, total)
     optimizer = rt.prepare(optimizer)
     # each process its own noise and timesteps (accelerate's device_specific seeding: seed + process index);
@@ -167,13 +170,13 @@ def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: 
     model, cfg = rt.model, rt.cfg
     with rt.no_sync_unless(sync), rt.accelerator.autocast():
         latents = _latents(rt, batch, noise_gen)
-        noisy, noise, timesteps = add_noise(model.noise_scheduler, latents, noise_gen, cfg.loss.noise_offset)
+        noisy, noise, timesteps = add_noise(model.noise_scheduler, latents, noise_gen, cfg.loss)
         hidden, added = _conditioning(rt, batch, latents)
         pred = rt.unet(noisy.to(rt.weight_dtype), timesteps, hidden.to(rt.weight_dtype),
                        added_cond_kwargs=added).sample
         target = target_for(model.noise_scheduler, model.prediction_type, latents, noise, timesteps)
         loss = (loss_per_sample(pred, target, model.noise_scheduler, timesteps, model.prediction_type,
-                                cfg.loss.min_snr_gamma) * batch.loss_weights.to(pred.device)).mean()
+                                cfg.loss) * batch.loss_weights.to(pred.device)).mean()
         rt.accelerator.backward(loss / accumulation)
     return loss.detach().item()
 

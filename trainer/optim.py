@@ -68,3 +68,19 @@ def build_lr_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     kwargs = {"num_cycles": s.num_cycles} if s.lr_scheduler == "cosine_with_restarts" else {}
     return get_scheduler(s.lr_scheduler, optimizer, num_warmup_steps=s.warmup_steps,
                          num_training_steps=total_steps, **kwargs)
+
+
+def prodigy_lr_warning(cfg: TrainConfig):
+    """Prodigy finds its own step size and treats lr as a multiplier: anything far from 1 (like an AdamW
+    rate carried over, 1e-4) makes it crawl or blow up. A warning, not an error: some users do damp it."""
+    from trainer import events as ev
+
+    o = cfg.optimizer
+    rates = {"optimizer.lr": o.lr}
+    if cfg.lora.train_text_encoder:
+        rates["optimizer.text_encoder_lr"] = o.text_encoder_lr
+    off = [f"{key} = {value:g}" for key, value in rates.items() if not 0.5 <= value <= 2.0]
+    if o.name != "prodigy" or not off:
+        return None
+    return ev.Warning(message=f"Prodigy adapts its own step size; its learning rate is a multiplier and "
+                              f"{', '.join(off)} is far from 1", hint="set the learning rate(s) to 1.0 with Prodigy")

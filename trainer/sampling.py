@@ -55,6 +55,8 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
     for m in modules:
         m.eval()
     width, height = cfg.width or resolution, cfg.height or resolution
+    # zero-terminal-SNR models over-saturate with plain CFG; 0.7 is the paper's (and diffusers') rescale
+    rescale = 0.7 if model.noise_scheduler.config.get("rescale_betas_zero_snr") else 0.0
     results = []
     try:
         for index, prompt in enumerate(cfg.prompts):
@@ -62,7 +64,7 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
             generator = torch.Generator(device="cpu").manual_seed(seed)
             embeds = prompt_embeds(model, prompt, cfg.negative_prompt, device, clip_skip)
             image = pipe(**embeds, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                         width=width, height=height, generator=generator).images[0]
+                         guidance_rescale=rescale, width=width, height=height, generator=generator).images[0]
             path = Path(out_dir) / f"step{step:06d}_p{index:02d}.png"
             info = _png_info(prompt, cfg, seed, step, width, height, model.description, clip_skip)
             atomic_write(path, lambda tmp, im=image, inf=info: im.save(tmp, format="PNG", pnginfo=inf))

@@ -131,6 +131,7 @@ class Saver:
             started_at=self.started_at, seed=c.schedule.seed, optimizer=c.optimizer.name,
             lr_scheduler=c.schedule.lr_scheduler, batch_size=c.schedule.batch_size,
             trigger_phrase=c.saving.trigger_phrase, clip_skip=c.model.clip_skip,
+            zero_terminal_snr=bool(m.noise_scheduler.config.get("rescale_betas_zero_snr")),
             tag_frequency=self._tag_frequency(),
             config_toml=c.to_toml(), base_config=m.config_name)
 

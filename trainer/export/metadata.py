@@ -55,6 +55,7 @@ class TrainingFacts:
     conv_rank: int = 0     # the values a UI uses (rsLoRA's alphas already adjusted): alpha/rank is the scale
     conv_alpha: float = 0.0
     rslora: bool = False
+    zero_terminal_snr: bool = False
 
 
 def build_metadata(f: TrainingFacts) -> dict[str, str]:
@@ -90,6 +91,7 @@ def build_metadata(f: TrainingFacts) -> dict[str, str]:
         "ss_training_finished_at": _num(time.time()),
         "ss_seed": str(f.seed),
         "ss_clip_skip": str(f.clip_skip),
+        "ss_zero_terminal_snr": str(f.zero_terminal_snr),
         "ss_optimizer": f.optimizer,
         "ss_lr_scheduler": f.lr_scheduler,
         "ss_batch_size_per_device": str(f.batch_size),
