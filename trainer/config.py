@@ -145,6 +145,16 @@ class SamplingConfig:
 
 
 @dataclass
+class ValidationConfig:
+    fraction: float = _opt(0.0, "share of the images held out of training to measure validation loss (at "
+                           "least one image); a `validation = true` subset in dataset.toml does the same",
+                           min=0.0, max=0.5)
+    every_n_steps: int = _opt(50, "validation loss every N steps (and at the end); 0 = never", min=0,
+                              max=10_000_000)
+    timesteps: int = _opt(4, "fixed timesteps per held-out image, spread over the trained range", min=1, max=50)
+
+
+@dataclass
 class SavingConfig:
     every_n_steps: int = _opt(250, "save a checkpoint every N steps; 0 = only at the end", min=0,
                               max=10_000_000)
@@ -177,6 +187,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     saving: SavingConfig = field(default_factory=SavingConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 

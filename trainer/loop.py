@@ -31,6 +31,7 @@ from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
 from trainer.sink import EventSink
 from trainer.state import Position, latest_snapshot, load_state, restore_rng
+from trainer.validation import Validator, split_validation
 
 log = logging.getLogger("trainer")
 
@@ -54,13 +55,14 @@ class Progress:
 def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool = False,
           records: list | None = None) -> Path:
     items = load_records(cfg) if records is None else records  # before the model: errors come at once
+    items, held_out = split_validation(cfg, items)
     _warn_unreadable_captions(items, sink)
     with explained(cfg, run_dir):  # out of GPU memory or disk space at any point: what to change, how much
-        return _train(cfg, run_dir, sink, control, resume, items)
+        return _train(cfg, run_dir, sink, control, resume, items, held_out)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool,
-           items: list) -> Path:
+           items: list, held_out: list) -> Path:
     rt = setup_runtime(cfg, run_dir, sink)
     prepare_noise_schedule(rt.model, cfg.loss, sink)
     if resume and rt.accelerator.is_main_process:
@@ -77,6 +79,7 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
     # with one seed for all, same-shaped batches on different GPUs got identical noise. One process: unchanged.
     noise_gen = torch.Generator().manual_seed(cfg.schedule.seed + rt.accelerator.process_index)
     saver = Saver(cfg, rt, run_dir, items, sink)
+    saver.validator = _validator(rt, held_out)
     pos = Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
     if resume:
         pos = _resume(rt, run_dir, optimizer, lr_scheduler, noise_gen)
@@ -124,6 +127,16 @@ def _fill_caches(rt: Runtime, data: Batches) -> None:
     if not rt.te_params and rt.cfg.performance.cache_text_embeddings and not data.captions_vary:
         fill_text_cache(data, rt.model, rt.device)
         rt.text_cache = data.text_cache
+
+
+def _validator(rt: Runtime, held_out: list) -> Validator | None:
+    if not held_out or not rt.cfg.validation.every_n_steps:
+        return None
+    from trainer.caching import fill_latent_cache
+
+    data = Batches(rt.cfg, held_out)  # every process holds them all; only the main one computes
+    fill_latent_cache(data, rt.model.vae, rt.sink)
+    return Validator(rt, data, _conditioning)
 
 
 def _resume(rt: Runtime, run_dir: Path, optimizer, lr_scheduler, noise_gen) -> Position:
@@ -194,7 +207,7 @@ def _latents(rt: Runtime, batch: Batch, noise_gen) -> torch.Tensor:
 
 def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
     model, device = rt.model, rt.device
-    if rt.text_cache_in_use:
+    if rt.text_cache_in_use and all(c in rt.text_cache for c in batch.captions):  # held-out ones aren't
         cached = [rt.text_cache[c] for c in batch.captions]
         hidden = torch.stack([h for h, _ in cached]).to(device)
         pooled = torch.stack([p for _, p in cached]).to(device) if model.is_sdxl else None

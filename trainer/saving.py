@@ -32,6 +32,7 @@ class Saver:
     def __init__(self, cfg: TrainConfig, rt: Runtime, run_dir: Path, items: list, sink: EventSink):
         self.cfg, self.rt, self.run_dir, self.items, self.sink = cfg, rt, Path(run_dir), items, sink
         self.main = rt.accelerator.is_main_process
+        self.validator = None  # trainer.validation.Validator when images are held out
         self.started_at = time.time()
         # checkpoints of earlier sessions of this run count too: for keep_last, and as "the last good one"
         self.saved_checkpoints = sorted((self.run_dir / "checkpoints").glob(
@@ -41,6 +42,8 @@ class Saver:
                    noise_gen) -> bool:
         """Samples and checkpoints that are due or asked for; True if the run should stop now."""
         s, every_sample, every_save = pos.step, self.cfg.sampling.every_n_steps, self.cfg.saving.every_n_steps
+        if self.validator and self.validator.due(s, total):
+            self.validator.run(s)
         sample, save, stop = self.rt.agree([control.take("sample"), control.take("save"), control.stop_requested])
         if sample or (every_sample and s % every_sample == 0):
             self.sample(s)
