@@ -70,6 +70,9 @@ class LoraConfig:
     algorithm: str = _opt("lora", "adapter type: lora (plain), loha (Hadamard product, LyCORIS) or lokr "
                           "(Kronecker product, LyCORIS; small files for styles); every UI loads all three",
                           choices=("lora", "loha", "lokr"))
+    lokr_factor: int = _opt(-1, "LoKr: size of the small Kronecker factor (LyCORIS factor); -1 = balanced. "
+                            "LyCORIS suggests 4-8 with a high rank for detail, larger for smaller files",
+                            min=-1, max=64)
     rslora: bool = _opt(False, "rank-stabilised LoRA: scale by alpha/sqrt(rank) instead of alpha/rank, so high ranks "
                         "learn as well as low ones; the saved alpha is adjusted so every UI applies the same scale")
     conv_rank: int = _opt(0, "rank of the 3x3 convolutions when targets = \"full\" (kohya conv_dim); "
@@ -311,6 +314,9 @@ def _validate_adapter(lc: LoraConfig) -> None:
     if lc.dora and lc.algorithm != "lora":
         raise ConfigError(f"config key 'lora.dora' is true while lora.algorithm is '{lc.algorithm}'",
                           "DoRA is a variant of plain LoRA: set lora.algorithm = \"lora\" or dora = false")
+    if lc.lokr_factor in (0, 1):
+        raise ConfigError(f"config key 'lora.lokr_factor' is {lc.lokr_factor}; use -1 (balanced) or 2 to 64",
+                          "LyCORIS suggests 4 to 8")
     if lc.rslora and lc.algorithm != "lora":
         raise ConfigError(f"config key 'lora.rslora' is true while lora.algorithm is '{lc.algorithm}'",
                           "rsLoRA is a scaling rule of plain LoRA: set lora.algorithm = \"lora\" or rslora = false")

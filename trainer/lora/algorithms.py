@@ -35,7 +35,7 @@ def peft_config(lc, target_regex: str, conv_regex: str | None = None):
                           init_weights=True, **common)
     if lc.algorithm == "lokr":
         return LoKrConfig(alpha=lc.alpha, rank_dropout=lc.dropout, use_effective_conv2d=False,
-                          decompose_both=False, decompose_factor=-1, init_weights=True, **common)
+                          decompose_both=False, decompose_factor=lc.lokr_factor, init_weights=True, **common)
     return LoraConfig(lora_alpha=lc.alpha, lora_dropout=lc.dropout, use_dora=lc.dora, use_rslora=lc.rslora,
                       init_lora_weights=True, **common)
 
