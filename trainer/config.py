@@ -90,6 +90,8 @@ class OptimizerConfig:
     betas: list = _opt([0.9, 0.999], "Adam betas")
     eps: float = _opt(1e-8, "Adam epsilon", min=0.0, max=1.0)
     max_grad_norm: float = _opt(1.0, "gradient clipping norm; 0 disables", min=0.0, max=1000.0)
+    loraplus_ratio: float = _opt(0.0, "LoRA+: the B (up) matrices learn this many times faster than A (kohya "
+                                 "loraplus_lr_ratio; 16 is the paper's choice); 0 = off", min=0.0, max=1000.0)
 
 
 @dataclass
@@ -298,6 +300,10 @@ def validate(cfg: TrainConfig) -> None:
     if len(cfg.optimizer.betas) != 2 or not all(isinstance(b, (int, float)) for b in cfg.optimizer.betas):
         raise ConfigError("config key 'optimizer.betas' must be two numbers", "for example [0.9, 0.999]")
     _validate_adapter(cfg.lora)
+    if cfg.optimizer.loraplus_ratio and cfg.lora.algorithm != "lora":
+        raise ConfigError(f"config key 'optimizer.loraplus_ratio' is set while lora.algorithm is "
+                          f"'{cfg.lora.algorithm}'", "LoRA+ speeds up plain LoRA's B matrices: set lora.algorithm "
+                          "= \"lora\" or loraplus_ratio = 0")
     _validate_loss(cfg.loss)
     if not cfg.sampling.prompts and cfg.sampling.every_n_steps:
         raise ConfigError("config key 'sampling.prompts' is empty while sampling is on",

@@ -25,6 +25,7 @@ from trainer.control import Control
 from trainer.data.records import load_records
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
+from trainer.lora.algorithms import lora_up_ids
 from trainer.objective import add_noise, loss_per_sample, prepare_noise_schedule, target_for
 from trainer.optim import build_lr_scheduler, build_optimizer, param_groups, prodigy_lr_warning
 from trainer.runtime import Runtime, setup_runtime
@@ -70,7 +71,8 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
     data = Batches(cfg, items, rt.accelerator.process_index, rt.accelerator.num_processes)
     _fill_caches(rt, data)
     total = total_steps(cfg, data.batches_per_epoch())
-    optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params), rt.device)
+    lora_up = lora_up_ids([rt.model.unet, *rt.model.text_encoders])
+    optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params, lora_up), rt.device)
     if warning := prodigy_lr_warning(cfg):
         sink.emit(warning)
     lr_scheduler = build_lr_scheduler(cfg, optimizer, total)

@@ -8,11 +8,23 @@ from trainer.config import TrainConfig
 from trainer.errors import ConfigError
 
 
-def param_groups(cfg: TrainConfig, unet_params, te_params) -> list[dict]:
+def param_groups(cfg: TrainConfig, unet_params, te_params, lora_up: frozenset = frozenset()) -> list[dict]:
+    """One group per learning rate. `lora_up`: ids of the B matrices, which LoRA+ gives their own group."""
     groups = [{"params": unet_params, "lr": cfg.optimizer.lr, "name": "unet"}]
     if te_params:
         groups.append({"params": te_params, "lr": cfg.optimizer.text_encoder_lr, "name": "text_encoder"})
-    return groups
+    ratio = cfg.optimizer.loraplus_ratio
+    if not ratio:
+        return groups
+    # LoRA+ (Hayou et al. 2024): B at ratio x the rate of A. The schedules scale every group alike, so the
+    # ratio holds throughout (peft's create_loraplus_optimizer does the same, but builds the optimizer itself).
+    split = []
+    for group in groups:
+        slow = [p for p in group["params"] if id(p) not in lora_up]
+        fast = [p for p in group["params"] if id(p) in lora_up]
+        split.append(dict(group, params=slow))
+        split.append(dict(group, params=fast, lr=group["lr"] * ratio, name=group["name"] + "_lora_up"))
+    return [g for g in split if g["params"]]
 
 
 def build_optimizer(cfg: TrainConfig, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:

@@ -101,22 +101,31 @@ def test_dora_is_refused_for_loha(tmp_path):
         tiny_config(tmp_path, lora__algorithm="loha", lora__dora=True)
 
 
-def _one_step(tmp_path, name, *sets):
-    out = tmp_path / name
-    args = ["train", "--demo", "--out", str(out), "--events", "jsonl", "--set", f"dataset.path={tmp_path / 'data'}",
+def _one_step(root, name, *sets):
+    """One optimizer step on the tiny model (rank 16, alpha 4, LoCon), fp32 file: {module: {part: tensor}}."""
+    out = root / name
+    args = ["train", "--demo", "--out", str(out), "--events", "jsonl", "--set", f"dataset.path={root / 'data'}",
             "--set", "lora.targets=full", "--set", "lora.rank=16", "--set", "lora.alpha=4", "--set",
             "schedule.max_steps=1", "--set", "sampling.every_n_steps=0", "--set", "saving.dtype=fp32"]
     code, _, stderr = run_cli(*args, *[a for s in sets for a in ("--set", s)])
     assert code == 0, stderr
     path = out / "demo-lora.safetensors"
+    assert verify_file(path).ok  # every variant still exports a file the UIs load completely
     with safe_open(str(path), "pt") as f:
         return modules_of(load_file(str(path))), f.metadata()
 
 
-def test_rslora_scales_by_sqrt_rank_and_conv_layers_take_their_own_rank(tmp_path):
-    make_dataset(tmp_path / "data", count=4)
-    plain, _ = _one_step(tmp_path, "plain")
-    rs, meta = _one_step(tmp_path, "rs", "lora.rslora=true", "lora.conv_rank=2", "lora.conv_alpha=1")
+@pytest.fixture(scope="module")
+def one_step(tmp_path_factory):
+    """The reference run (plain LoRA), shared, and a function to run a variant on the same data."""
+    root = tmp_path_factory.mktemp("one-step")
+    make_dataset(root / "data", count=4)
+    return _one_step(root, "plain")[0], lambda name, *sets: _one_step(root, name, *sets)
+
+
+def test_rslora_scales_by_sqrt_rank_and_conv_layers_take_their_own_rank(one_step):
+    plain, run = one_step
+    rs, meta = run("rs", "lora.rslora=true", "lora.conv_rank=2", "lora.conv_alpha=1")
     linear = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
     conv = "lora_unet_down_blocks_0_resnets_0_conv1"
     shortcut_or_time = "lora_unet_down_blocks_0_resnets_0_time_emb_proj"  # 1x1/linear: the linear rank
@@ -130,7 +139,6 @@ def test_rslora_scales_by_sqrt_rank_and_conv_layers_take_their_own_rank(tmp_path
     assert rs[shortcut_or_time]["lora_down.weight"].shape[0] == 16
     args = json.loads(meta["ss_network_args"])
     assert args["conv_dim"] == "2" and args["rs_lora"] == "True"
-    assert verify_file(tmp_path / "rs" / "demo-lora.safetensors").ok
 
 
 def test_conv_rank_without_conv_targets_is_refused(tmp_path):
@@ -139,3 +147,14 @@ def test_conv_rank_without_conv_targets_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="lora.conv_rank") as err:
         tiny_config(tmp_path, lora__conv_rank=8)
     assert "full" in err.value.hint
+
+
+def test_loraplus_moves_the_b_matrices_ratio_times_faster(one_step):
+    plain, run = one_step
+    plus, _ = run("plus", "optimizer.loraplus_ratio=4")
+    module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+    # one Adam step moves each weight by about lr * sign(gradient): B (zero at the start) by 4x as much
+    # with LoRA+, A (whose gradient is zero while B is) not at all in either run
+    up_ratio = plus[module]["lora_up.weight"].abs().sum() / plain[module]["lora_up.weight"].abs().sum()
+    assert up_ratio == pytest.approx(4.0, rel=1e-3)
+    assert torch.equal(plus[module]["lora_down.weight"], plain[module]["lora_down.weight"])

@@ -58,3 +58,8 @@ def module_scales(model: torch.nn.Module) -> dict[str, tuple[int, float]]:
         if isinstance(module, BaseTunerLayer) and ADAPTER in getattr(module, "scaling", {}):
             out[name] = (int(module.r[ADAPTER]), float(module.scaling[ADAPTER]))
     return out
+
+
+def lora_up_ids(models: list[torch.nn.Module]) -> frozenset[int]:
+    """ids of the LoRA B (up) matrices: the parameters LoRA+ trains faster."""
+    return frozenset(id(p) for m in models for n, p in m.named_parameters() if ".lora_B." in n)
