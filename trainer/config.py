@@ -19,6 +19,7 @@ from typing import Any, get_type_hints
 import tomli_w
 
 from trainer.errors import ConfigError
+from trainer.prompts import parse_prompt
 
 SCHEMA_VERSION = 1
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -139,7 +140,8 @@ class LossConfig:
 class SamplingConfig:
     every_n_steps: int = _opt(250, "preview images every N steps; 0 = no samples", min=0, max=10_000_000)
     at_start: bool = _opt(True, "sample at step 0 as a baseline")
-    prompts: list = _opt(["a photo"], "prompts for preview images")
+    prompts: list = _opt(["a photo"], "prompts for preview images; each may end with kohya's per-prompt options "
+                         "--n negative --w width --h height --s steps --l CFG scale --d seed")
     negative_prompt: str = _opt("", "negative prompt for previews")
     seed: int = _opt(1234, "fixed seed so previews are comparable across steps", min=0, max=2**32 - 1)
     steps: int = _opt(20, "sampler steps per preview", min=1, max=200)
@@ -305,6 +307,8 @@ def validate(cfg: TrainConfig) -> None:
                           f"'{cfg.lora.algorithm}'", "LoRA+ speeds up plain LoRA's B matrices: set lora.algorithm "
                           "= \"lora\" or loraplus_ratio = 0")
     _validate_loss(cfg.loss)
+    for index, prompt in enumerate(cfg.sampling.prompts):  # a bad --w/--s fails now, not at the first preview
+        parse_prompt(prompt, cfg.sampling, cfg.dataset.resolution, index)
     if not cfg.sampling.prompts and cfg.sampling.every_n_steps:
         raise ConfigError("config key 'sampling.prompts' is empty while sampling is on",
                           "add a prompt or set sampling.every_n_steps = 0")

@@ -16,6 +16,7 @@ from trainer.config import SamplingConfig
 from trainer.encode import encode_text
 from trainer.fsutil import atomic_write
 from trainer.models.load import BaseModel
+from trainer.prompts import PromptSettings, parse_prompt
 
 SAMPLER_NAMES = {"euler_a": "Euler a", "dpmpp_2m_karras": "DPM++ 2M Karras"}
 
@@ -54,21 +55,20 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
     was_training = [m.training for m in modules]
     for m in modules:
         m.eval()
-    width, height = cfg.width or resolution, cfg.height or resolution
     # zero-terminal-SNR models over-saturate with plain CFG; 0.7 is the paper's (and diffusers') rescale
     rescale = 0.7 if model.noise_scheduler.config.get("rescale_betas_zero_snr") else 0.0
     results = []
     try:
-        for index, prompt in enumerate(cfg.prompts):
-            seed = cfg.seed + index
-            generator = torch.Generator(device="cpu").manual_seed(seed)
-            embeds = prompt_embeds(model, prompt, cfg.negative_prompt, device, clip_skip)
-            image = pipe(**embeds, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                         guidance_rescale=rescale, width=width, height=height, generator=generator).images[0]
+        for index, text in enumerate(cfg.prompts):
+            s = parse_prompt(text, cfg, resolution, index)  # kohya's per-prompt --n --w --h --s --l --d
+            generator = torch.Generator(device="cpu").manual_seed(s.seed)
+            embeds = prompt_embeds(model, s.prompt, s.negative, device, clip_skip)
+            image = pipe(**embeds, num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
+                         guidance_rescale=rescale, width=s.width, height=s.height, generator=generator).images[0]
             path = Path(out_dir) / f"step{step:06d}_p{index:02d}.png"
-            info = _png_info(prompt, cfg, seed, step, width, height, model.description, clip_skip)
+            info = _png_info(s, cfg.sampler, step, model.description, clip_skip)
             atomic_write(path, lambda tmp, im=image, inf=info: im.save(tmp, format="PNG", pnginfo=inf))
-            results.append((path, prompt, seed))
+            results.append((path, s.prompt, s.seed))
     finally:
         for m, mode in zip(modules, was_training):
             m.train(mode)
@@ -91,14 +91,13 @@ def prompt_embeds(model: BaseModel, prompt: str, negative: str, device, clip_ski
     return kwargs
 
 
-def _png_info(prompt: str, cfg: SamplingConfig, seed: int, step: int, w: int, h: int, model: str,
-              clip_skip: int = 1) -> PngInfo:
+def _png_info(s: PromptSettings, sampler: str, step: int, model: str, clip_skip: int = 1) -> PngInfo:
     skip = f", Clip skip: {clip_skip}" if clip_skip > 1 else ""  # A1111 writes it only when not 1
-    parameters = (f"{prompt}\nNegative prompt: {cfg.negative_prompt}\n"
-                  f"Steps: {cfg.steps}, Sampler: {SAMPLER_NAMES[cfg.sampler]}, CFG scale: {cfg.guidance_scale}, "
-                  f"Seed: {seed}, Size: {w}x{h}, Model: {model}, LoRA step: {step}{skip}")
+    parameters = (f"{s.prompt}\nNegative prompt: {s.negative}\n"
+                  f"Steps: {s.steps}, Sampler: {SAMPLER_NAMES[sampler]}, CFG scale: {s.guidance_scale}, "
+                  f"Seed: {s.seed}, Size: {s.width}x{s.height}, Model: {model}, LoRA step: {step}{skip}")
     info = PngInfo()
     info.add_text("parameters", parameters)
-    for key, value in (("prompt", prompt), ("seed", str(seed)), ("step", str(step))):
+    for key, value in (("prompt", s.prompt), ("seed", str(s.seed)), ("step", str(step))):
         info.add_text(key, value)
     return info
