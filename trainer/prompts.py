@@ -28,12 +28,22 @@ class PromptSettings:
     seed: int
 
 
+def split_prompt(text: str) -> tuple[str, dict[str, str]]:
+    """'a cat --w 768 --n blurry' -> ('a cat', {'w': '768', 'n': 'blurry'}): the GUI's fields."""
+    parts = OPTION.split(" " + text)
+    return parts[0].strip(), {flag: value.strip() for flag, value in zip(parts[1::2], parts[2::2])}
+
+
+def join_prompt(prompt: str, options: dict[str, str]) -> str:
+    """The inverse of split_prompt; empty options are left out (they take the [sampling] defaults)."""
+    flags = [f"--{flag} {value.strip()}" for flag, value in options.items() if str(value).strip()]
+    return " ".join([prompt.strip(), *flags])
+
+
 def parse_prompt(text: str, sampling, resolution: int, index: int) -> PromptSettings:
     """`sampling` is trainer.config.SamplingConfig; the default seed of prompt `index` is sampling.seed + index."""
-    parts = OPTION.split(" " + text)
-    values = {"prompt": parts[0].strip()}
-    for flag, value in zip(parts[1::2], parts[2::2]):
-        values[flag] = value.strip()
+    prompt, values = split_prompt(text)
+    values["prompt"] = prompt
     try:
         numbers = {flag: NUMERIC[flag](values[flag]) for flag in NUMERIC if flag in values}
     except ValueError:
@@ -45,16 +55,6 @@ def parse_prompt(text: str, sampling, resolution: int, index: int) -> PromptSett
         height=_multiple_of_8(numbers.get("h", sampling.height or resolution)),
         steps=max(1, numbers.get("s", sampling.steps)), guidance_scale=numbers.get("l", sampling.guidance_scale),
         seed=numbers.get("d", sampling.seed + index))
-
-
-def format_prompt(s: PromptSettings, sampling, resolution: int, index: int) -> str:
-    """The prompt text with only the options that differ from the defaults (what the GUI writes back)."""
-    default = parse_prompt(s.prompt, sampling, resolution, index)
-    options = [(flag, getattr(s, name)) for flag, name in (("n", "negative"), ("w", "width"), ("h", "height"),
-                                                           ("s", "steps"), ("l", "guidance_scale"), ("d", "seed"))
-               if getattr(s, name) != getattr(default, name)]
-    return " ".join([s.prompt, *(f"--{flag} {value:g}" if isinstance(value, float) else f"--{flag} {value}"
-                                 for flag, value in options)])
 
 
 def _multiple_of_8(pixels: int) -> int:

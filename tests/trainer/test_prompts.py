@@ -8,7 +8,7 @@ from PIL import Image
 from tests.support.engine import make_dataset, run_cli
 from trainer.config import SamplingConfig
 from trainer.errors import ConfigError
-from trainer.prompts import format_prompt, parse_prompt
+from trainer.prompts import join_prompt, parse_prompt, split_prompt
 
 
 def test_kohya_options_override_the_sampling_defaults():
@@ -18,8 +18,10 @@ def test_kohya_options_override_the_sampling_defaults():
         ("a cat, on a sofa", "blurry, bad hands", 768, 512, 28, 6.5, 7)  # width rounded down to 8 pixels
     plain = parse_prompt("a dog", sampling, 512, 3)
     assert (plain.negative, plain.width, plain.steps, plain.seed) == ("lowres", 512, 20, 103)
-    assert format_prompt(s, sampling, 512, 3) == "a cat, on a sofa --n blurry, bad hands --w 768 --s 28 --l 6.5 --d 7"
-    assert format_prompt(plain, sampling, 512, 3) == "a dog"
+    text = "a cat, on a sofa --n blurry, bad hands --w 768 --s 28"
+    assert split_prompt(text) == ("a cat, on a sofa", {"n": "blurry, bad hands", "w": "768", "s": "28"})
+    assert join_prompt(*split_prompt(text)) == text
+    assert join_prompt("a dog", {"n": "", "w": " "}) == "a dog"  # empty fields take the defaults
 
 
 def test_a_bad_option_is_a_config_error_naming_the_key():
