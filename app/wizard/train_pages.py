@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QPlainTextEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -26,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine_call import EngineCall
+from app.widgets.prompt_table import PromptTable
 from app.wizard.plan import default_prompts, format_duration, make_plan
 from app.wizard.state import WizardState
 from trainer import config as config_mod
@@ -243,17 +243,18 @@ class PromptsPage(QWizardPage):
         self.state = state
         self.setTitle("Sample prompts")
         self.setSubTitle("During training, these prompts are drawn with the same seed every few hundred steps, "
-                         "so you can watch the LoRA learn. One prompt per line.")
-        self.prompts = QPlainTextEdit()
-        self.prompts.textChanged.connect(self.completeChanged)
+                         "so you can watch the LoRA learn. One prompt per row; a row may have its own negative "
+                         "prompt, size, steps, CFG or seed (empty cells take the defaults).")
+        self.prompts = PromptTable()
+        self.prompts.changed.connect(self.completeChanged)
         QVBoxLayout(self).addWidget(self.prompts)
 
     def initializePage(self) -> None:
         s = self.state
-        self.prompts.setPlainText("\n".join(default_prompts(s.kind, s.trigger, s.class_word)))
+        self.prompts.set_prompts(default_prompts(s.kind, s.trigger, s.class_word))
 
     def lines(self) -> list[str]:
-        return [line.strip() for line in self.prompts.toPlainText().splitlines() if line.strip()]
+        return self.prompts.prompts()
 
     def isComplete(self) -> bool:
         return bool(self.lines())
