@@ -116,27 +116,38 @@ def _bytes(module: torch.nn.Module, precision, name: str) -> int:
     return sum(p.numel() * precision.dtype_for(module, key).itemsize for key, p in module.named_parameters())
 
 
-def _lora_params(cfg: TrainConfig, components: dict) -> int:
-    from trainer.lora.inject import TEXT_ENCODER_TARGETS, UNET_TARGETS
+# Parameters of LoHa (two rank-r pairs) and LoKr (Kronecker factors) next to a plain LoRA of the same rank:
+# LoHa exactly twice; LoKr depends on the factor, a fraction at most (counted as half, an upper estimate).
+ALGORITHM_SIZE = {"lora": 1.0, "loha": 2.0, "lokr": 0.5}
 
-    count = _count_lora(components["unet"], UNET_TARGETS[cfg.lora.targets], cfg.lora.rank, cfg.lora.dora)
-    if cfg.lora.train_text_encoder:
+
+def _lora_params(cfg: TrainConfig, components: dict) -> int:
+    from trainer.lora.inject import TEXT_ENCODER_TARGETS, UNET_CONV_3X3, UNET_TARGETS
+
+    lc = cfg.lora
+    conv_rank = lc.conv_rank or lc.rank
+    count = _count_lora(components["unet"], UNET_TARGETS[lc.targets], lc.rank, lc.dora,
+                        UNET_CONV_3X3, conv_rank)
+    if lc.train_text_encoder:
         for name in ("text_encoder", "text_encoder_2"):
             if name in components:
-                count += _count_lora(components[name], TEXT_ENCODER_TARGETS, cfg.lora.rank, cfg.lora.dora)
-    return count
+                count += _count_lora(components[name], TEXT_ENCODER_TARGETS, lc.rank, lc.dora)
+    return int(count * ALGORITHM_SIZE[lc.algorithm])
 
 
-def _count_lora(model: torch.nn.Module, pattern: str, rank: int, dora: bool) -> int:
+def _count_lora(model: torch.nn.Module, pattern: str, rank: int, dora: bool, conv_pattern: str | None = None,
+                conv_rank: int = 0) -> int:
     regex, total = re.compile(pattern), 0
+    conv = re.compile(f"^({conv_pattern})$") if conv_pattern else None
     for name, module in model.named_modules():
         if not regex.match(name):
             continue
+        r = conv_rank if conv is not None and conv.match(name) else rank
         if isinstance(module, torch.nn.Linear):
-            total += rank * (module.in_features + module.out_features) + (module.out_features if dora else 0)
+            total += r * (module.in_features + module.out_features) + (module.out_features if dora else 0)
         elif isinstance(module, torch.nn.Conv2d):
             kh, kw = module.kernel_size
-            total += rank * (module.in_channels * kh * kw + module.out_channels) + \
+            total += r * (module.in_channels * kh * kw + module.out_channels) + \
                 (module.out_channels if dora else 0)
     return total
 

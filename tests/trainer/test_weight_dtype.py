@@ -169,11 +169,15 @@ def test_with_previews_off_the_encoders_are_unloaded_and_a_sample_request_says_w
 
 
 def test_fp8_training_step_keeps_no_upcast_copies_and_gives_the_same_gradients():
-    from trainer.lora.inject import UNET_TARGETS, inject, lora_config
+    from trainer import config as config_mod
+    from trainer.lora.algorithms import peft_config
+    from trainer.lora.inject import UNET_TARGETS, inject
     from trainer.models import precision
 
     model = load_base_model("demo:sdxl", weight_dtype="fp8")
-    params = inject(model.unet, lora_config(4, 4, 0, False, UNET_TARGETS["attention+ff"]))
+    lora = config_mod.TrainConfig().lora
+    lora.rank, lora.alpha = 4, 4.0
+    params = inject(model.unet, peft_config(lora, UNET_TARGETS["attention+ff"]))
     for p in params:
         p.data = p.data.float()
         torch.nn.init.normal_(p, std=0.1)  # B starts at zero: give every LoRA matrix a gradient
