@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.system import register as register_system
 
     register_system(sub)
+    from trainer.tryit.commands import register as register_tryit
+
+    register_tryit(sub)
     return p
 
 
@@ -75,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.data.commands import cmd_dataset
     from trainer.export.commands import cmd_export, cmd_resize
     from trainer.system import cmd_system
+    from trainer.tryit.commands import cmd_generate, cmd_merge, cmd_serve
 
     handler = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "export": cmd_export,
                "resize": cmd_resize, "dataset": cmd_dataset,
-               "system": cmd_system}[args.command]
+               "system": cmd_system, "generate": cmd_generate, "serve": cmd_serve, "merge": cmd_merge}[args.command]
     return handler(args)
 
 
