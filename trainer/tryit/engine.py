@@ -86,7 +86,7 @@ class Generator:
         for index, seed in enumerate(seeds):
             done_before = index * req.steps
             image = self._one(req, prompt, seed, width, height, cancelled,
-                              lambda step: on_step(done_before + step, len(seeds) * req.steps))
+                              lambda step, before=done_before: on_step(before + step, len(seeds) * req.steps))
             text = parameters_text(Request(**{**asdict(req), "prompt": prompt}), seed, width, height,
                                    self.model_name(), hashes)
             path = self._write(image, out_dir, req, seed, index, text, loras)
