@@ -56,7 +56,7 @@ class Adapters:
     def _load(self, path: Path, name: str) -> None:
         tensors, metadata = read_lora(path)
         check_family(path, tensors, metadata, self.arch)
-        components = to_peft_components(self.pipe, path, tensors)
+        components = to_peft_components(type(self.pipe), self.pipe.unet.config, path, tensors)
         problems = [p for part, state in components.items() for p in fit_problems(self.pipe, part, state)]
         if problems:
             raise UserError(f"{path.name} does not fit this base model: {len(problems)} tensors would be "

@@ -137,12 +137,13 @@ def check_family(path: Path, tensors: dict, metadata: dict, base_arch: str) -> N
                                 "use it in A1111/ComfyUI, or train a LoRA (lora.algorithm = lora)")
 
 
-def to_peft_components(pipe, path: Path, tensors: dict) -> dict[str, dict[str, torch.Tensor]]:
-    """{component: PEFT-layout state dict with alpha folded into lora_B} through diffusers' converter."""
+def to_peft_components(pipeline_cls, unet_config, path: Path, tensors: dict) -> dict[str, dict[str, torch.Tensor]]:
+    """{component: PEFT-layout state dict with alpha folded into lora_B} through diffusers' converter
+    (`pipeline_cls.lora_state_dict`; the UNet config tells it how SGM block names map for SDXL files)."""
     from diffusers.utils import convert_unet_state_dict_to_peft
 
     try:
-        state, alphas = type(pipe).lora_state_dict(dict(tensors), unet_config=pipe.unet.config)
+        state, alphas = pipeline_cls.lora_state_dict(dict(tensors), unet_config=unet_config)
     except (ValueError, KeyError) as exc:
         raise UserError(f"{path.name} could not be read as a LoRA: {str(exc)[:400]}",
                         "its keys are in no layout diffusers knows (kohya, LyCORIS LoCon, diffusers/PEFT)") from None
