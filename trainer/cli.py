@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.system import register as register_system
 
     register_system(sub)
+    from trainer.plan import register as register_plan
+
+    register_plan(sub)
     from trainer.tryit.commands import register as register_tryit
 
     register_tryit(sub)
@@ -77,13 +80,26 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     from trainer.data.commands import cmd_dataset
     from trainer.export.commands import cmd_export, cmd_resize
+    from trainer.plan import cmd_plan
     from trainer.system import cmd_system
     from trainer.tryit.commands import cmd_generate, cmd_merge, cmd_serve
 
     handler = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "export": cmd_export,
                "resize": cmd_resize, "dataset": cmd_dataset,
-               "system": cmd_system, "generate": cmd_generate, "serve": cmd_serve, "merge": cmd_merge}[args.command]
+               "system": cmd_system, "plan": _user_errors(cmd_plan),
+               "generate": cmd_generate, "serve": cmd_serve, "merge": cmd_merge}[args.command]
     return handler(args)
+
+
+def _user_errors(handler):
+    """A one-shot command: a UserError becomes `error: ...` on stderr and exit code 2."""
+    def run(args) -> int:
+        try:
+            return handler(args)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+    return run
 
 
 def _launch_gui() -> int:
@@ -103,7 +119,7 @@ def _setup_logging() -> None:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 
-def resolve_config(args) -> config_mod.TrainConfig:
+def resolve_config(args, need_dataset: bool = True) -> config_mod.TrainConfig:
     """defaults <- preset <- demo preset <- config file <- --set, with paths made absolute."""
     cfg = config_mod.TrainConfig()
     for name in args.preset:
@@ -115,10 +131,11 @@ def resolve_config(args) -> config_mod.TrainConfig:
         cfg = config_mod.load(args.config, base=cfg)
         _absolutize(cfg, args.config.resolve().parent)
     if not args.config and not args.demo:
-        raise UserError("train needs a config file or --demo", "lora-studio train my-lora.toml, or --demo")
+        raise UserError(f"{args.command} needs a config file or --demo",
+                        f"lora-studio {args.command} my-lora.toml, or --demo")
     cfg = config_mod.apply_overrides(cfg, args.set)
     _absolutize(cfg, Path.cwd())
-    if not cfg.dataset.path:
+    if need_dataset and not cfg.dataset.path:
         raise config_mod.ConfigError("config key 'dataset.path' is empty", "set it to your image folder")
     return cfg
 

@@ -126,6 +126,9 @@ class SavingConfig:
 class PerformanceConfig:
     mixed_precision: str = _opt("auto", "auto = bf16 where the GPU supports it, else fp16; no on CPU",
                                 choices=("auto", "no", "fp16", "bf16"))
+    weight_dtype: str = _opt("auto", "dtype of the frozen base weights: auto = bf16 on GPUs that have it, fp16 on "
+                             "other CUDA GPUs, fp32 on CPU; fp8 halves them again (computed in bf16/fp16)",
+                             choices=("auto", "fp32", "bf16", "fp16", "fp8"))
     gradient_checkpointing: bool = _opt(False, "trade compute for memory")
     attention: str = _opt("sdpa", "attention kernel; xformers only when installed on CUDA",
                           choices=("sdpa", "xformers"))

@@ -25,7 +25,9 @@ from trainer.control import Control
 from trainer.data.records import load_records
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
+from trainer.models.precision import fp8_saved_weights
 from trainer.objective import add_noise, loss_per_sample, target_for
+from trainer.offload import Offload
 from trainer.optim import build_lr_scheduler, build_optimizer, param_groups
 from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
@@ -119,6 +121,7 @@ def _fill_caches(rt: Runtime, data: Batches) -> None:
     if not rt.te_params and rt.cfg.performance.cache_text_embeddings and not data.captions_vary:
         fill_text_cache(data, rt.model, rt.device)
         rt.text_cache = data.text_cache
+    rt.offload = Offload.after_caching(rt, data)
 
 
 def _resume(rt: Runtime, run_dir: Path, optimizer, lr_scheduler, noise_gen) -> Position:
@@ -163,7 +166,7 @@ def _run_steps(cfg, rt: Runtime, data: Batches, pos: Position, total: int, optim
 
 def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: int) -> float:
     model, cfg = rt.model, rt.cfg
-    with rt.no_sync_unless(sync), rt.accelerator.autocast():
+    with rt.no_sync_unless(sync), rt.accelerator.autocast(), fp8_saved_weights(model.precision.fp8):
         latents = _latents(rt, batch, noise_gen)
         noisy, noise, timesteps = add_noise(model.noise_scheduler, latents, noise_gen, cfg.loss.noise_offset)
         hidden, added = _conditioning(rt, batch, latents)

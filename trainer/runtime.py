@@ -39,6 +39,7 @@ class Runtime:
     text_encoders: list = field(default_factory=list)  # likewise, when the text encoders are trained
     text_cache: dict = field(default_factory=dict)
     writer: object = None
+    offload: object = None             # trainer.offload.Offload, once the caches are full
 
     @property
     def device(self) -> torch.device:
@@ -112,20 +113,20 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink) -> Runtime:
     accelerator = _accelerator(cfg)
     sink.enabled = accelerator.is_main_process
     torch.manual_seed(cfg.schedule.seed)
-    model = load_base_model(cfg.model.path, cfg.model.prediction_type)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
-                                                                        torch.float32)
+    model = load_base_model(cfg.model.path, cfg.model.prediction_type, cfg.performance.weight_dtype,
+                            accelerator.device)
+    weight_dtype = model.precision.compute  # what inputs are cast to; fp8 layers upcast to it themselves
     unet_params, te_params = _add_adapters(cfg, model)
-    _place(model, accelerator.device, weight_dtype, unet_params + te_params)
+    _place(model, accelerator.device, unet_params + te_params)
     _speedups(cfg, model, sink, accelerator.device, bool(te_params))
     rt = Runtime(cfg, accelerator, model, sink, weight_dtype, unet_params, te_params, unet=model.unet)
     if accelerator.is_main_process:
         from torch.utils.tensorboard import SummaryWriter
 
         rt.writer = SummaryWriter(log_dir=str(Path(run_dir) / "logs"))
-    log.info("model: %s (%s, %s); %d LoRA tensors; device %s, precision %s", model.description, model.arch,
-             model.prediction_type, len(unet_params) + len(te_params), accelerator.device,
-             accelerator.mixed_precision)
+    log.info("model: %s (%s, %s); %d LoRA tensors; device %s, frozen weights %s, mixed precision %s",
+             model.description, model.arch, model.prediction_type, len(unet_params) + len(te_params),
+             accelerator.device, model.precision.name, accelerator.mixed_precision)
     return rt
 
 
@@ -154,14 +155,11 @@ def _add_adapters(cfg: TrainConfig, model: BaseModel) -> tuple[list, list]:
     return unet_params, te_params
 
 
-def _place(model: BaseModel, device, weight_dtype, trainable: list) -> None:
-    # Frozen weights in the compute precision save memory; the LoRA weights stay fp32 so that small
-    # updates are not rounded away (the usual mixed-precision recipe for adapters).
-    for module in [model.unet, *model.text_encoders]:
-        module.to(device) if weight_dtype == torch.float32 else module.to(device, dtype=weight_dtype)
-    if model.vae.dtype != torch.float32:
-        model.vae.to(device, dtype=torch.float32)  # fp16 VAEs (SDXL's especially) overflow to NaN
-    model.vae.to(device)  # fp16 VAEs (SDXL's especially) overflow to NaN
+def _place(model: BaseModel, device, trainable: list) -> None:
+    # The frozen weights were loaded in performance.weight_dtype (the VAE in fp32); the LoRA weights stay
+    # fp32 so that small updates are not rounded away (peft creates them in the base layer's dtype).
+    for module in [model.unet, *model.text_encoders, model.vae]:
+        module.to(device)
     for p in trainable:
         p.data = p.data.float()
     model.unet.train()

@@ -59,9 +59,10 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
         for index, prompt in enumerate(cfg.prompts):
             seed = cfg.seed + index
             generator = torch.Generator(device="cpu").manual_seed(seed)
-            image = pipe(prompt, negative_prompt=cfg.negative_prompt or None, num_inference_steps=cfg.steps,
-                         guidance_scale=cfg.guidance_scale, width=width, height=height,
-                         generator=generator).images[0]
+            latents = pipe(prompt, negative_prompt=cfg.negative_prompt or None, num_inference_steps=cfg.steps,
+                           guidance_scale=cfg.guidance_scale, width=width, height=height,
+                           generator=generator, output_type="latent").images
+            image = decode_latents(pipe, latents)[0]
             path = Path(out_dir) / f"step{step:06d}_p{index:02d}.png"
             info = _png_info(prompt, cfg, seed, step, width, height, model.description)
             atomic_write(path, lambda tmp, im=image, inf=info: im.save(tmp, format="PNG", pnginfo=inf))
@@ -70,6 +71,17 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
         for m, mode in zip(modules, was_training):
             m.train(mode)
     return results
+
+
+def decode_latents(pipe, latents: torch.Tensor) -> list:
+    """Latents to PIL images with the VAE in its own dtype. The VAE stays fp32 while the UNet may be bf16,
+    fp16 or fp8; diffusers' SD pipeline would hand the UNet's dtype to the VAE ("Input type and bias type
+    should be the same")."""
+    vae = pipe.vae
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    latents = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor + shift
+    pixels = vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(pixels.float(), output_type="pil")
 
 
 def _png_info(prompt: str, cfg: SamplingConfig, seed: int, step: int, w: int, h: int, model: str) -> PngInfo:

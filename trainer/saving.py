@@ -6,6 +6,7 @@ in state/; both are written atomically, so a crash at any moment leaves the last
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -49,13 +50,23 @@ class Saver:
 
     def sample(self, step: int) -> None:
         if self.main:
+            self._render(step)
+        self.rt.accelerator.wait_for_everyone()
+
+    def _render(self, step: int) -> None:
+        offload = self.rt.offload
+        with offload.for_previews() if offload else contextlib.nullcontext(True) as available:
+            if not available:
+                self.sink.emit(ev.Warning(message="no preview: previews are off for this run, so the text "
+                                                  "encoders and VAE were unloaded to save memory",
+                                          hint="set sampling.every_n_steps above 0 to keep previews possible"))
+                return
             out = self.run_dir / "samples"
             for index, (path, prompt, seed) in enumerate(
                     render_samples(self.rt.model, self.cfg.sampling, self.cfg.dataset.resolution, step, out,
                                    self.rt.device)):
                 self.sink.emit(ev.Sample(path=str(path), prompt=prompt, seed=seed, step=step, index=index))
                 faults.point("sample")
-        self.rt.accelerator.wait_for_everyone()
 
     def checkpoint(self, pos: Position, optimizer, lr_scheduler, noise_gen) -> None:
         if self.main:

@@ -52,7 +52,15 @@ def system_report() -> dict:
 
     gpus = gpu_facts()
     return {"torch": torch.__version__, "python": platform.python_version(), "cuda": bool(gpus),
-            "cuda_version": torch.version.cuda, "gpus": gpus, "optional": optional_facts(bool(gpus))}
+            "cuda_version": torch.version.cuda, "gpus": gpus, "ram": ram_facts(),
+            "optional": optional_facts(bool(gpus))}
+
+
+def ram_facts() -> dict:
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return {"total_gb": round(memory.total / 1e9, 1), "available_gb": round(memory.available / 1e9, 1)}
 
 
 def register(sub) -> None:
@@ -65,7 +73,8 @@ def cmd_system(args) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"PyTorch {report['torch']} · Python {report['python']}")
+    print(f"PyTorch {report['torch']} · Python {report['python']} · RAM {report['ram']['available_gb']} of "
+          f"{report['ram']['total_gb']} GB free")
     for gpu in report["gpus"]:
         print(f"GPU {gpu['index']}: {gpu['name']} · {gpu['free_gb']} of {gpu['total_gb']} GB free · "
               f"bf16 {'yes' if gpu['bf16'] else 'no'}")

@@ -20,6 +20,7 @@ appending (tests/trainer/test_events.py covers the cut), so a finished run's cop
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -152,16 +153,16 @@ def test_out_of_memory_and_full_disk_explain_what_to_do_and_stay_resumable(refer
 
 def test_divergence_stops_with_advice_and_never_writes_nan_weights(tmp_path):
     out = tmp_path / "run"
-    # lr 10 without gradient clipping: the weights themselves turn NaN at step 5 while the loss still looks
-    # fine, the case that a loss check alone misses
+    # lr 10 without gradient clipping: the weights themselves turn NaN after a few steps (which one depends
+    # on the CPU's float kernels) while the loss still looks fine, the case that a loss check alone misses
     code, events, err = train(out, "--set", "optimizer.lr=10", "--set", "optimizer.max_grad_norm=0",
                               "--set", "saving.every_n_steps=1", "--set", "sampling.every_n_steps=0")
     error = events[-1]
     assert code == 2 and error.type == "error" and "training diverged" in error.message, err
-    assert "NaN" in error.message and "step 5" in error.message
+    step = int(re.search(r"NaN/inf at step (\d+)", error.message)[1])
     for advice in ("lower the learning rate", "bf16 instead of fp16", "fp32 VAE"):
         assert advice in error.hint
-    last_good = out / "checkpoints" / "demo-lora-step000004.safetensors"
+    last_good = out / "checkpoints" / f"demo-lora-step{step - 1:06d}.safetensors"
     assert f"the last good checkpoint is {last_good}" in error.hint
     assert not (out / "demo-lora.safetensors").exists()
     assert_run_folder_consistent(out)  # every .safetensors there, state included, holds finite values only

@@ -48,6 +48,16 @@ def read_header(path: Path) -> tuple[dict[str, tuple], dict[str, str]]:
     return shapes, {str(k): str(v) for k, v in metadata.items()}
 
 
+def read_tensor_index(path: Path) -> dict[str, tuple[str, list, int, int]]:
+    """{tensor name: (dtype, shape, start, end)} of a .safetensors file, offsets relative to its data."""
+    read_header(path)  # complete and well-formed, or a message that says what the file is
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length).decode("utf-8"))
+    header.pop("__metadata__", None)
+    return {name: (e["dtype"], e["shape"], *e["data_offsets"]) for name, e in header.items()}
+
+
 def _not_safetensors(path: Path, head: bytes) -> ModelFileError:
     text = head.lstrip().lower()
     if text.startswith((b"<!doc", b"<html", b"<?xml", b"{\"", b"{'")):

@@ -1,70 +1,99 @@
-"""Load an A1111/civitai-style single-file checkpoint offline with diffusers' single-file machinery.
+"""Load an A1111/civitai-style single-file checkpoint offline, component by component, into its final dtype.
 
-diffusers converts the original key layout; the configs come from our JSON folders in assets/configs and
-the tokenizers from assets/, so nothing is fetched from a hub. Legacy pickles are read safely first
-(weights_only) and handed over as a state dict, so diffusers never unpickles anything itself.
+The key conversion is diffusers' own (`single_file_utils`: LDM/SGM UNet and VAE, HF CLIP, OpenCLIP); the
+configs come from our JSON folders in assets/configs and the tokenizers from assets/, so nothing is fetched
+from a hub. trainer/models/streaming.py does the reading: no whole-model copy in fp32 (or any dtype) exists
+at any moment. Legacy pickles are loaded with weights_only=True and converted in memory.
 """
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
-import torch
-
-from trainer.errors import ModelFileError
 from trainer.models.assets import load_tokenizer
-from trainer.models.safe_load import read_pickle_checkpoint
+from trainer.models.precision import Precision
+from trainer.models.streaming import TensorFile, load_component
+
+UNET_PREFIX, VAE_PREFIX = "model.diffusion_model.", "first_stage_model."
+# (component, file prefix, kind) per architecture; kind picks the model class and diffusers' converter
+TEXT_ENCODERS = {
+    "sd1": [("text_encoder", "cond_stage_model.transformer.", "clip")],
+    "sd2": [("text_encoder", "cond_stage_model.model.", "open_clip")],
+    "sdxl": [("text_encoder", "conditioner.embedders.0.transformer.", "clip"),
+             ("text_encoder_2", "conditioner.embedders.1.model.", "open_clip_projection")],
+}
+LOAD_ORDER = ("unet", "text_encoder_2", "text_encoder", "vae")  # biggest first: the peak is the model itself
 
 
-def load_single_file(path: Path, config_folder: Path, arch: str, prediction_type: str,
-                     dtype: torch.dtype = torch.float32) -> dict:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+def load_single_file(path: Path, config_folder: Path, arch: str, precision: Precision, device="cpu") -> dict:
+    """unet, vae, text_encoder(s), tokenizer(s) and scheduler of `path`, frozen weights in `precision`.
+    Each component moves to `device` as soon as it is loaded, so RAM holds one component at a time."""
+    source = TensorFile.open(path)
+    keys = source.keys()
+    loaders = _component_loaders(config_folder, arch, precision)
+    parts = {c: loaders[c](source, keys).to(device) for c in LOAD_ORDER if c in loaders}
+    parts.update(_tokenizers_and_scheduler(config_folder, arch))
+    return parts
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    source = str(path)
-    if path.suffix.lower() != ".safetensors":
-        source = _pickle_as_safetensors(path)
-    kwargs = {"tokenizer": load_tokenizer()}
+
+def _component_loaders(folder: Path, arch: str, precision: Precision) -> dict:
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    unet_config, vae_config = _read(folder / "unet"), _read(folder / "vae")
+    loaders = {
+        "unet": lambda src, keys: load_component(
+            lambda: _diffusers_model("UNet2DConditionModel", unet_config), src, _under(keys, UNET_PREFIX),
+            lambda sd: convert_ldm_unet_checkpoint(sd, unet_config), precision.dtype_for, "UNet"),
+        "vae": lambda src, keys: load_component(
+            lambda: _diffusers_model("AutoencoderKL", vae_config), src, _under(keys, VAE_PREFIX),
+            lambda sd: convert_ldm_vae_checkpoint(sd, vae_config), precision.vae_dtype_for, "VAE"),
+    }
+    for component, prefix, kind in TEXT_ENCODERS[arch]:
+        loaders[component] = _text_encoder_loader(folder / component, prefix, kind, precision)
+    return loaders
+
+
+def _text_encoder_loader(folder: Path, prefix: str, kind: str, precision: Precision):
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig.from_pretrained(str(folder), local_files_only=True)
+    cls = CLIPTextModelWithProjection if kind == "open_clip_projection" else CLIPTextModel
+    built = {}
+
+    def build():
+        built["model"] = cls(config)
+        return built["model"]
+
+    def convert(sd):
+        if kind == "clip":
+            return convert_ldm_clip_checkpoint(sd)
+        return convert_open_clip_checkpoint(built["model"], sd, prefix=prefix)
+
+    return lambda src, keys: load_component(build, src, _under(keys, prefix), convert, precision.dtype_for,
+                                            f"text encoder ({folder.name})")
+
+
+def _diffusers_model(class_name: str, config: dict):
+    import diffusers
+
+    return getattr(diffusers, class_name).from_config(config)
+
+
+def _under(keys: list[str], prefix: str) -> list[str]:
+    return [k for k in keys if k.startswith(prefix)]
+
+
+def _read(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def _tokenizers_and_scheduler(folder: Path, arch: str) -> dict:
+    from diffusers import DDPMScheduler
+
+    scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    parts = {"tokenizer": load_tokenizer(), "scheduler": DDPMScheduler.from_config(scheduler_config)}
     if arch == "sdxl":
-        cls = StableDiffusionXLPipeline
-        kwargs["tokenizer_2"] = load_tokenizer(second=True)
-    else:
-        cls = StableDiffusionPipeline
-        kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    try:
-        pipe = cls.from_single_file(source, config=str(config_folder), local_files_only=True,
-                                    torch_dtype=dtype, **kwargs)
-    except (ValueError, RuntimeError, KeyError, OSError) as exc:
-        raise ModelFileError(f"{path} could not be loaded as {arch}: {str(exc)[:300]}",
-                             "the file's weights don't fit the detected architecture; it may be damaged "
-                             "or a merge of another kind") from None
-    finally:
-        if source != str(path):
-            Path(source).unlink(missing_ok=True)
-    return {name: getattr(pipe, name) for name in
-            ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
-            if getattr(pipe, name, None) is not None}
-
-
-def _pickle_as_safetensors(path: Path) -> str:
-    # diffusers would torch.load() the file itself; we load it with weights_only=True and hand over a
-    # temporary safetensors copy instead, so no pickle code can run.
-    import tempfile
-
-    from safetensors.torch import save_file
-
-    state = {k: v.contiguous() for k, v in read_pickle_checkpoint(path).items() if isinstance(v, torch.Tensor)}
-    fd, tmp = tempfile.mkstemp(suffix=".safetensors", prefix="lora-studio-ckpt-")
-    os.close(fd)
-    save_file(_unshare(state), tmp)
-    return tmp
-
-
-def _unshare(state: dict) -> dict:
-    seen, out = set(), {}
-    for key, tensor in state.items():
-        ptr = tensor.untyped_storage().data_ptr()
-        out[key] = tensor.clone() if ptr in seen else tensor
-        seen.add(ptr)
-    return out
+        parts["tokenizer_2"] = load_tokenizer(second=True)
+    return parts

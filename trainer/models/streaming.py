@@ -1,0 +1,220 @@
+"""Load any diffusers or transformers model straight into the dtype it will be used in, tensor by tensor.
+
+Why not `from_single_file` / `from_pretrained`: they hold the whole checkpoint in memory while they convert
+and cast it, so loading SDXL took 21 GB of RAM (every weight in fp32 next to a second copy). Here:
+
+1. the model is built on the meta device from its config (no memory, no random init);
+2. the key conversion (diffusers' own single-file converters, or none for a diffusers folder) is run once on
+   meta tensors with the file's shapes, which tells which target key is a plain rename of which file key;
+3. each renamed tensor is read from the file alone (plain reads, no mmap: mapped pages would count in RSS)
+   and cast at once to the dtype its parameter will have; the few tensors the converter computes (fused
+   attention split, transposes) are read as the file stores them and converted for real;
+4. the tensors are assigned into the model (`load_state_dict(assign=True)`: no copy).
+
+Peak memory is the finished model plus one tensor, whatever the file's dtype. Works for any model class whose
+state dict a converter can produce, e.g. a 12B transformer and a T5 encoder read from sharded files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from trainer.errors import ModelFileError
+from trainer.models.safe_load import read_pickle_checkpoint, read_tensor_index
+
+log = logging.getLogger("trainer")
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn,
+                      "F8_E5M2": torch.float8_e5m2}
+FP8_MAX = 448.0  # largest float8_e4m3fn value: saturate instead of turning outliers into NaN
+
+
+class TensorFile:
+    """Tensors of one checkpoint, read one at a time: a .safetensors file (or the shards of a sharded one)
+    read with plain file reads, or a legacy pickle loaded with weights_only=True and memory-mapped."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = [Path(p) for p in paths]
+        self.entries: dict[str, tuple] = {}   # key -> (path, dtype, shape, start, end) or (None, tensor)
+        for path in self.paths:
+            if path.suffix.lower() == ".safetensors":
+                for key, (dtype, shape, start, end) in read_tensor_index(path).items():
+                    self.entries[key] = (path, SAFETENSORS_DTYPES.get(dtype), tuple(shape), start, end)
+            else:
+                for key, tensor in read_pickle_checkpoint(path).items():
+                    if isinstance(tensor, torch.Tensor):
+                        self.entries[key] = (None, tensor)
+
+    @classmethod
+    def open(cls, path: Path) -> TensorFile:
+        """A weights file, or a `*.safetensors.index.json` naming its shards."""
+        path = Path(path)
+        if path.name.endswith(".index.json"):
+            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+            return cls([path.parent / name for name in shards])
+        return cls([path])
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def dtype(self, key: str) -> torch.dtype:
+        entry = self.entries[key]
+        return entry[1].dtype if entry[0] is None else entry[1]
+
+    def shape(self, key: str) -> tuple:
+        entry = self.entries[key]
+        return tuple(entry[1].shape) if entry[0] is None else entry[2]
+
+    def read(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One tensor, cast to `dtype` (float8 targets saturate at ±448 first)."""
+        entry = self.entries[key]
+        tensor = entry[1] if entry[0] is None else self._read_safetensors(*entry)
+        if dtype is None or tensor.dtype == dtype or not tensor.is_floating_point():
+            return tensor if entry[0] is not None else tensor.clone()
+        if dtype == torch.float8_e4m3fn:
+            tensor = tensor.clamp(-FP8_MAX, FP8_MAX)
+        return tensor.to(dtype)
+
+    @staticmethod
+    def _read_safetensors(path: Path, dtype: torch.dtype, shape: tuple, start: int, end: int) -> torch.Tensor:
+        buffer = torch.empty(end - start, dtype=torch.uint8)
+        with open(path, "rb") as fh:
+            fh.seek(_data_start(path) + start)
+            if fh.readinto(buffer.numpy()) != end - start:
+                raise ModelFileError(f"{path} is truncated", "the download or copy stopped early: get it again")
+        return buffer.view(dtype).reshape(shape)
+
+
+_DATA_START: dict[Path, int] = {}
+
+
+def _data_start(path: Path) -> int:
+    if path not in _DATA_START:
+        with open(path, "rb") as fh:
+            _DATA_START[path] = 8 + int.from_bytes(fh.read(8), "little")
+    return _DATA_START[path]
+
+
+Converter = Callable[[dict], dict]
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+@contextlib.contextmanager
+def returned_memory():
+    """While loading, every allocation over 128 KB gets its own mapping, returned to the system when freed.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which the per-tensor
+    read buffers and casts come from the heap and stay counted in RSS: ~0.2 GB on SD1.5, more on SDXL. After
+    loading, a fixed 32 MB threshold (what glibc would have grown to) keeps training's allocations reusable.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+
+
+def _glibc():
+    if sys.platform != "linux":
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") else None
+    except OSError:  # musl and other C libraries: nothing to tune
+        return None
+
+
+def load_component(build: Callable[[], torch.nn.Module], source: TensorFile, keys: list[str],
+                   convert: Converter | None, dtype_for: Callable[[torch.nn.Module, str], torch.dtype],
+                   name: str) -> torch.nn.Module:
+    """Build a model on the meta device with `build()`, then fill it from `keys` of `source`.
+
+    `convert` maps {file key: tensor} to {model key: tensor} (None: the keys already match); `dtype_for(model,
+    key)` says which dtype each parameter is kept in. `name` names the component in error messages.
+    """
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # parameters on meta, buffers real (e.g. CLIP's position_ids)
+        model = build()
+    plan, computed = _plan_conversion(source, keys, convert or _identity, model)
+    state = {target: source.read(key, dtype_for(model, target)) for target, key in plan.items()}
+    for target, tensor in computed.items():
+        state[target] = tensor.to(dtype_for(model, target)).contiguous()
+    _assign(model, state, name, source)
+    return model
+
+
+def _identity(state: dict) -> dict:
+    return dict(state)
+
+
+def _plan_conversion(source: TensorFile, keys: list[str], convert: Converter, model) -> tuple[dict, dict]:
+    """({model key: file key} for plain renames, {model key: tensor} for tensors the converter computes)."""
+    meta = {k: torch.empty(source.shape(k), dtype=source.dtype(k), device="meta") for k in keys}
+    converted = _match_model_keys(convert(meta), model)
+    origin = {id(t): k for k, t in meta.items()}
+    plan = {target: origin[id(t)] for target, t in converted.items() if id(t) in origin}
+    rest = [k for k in keys if k not in set(plan.values())]
+    if len(plan) == len(converted):
+        return plan, {}
+    # Tensors the converter computes (slices, transposes, concatenations): convert those sources for real
+    # (few and small: OpenCLIP's fused attention in-projections, the VAE's 1x1 convolutions).
+    mixed = dict(meta)
+    mixed.update({k: source.read(k) for k in rest})
+    again = _match_model_keys(convert(mixed), model)
+    computed = {t: v for t, v in again.items() if t not in plan}
+    if any(v.device.type == "meta" for v in computed.values()):  # a computed tensor needs a renamed source
+        log.warning("%d tensors need the whole component converted in memory", len(computed))
+        real = {k: source.read(k) for k in keys}
+        return {}, _match_model_keys(convert(real), model)
+    return plan, computed
+
+
+def _match_model_keys(state: dict, model: torch.nn.Module) -> dict:
+    """transformers 5 dropped CLIPTextModel's `text_model.` level that files (and converters) still use."""
+    expected = set(model.state_dict().keys())
+    out = {}
+    for key, tensor in state.items():
+        if key not in expected and key.startswith("text_model.") and key[len("text_model."):] in expected:
+            key = key[len("text_model."):]
+        out[key] = tensor
+    return out
+
+
+def _assign(model: torch.nn.Module, state: dict, name: str, source: TensorFile) -> None:
+    expected = model.state_dict()
+    unexpected = [k for k in state if k not in expected]
+    for key in unexpected:  # e.g. position_ids that the file stores and the model keeps as a buffer
+        state.pop(key)
+    for key, tensor in expected.items():
+        if key not in state and tensor.device.type != "meta":
+            state[key] = tensor  # real buffers built with the model
+    missing = [k for k in expected if k not in state]
+    files = ", ".join(str(p) for p in source.paths)
+    if missing:
+        raise ModelFileError(f"{files} lacks {len(missing)} weights of the {name}, e.g. {missing[:3]}",
+                             "the file is incomplete or of another architecture: get the full model file")
+    wrong = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected
+             if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        key, got, want = wrong[0]
+        raise ModelFileError(f"{files}: the {name}'s {key} has shape {got}, expected {want} "
+                             f"({len(wrong)} tensors differ)",
+                             "the file's weights don't fit the detected architecture; it may be damaged or a "
+                             "merge of another kind")
+    model.load_state_dict(state, strict=True, assign=True)
+    if unexpected:
+        log.debug("%s: ignored %d tensors the model does not use: %s", name, len(unexpected), unexpected[:3])

@@ -1,0 +1,221 @@
+"""`lora-studio plan CFG.toml`: predicted peak GPU memory and peak RAM for a config, before anything loads.
+
+The formula (docs/memory.md explains it to users):
+
+    frozen   = Σ parameters × bytes of the dtype each is kept in (weight_dtype; fp8 layers 1 byte; VAE bf16/fp32)
+    adapter  = LoRA parameters × 4 bytes × (weights + gradients + optimizer states: AdamW 2, 8-bit 0.5, …)
+    act      = activations kept for the backward: a per-architecture figure at its native resolution,
+               × batch × (resolution / native)², × compute bytes / 2, ÷ ~4.5 with gradient checkpointing
+    GPU peak = max(caching: frozen + VAE encoder activations, training: UNet + what stays + adapter + act)
+    RAM peak = process + (CPU training: frozen + adapter + act; GPU: the largest component while it loads,
+               then what waits in RAM) + the converter's transient (OpenCLIP's fused attention)
+
+Parameter counts are exact: each component is built on the meta device from its config and asked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainer.config import TrainConfig
+
+GB = 1e9
+PROCESS_RAM = {"cpu": 0.85 * GB, "cuda": 2.0 * GB}  # interpreter + libraries (+ CUDA's host mappings), measured
+CUDA_CONTEXT = 0.4 * GB
+OPTIMIZER_STATES = {"adamw": 2.0, "adamw8bit": 0.5, "prodigy": 4.0, "adafactor": 1.0}
+# Activations kept for the backward in bf16, batch 1, at the native resolution, SDPA attention. These are
+# estimates from public reports until bench/gpu.py measures them (see docs/benchmarks.md).
+ACTIVATIONS = {"sd1": (512, 3.0 * GB), "sd2": (768, 5.5 * GB), "sdxl": (1024, 11.0 * GB)}
+CHECKPOINTING_SAVES = 4.5
+REAL_UNET_PARAMS = {"sd1": 859_520_964, "sd2": 865_910_724, "sdxl": 2_567_463_684}
+VAE_ENCODE = {"sd1": 1.2 * GB, "sd2": 2.7 * GB, "sdxl": 4.8 * GB}  # fp32 VAE encoder, one image, native res
+
+
+@dataclass
+class Plan:
+    device: str
+    weight_dtype: str
+    frozen_gb: dict = field(default_factory=dict)
+    lora_params: int = 0
+    adapter_gb: float = 0.0
+    activations_gb: float = 0.0
+    offloaded: list = field(default_factory=list)
+    gpu_gb: float = 0.0
+    ram_gb: float = 0.0
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        gpu = f"≈ {self.gpu_gb:.1f} GB GPU · " if self.device == "cuda" else ""
+        return f"{gpu}≈ {self.ram_gb:.1f} GB RAM"
+
+
+def make_plan(cfg: TrainConfig, device: str = "auto", facts: dict | None = None) -> Plan:
+    from trainer.models.precision import resolve_precision
+
+    here = torch.cuda.is_available()
+    device = ("cuda" if here else "cpu") if device == "auto" else device
+    # planning for a GPU that is not in this computer: assume one with bf16 (RTX 30xx and newer)
+    precision = resolve_precision(cfg.performance.weight_dtype, device, None if here else True)
+    arch, components = _meta_components(cfg.model.path)
+    frozen = {name: _bytes(module, precision, name) for name, module in components.items()}
+    lora = _lora_params(cfg, components)
+    adapter = lora * 4 * (2 + OPTIMIZER_STATES[cfg.optimizer.name])
+    act = _activations(cfg, arch, precision.compute.itemsize) * _scale(components["unet"], arch)
+    offloaded = [name for name in _offloaded(cfg) if name in components]
+    plan = Plan(device=device, weight_dtype=precision.name, frozen_gb={k: v / GB for k, v in frozen.items()},
+                lora_params=lora, adapter_gb=adapter / GB, activations_gb=act / GB, offloaded=offloaded)
+    transient = _conversion_transient(components)
+    if device == "cuda":
+        staying = sum(v for k, v in frozen.items() if k not in offloaded)
+        caching = sum(frozen.values()) + VAE_ENCODE[arch] * _pixels(cfg, arch) * (precision.vae.itemsize / 4)
+        plan.gpu_gb = (max(caching, staying + adapter + act) + CUDA_CONTEXT) / GB
+        waiting = sum(frozen[k] for k in offloaded if cfg.sampling.every_n_steps)
+        plan.ram_gb = (PROCESS_RAM["cuda"] + max(max(frozen.values()) + transient, waiting)) / GB
+    else:
+        plan.ram_gb = (PROCESS_RAM["cpu"] + sum(frozen.values()) + adapter + act + transient) / GB
+    plan.warnings = _fits(plan, facts)
+    return plan
+
+
+def _meta_components(spec: str) -> tuple[str, dict]:
+    """(arch family, {component: model on the meta device}) for demo:*, a single file or a folder."""
+    from accelerate import init_empty_weights
+
+    from trainer.models import folder as folder_mod
+    from trainer.models.assets import config_folder
+    from trainer.models.load import ARCH_FAMILY, DEMO_ARCHS
+
+    if spec in DEMO_ARCHS:
+        arch, configs = ARCH_FAMILY[DEMO_ARCHS[spec]], config_folder(f"tiny-{DEMO_ARCHS[spec]}")
+    else:
+        from trainer.models.detect import inspect_base_model
+
+        info = inspect_base_model(Path(spec).expanduser())
+        arch = info.arch
+        configs = Path(spec) if info.format == "diffusers" else config_folder(info.config_name())
+    names = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if arch == "sdxl" else ())
+    builders = {"unet": folder_mod._unet, "vae": folder_mod._vae, "text_encoder": folder_mod._text_encoder,
+                "text_encoder_2": folder_mod._text_encoder_2}
+    with init_empty_weights():
+        return arch, {name: builders[name](configs / name) for name in names}
+
+
+def _bytes(module: torch.nn.Module, precision, name: str) -> int:
+    if name == "vae":
+        return sum(p.numel() for p in module.parameters()) * precision.vae.itemsize
+    return sum(p.numel() * precision.dtype_for(module, key).itemsize for key, p in module.named_parameters())
+
+
+def _lora_params(cfg: TrainConfig, components: dict) -> int:
+    from trainer.lora.inject import TEXT_ENCODER_TARGETS, UNET_TARGETS
+
+    count = _count_lora(components["unet"], UNET_TARGETS[cfg.lora.targets], cfg.lora.rank, cfg.lora.dora)
+    if cfg.lora.train_text_encoder:
+        for name in ("text_encoder", "text_encoder_2"):
+            if name in components:
+                count += _count_lora(components[name], TEXT_ENCODER_TARGETS, cfg.lora.rank, cfg.lora.dora)
+    return count
+
+
+def _count_lora(model: torch.nn.Module, pattern: str, rank: int, dora: bool) -> int:
+    regex, total = re.compile(pattern), 0
+    for name, module in model.named_modules():
+        if not regex.match(name):
+            continue
+        if isinstance(module, torch.nn.Linear):
+            total += rank * (module.in_features + module.out_features) + (module.out_features if dora else 0)
+        elif isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += rank * (module.in_channels * kh * kw + module.out_channels) + \
+                (module.out_channels if dora else 0)
+    return total
+
+
+def _pixels(cfg: TrainConfig, arch: str) -> float:
+    native = ACTIVATIONS[arch][0]
+    return (cfg.dataset.resolution / native) ** 2
+
+
+def _activations(cfg: TrainConfig, arch: str, compute_bytes: int) -> float:
+    act = ACTIVATIONS[arch][1] * _pixels(cfg, arch) * cfg.schedule.batch_size * compute_bytes / 2
+    return act / CHECKPOINTING_SAVES if cfg.performance.gradient_checkpointing else act
+
+
+def _scale(unet: torch.nn.Module, arch: str) -> float:
+    """The activation figures are for the real architectures; the tiny demo models are a sliver of that."""
+    params = sum(p.numel() for p in unet.parameters())
+    return min(1.0, params / REAL_UNET_PARAMS[arch])
+
+
+def _offloaded(cfg: TrainConfig) -> list[str]:
+    """What leaves the GPU once the caches are full (trainer/offload.py)."""
+    out = []
+    if not cfg.lora.train_text_encoder and cfg.performance.cache_text_embeddings:
+        out += ["text_encoder", "text_encoder_2"]
+    if cfg.performance.cache_latents and cfg.dataset.center_crop:
+        out.append("vae")
+    return out
+
+
+def _conversion_transient(components: dict) -> int:
+    """OpenCLIP files fuse q/k/v: those tensors are read and split for real (fp16 file, plus the split)."""
+    encoder = components.get("text_encoder_2")
+    if encoder is None:
+        return 0
+    config = encoder.config
+    return 2 * 2 * config.num_hidden_layers * 3 * config.hidden_size ** 2
+
+
+def _fits(plan: Plan, facts: dict | None) -> list[str]:
+    if not facts:
+        return []
+    warnings = []
+    ram = facts.get("ram", {}).get("available_gb")
+    if ram and plan.ram_gb > ram:
+        warnings.append(f"needs ≈ {plan.ram_gb:.1f} GB of RAM but {ram:.1f} GB is free: use weight_dtype "
+                        f"fp8, or close other programs")
+    gpus = facts.get("gpus") or []
+    if plan.device == "cuda" and gpus and plan.gpu_gb > gpus[0]["free_gb"]:
+        warnings.append(f"needs ≈ {plan.gpu_gb:.1f} GB of GPU memory but {gpus[0]['free_gb']:.1f} GB is free: "
+                        "turn on gradient checkpointing, use weight_dtype fp8, or a lower resolution")
+    return warnings
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="predicted peak GPU memory and RAM for a config, before anything loads")
+    p.add_argument("config", type=Path, nargs="?", help="TOML config (full or sparse)")
+    p.add_argument("--demo", action="store_true", help="plan the built-in demo")
+    p.add_argument("--preset", action="append", default=[], help="presets under the config, as for train")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="plan for this device (default: this computer's)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_plan(args) -> int:
+    from trainer.cli import resolve_config
+    from trainer.system import system_report
+
+    cfg = resolve_config(args, need_dataset=False)
+    plan = make_plan(cfg, args.device, system_report())
+    if args.json:
+        print(json.dumps({**plan.to_dict(), "summary": plan.summary()}))
+        return 0
+    print(f"{cfg.model.path}: {plan.summary()} (frozen weights {plan.weight_dtype}, {plan.device})")
+    for name, size in plan.frozen_gb.items():
+        gone = " (leaves the GPU once the caches are full)" if name in plan.offloaded and plan.device == "cuda" else ""
+        print(f"  {name:15} {size:6.2f} GB{gone}")
+    print(f"  {'LoRA':15} {plan.adapter_gb:6.2f} GB  ({plan.lora_params:,} parameters with gradients and "
+          f"optimizer state)")
+    print(f"  {'activations':15} {plan.activations_gb:6.2f} GB")
+    for warning in plan.warnings:
+        print(f"warning: {warning}")
+    return 0
