@@ -10,15 +10,15 @@ from pathlib import Path
 import torch
 
 from trainer.errors import UserError
-from trainer.tryit.loras import LoraSpec, check_family, read_lora, to_peft_components
+from trainer.tryit.loras import LoraSpec, check_family, fit_prefix, read_lora, to_peft_components
 
 log = logging.getLogger("trainer")
 MAX_CACHED = 8   # adapters kept loaded while unused (each is small next to the base)
 
 
 class Adapters:
-    def __init__(self, pipe, arch: str):
-        self.pipe, self.arch = pipe, arch
+    def __init__(self, pipe, arch: str, dtype: torch.dtype = torch.float32):
+        self.pipe, self.arch, self.dtype = pipe, arch, dtype   # dtype: the layers' compute dtype (not fp8)
         self.loaded: OrderedDict[tuple, str] = OrderedDict()   # (path, mtime, size) -> adapter name
         self.parts: dict[str, list[str]] = {}                   # adapter name -> components it touches
         self._counter = 0
@@ -57,13 +57,14 @@ class Adapters:
         tensors, metadata = read_lora(path)
         check_family(path, tensors, metadata, self.arch)
         components = to_peft_components(type(self.pipe), self.pipe.unet.config, path, tensors)
+        components = {part: state if part == "unet" else fit_prefix(getattr(self.pipe, part, None), state)
+                      for part, state in components.items()}
         problems = [p for part, state in components.items() for p in fit_problems(self.pipe, part, state)]
         if problems:
             raise UserError(f"{path.name} does not fit this base model: {len(problems)} tensors would be "
                             f"ignored, e.g. {'; '.join(problems[:3])}",
                             "it was trained for another model (or another size of it); pick its base model")
-        dtype = self.pipe.unet.dtype
-        flat = {f"{part}.{k}": v.to(dtype) for part, state in components.items() for k, v in state.items()}
+        flat = {f"{part}.{k}": v.to(self.dtype) for part, state in components.items() for k, v in state.items()}
         self.pipe.load_lora_weights(flat, adapter_name=name)
         missing = [p for part, state in components.items() for p in not_applied(self.pipe, part, state, name)]
         if missing:

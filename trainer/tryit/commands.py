@@ -120,4 +120,4 @@ def _bake(args) -> dict:
         raise UserError("merge needs a base checkpoint and at least one LoRA",
                         "lora-studio merge BASE.safetensors LORA.safetensors:0.8 --out MERGED.safetensors")
     return bake_checkpoint(args.inputs[0], [parse_lora_arg(t) for t in args.inputs[1:]], args.out,
-                           args.dtype, args.overwrite)
+                           args.dtype, args.overwrite, weight_dtype=args.weight_dtype)

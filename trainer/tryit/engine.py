@@ -7,7 +7,6 @@ the CPU, so a seed gives the same image on any device, as in the training previe
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -21,7 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 from trainer.errors import UserError
 from trainer.fsutil import atomic_write
 from trainer.models.load import BaseModel, load_base_model
-from trainer.sampling import build_pipeline, make_scheduler
+from trainer.sampling import build_pipeline, decode_latents, make_scheduler
 from trainer.tryit.adapters import Adapters
 from trainer.tryit.loras import LoraSpec, file_hash, lora_from_dict
 from trainer.tryit.params import Request, parameters_text, split_lora_tags
@@ -33,17 +32,10 @@ class Cancelled(Exception):
     """A cancel request arrived while generating."""
 
 
-def load_base(spec: str, weight_dtype: str = "auto") -> BaseModel:
-    """The one place where generate/serve/merge load a base model (issue 14 brings the memory path)."""
-    if "weight_dtype" in inspect.signature(load_base_model).parameters:
-        return load_base_model(spec, weight_dtype=weight_dtype)
-    # Until load_base_model takes weight_dtype: only the dtype cast, after a full-precision load.
-    model = load_base_model(spec)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(weight_dtype)
-    if dtype is not None:
-        for module in (model.unet, model.vae, *model.text_encoders):
-            module.to(dtype)
-    return model
+def load_base(spec: str, weight_dtype: str = "auto", device: torch.device | None = None) -> BaseModel:
+    """The one place where generate/serve/merge load a base model (performance.weight_dtype's memory path:
+    weights stream from the file straight into their dtype)."""
+    return load_base_model(spec, weight_dtype=weight_dtype, device=device or pick_device())
 
 
 def pick_device() -> torch.device:
@@ -66,7 +58,8 @@ class Generator:
             module.to(self.device).eval()
         self.pipe = build_pipeline(model, "euler_a")
         self.pipe.set_progress_bar_config(disable=True)
-        self.adapters = Adapters(self.pipe, model.arch)
+        compute = model.precision.compute if model.precision is not None else torch.float32
+        self.adapters = Adapters(self.pipe, model.arch, compute)
         self.lora_dirs = [Path(d) for d in lora_dirs]
 
     def default_size(self) -> int:
@@ -128,9 +121,10 @@ class Generator:
             return kwargs
 
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        return self.pipe(prompt, negative_prompt=req.negative or None, num_inference_steps=req.steps,
-                         guidance_scale=req.cfg, width=width, height=height, generator=generator,
-                         callback_on_step_end=step_end).images[0]
+        latents = self.pipe(prompt, negative_prompt=req.negative or None, num_inference_steps=req.steps,
+                            guidance_scale=req.cfg, width=width, height=height, generator=generator,
+                            callback_on_step_end=step_end, output_type="latent").images
+        return decode_latents(self.pipe, latents)[0]   # the VAE in its own dtype, as the previews do
 
     def _write(self, image, out_dir: Path, req: Request, seed: int, index: int, text: str,
                loras: list[LoraSpec]) -> Path:

@@ -23,7 +23,8 @@ UNSUPPORTED_PARTS = {"hada_": "LoHa", "lokr_": "LoKr", ".diff": "full-weight dif
                      "boft_": "BOFT", "ia3_": "IA3"}
 # diffusers' kohya converter writes text-encoder attention in its older `to_q_lora.down` layout and the MLP
 # in `lora_linear_layer.down`: a mix that its `convert_state_dict_to_peft` cannot infer (diffusers 0.42), and
-# transformers 5 dropped the `text_model.` wrapper. So the text-encoder names are mapped to PEFT here.
+# transformers 5 dropped the `text_model.` wrapper of CLIPTextModel (not of CLIPTextModelWithProjection). So the
+# text-encoder names are mapped to PEFT here, and `text_model.` is fitted to the model at hand (`fit_prefix`).
 _TE_SUFFIXES = [(re.compile(r"\.to_(q|k|v)_lora\.(down|up)\.weight$"), lambda m: f".{m[1]}_proj.{_ab(m[2])}"),
                 (re.compile(r"\.to_out_lora\.(down|up)\.weight$"), lambda m: f".out_proj.{_ab(m[1])}"),
                 (re.compile(r"\.(?:lora_linear_layer|lora)\.(down|up)\.weight$"), lambda m: f".{_ab(m[1])}")]
@@ -171,10 +172,20 @@ def _fold_alphas(state: dict, alphas: dict) -> dict:
     return state
 
 
+def fit_prefix(model, state: dict) -> dict:
+    """Add or drop `text_model.` so that the keys name modules of this text encoder."""
+    wrapped = hasattr(model, "text_model")
+    out = {}
+    for key, tensor in state.items():
+        bare = key.removeprefix("text_model.")
+        out["text_model." + bare if wrapped else bare] = tensor
+    return out
+
+
 def _te_to_peft(part: dict) -> dict:
     out = {}
     for key, tensor in part.items():
-        new = key.removeprefix("text_model.")
+        new = key
         for pattern, repl in _TE_SUFFIXES:
             new = pattern.sub(repl, new)
         out[new] = tensor
