@@ -109,7 +109,10 @@ class TestPage(QWidget):
 
     def _lay_out(self, model_row, lora_buttons) -> None:
         left = QWidget()
-        form = QFormLayout(left)
+        outer = QVBoxLayout(left)
+        form = QFormLayout()
+        outer.addLayout(form)
+        outer.addStretch(1)   # extra height goes below the controls, not between them
         form.addRow("Base model", model_row)
         form.addRow("LoRAs", lora_buttons)
         form.addRow(self.loras)
@@ -321,7 +324,8 @@ class TestPage(QWidget):
             self.jobs_finished.emit()
 
     def on_engine_finished(self, code: int, crashed: bool) -> None:
-        if self.pending or crashed:
+        waiting = bool(self.pending)
+        if waiting or crashed:
             error = self.engine.last_error
             tail = "\n".join(list(self.engine.stderr_tail)[-4:])
             self.status.setText(f"The engine stopped (exit code {code}). "
@@ -329,7 +333,8 @@ class TestPage(QWidget):
         self.pending.clear()
         self.grid = None
         self._set_busy(False)
-        self.jobs_finished.emit()
+        if waiting:  # those requests will never be answered now
+            self.jobs_finished.emit()
 
     def _set_busy(self, busy: bool) -> None:
         self.cancel_button.setEnabled(busy)
@@ -341,3 +346,5 @@ class TestPage(QWidget):
         if self.engine.running:
             self.engine.request({"cmd": "stop"})
             self.engine.proc.closeWriteChannel()
+            if not self.engine.proc.waitForFinished(10_000):
+                self.engine.kill()
