@@ -64,21 +64,7 @@ class TestPage(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model, 1)
         model_row.addWidget(browse)
-        self.loras = LoraList()
-        self.run_adapters = QComboBox()
-        self.run_adapters.setToolTip("the run's final adapter and its checkpoints")
-        add_run = QPushButton("Add")
-        add_run.clicked.connect(lambda: self.run_adapters.currentData() and
-                                self.loras.add(Path(self.run_adapters.currentData())))
-        add_all = QPushButton("Add all checkpoints")
-        add_all.clicked.connect(self.add_all_checkpoints)
-        add_file = QPushButton("Add LoRA file…")
-        add_file.clicked.connect(self._browse_lora)
-        self.advanced = QCheckBox("Advanced: separate text-encoder strength")
-        self.advanced.toggled.connect(self.loras.set_advanced)
-        lora_buttons = QHBoxLayout()
-        for w in (self.run_adapters, add_run, add_all, add_file):
-            lora_buttons.addWidget(w)
+        lora_buttons = self._lora_controls()
         self.settings_form = SettingsForm()
         self.generate_button = QPushButton("Generate")
         self.compare_button = QPushButton("Off vs on")
@@ -106,6 +92,24 @@ class TestPage(QWidget):
         self.results = ResultsGrid()
         self.results.image_activated.connect(lambda path: ImageViewer([path], self).exec())
         self._lay_out(model_row, lora_buttons)
+
+    def _lora_controls(self) -> QHBoxLayout:
+        self.loras = LoraList()
+        self.run_adapters = QComboBox()
+        self.run_adapters.setToolTip("the run's final adapter and its checkpoints")
+        add_run = QPushButton("Add")
+        add_run.clicked.connect(lambda: self.run_adapters.currentData() and
+                                self.loras.add(Path(self.run_adapters.currentData())))
+        add_all = QPushButton("Add all checkpoints")
+        add_all.clicked.connect(self.add_all_checkpoints)
+        add_file = QPushButton("Add LoRA file…")
+        add_file.clicked.connect(self._browse_lora)
+        self.advanced = QCheckBox("Advanced: separate text-encoder strength")
+        self.advanced.toggled.connect(self.loras.set_advanced)
+        buttons = QHBoxLayout()
+        for w in (self.run_adapters, add_run, add_all, add_file):
+            buttons.addWidget(w)
+        return buttons
 
     def _lay_out(self, model_row, lora_buttons) -> None:
         left = QWidget()

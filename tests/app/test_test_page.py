@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QDialogButtonBox
 
 from app.run_page import RunPage
 from app.test_page import TestPage
@@ -150,3 +151,23 @@ def test_run_page_without_adapters_says_so(qtbot, tmp_path):
     with qtbot.assertNotEmitted(page.test_requested):
         page.test_checkpoint()
     assert "No adapter" in page.status.text()
+
+
+def test_merge_and_combine_dialogs_send_their_request_and_show_the_result(qtbot, page, tmp_path):
+    from app.dialogs.merge_dialog import MergeDialog
+
+    page.loras.add(lora_file(tmp_path, "a"))
+    one = MergeDialog("combine", page.loras.requests(), "demo:sd15", tmp_path, page)
+    assert not one.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).isEnabled()
+    page.loras.add(lora_file(tmp_path, "b")).set_weight(0.5)
+    combine = MergeDialog("combine", page.loras.requests(), "demo:sd15", tmp_path, page)
+    combine.rank.setValue(16)
+    wait_idle(qtbot, page, lambda: page.send(combine.payload("combine-1")))
+    sent = requests(tmp_path)[-1]
+    assert sent["cmd"] == "combine" and sent["rank"] == 16 and [d["weight"] for d in sent["loras"]] == [1.0, 0.5]
+    assert "combine wrote" in page.status.text()
+    bake = MergeDialog("bake", page.loras.requests(), "/models/base.safetensors", tmp_path, page)
+    wait_idle(qtbot, page, lambda: page.send(bake.payload("bake-1")))
+    sent = requests(tmp_path)[-1]
+    assert sent["cmd"] == "bake" and sent["model"] == "/models/base.safetensors" and sent["dtype"] == "fp16"
+    assert sent["out"].endswith(".safetensors") and "bake wrote" in page.status.text()

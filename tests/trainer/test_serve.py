@@ -50,7 +50,10 @@ def test_serve_switches_loras_without_reloading_and_cancels(tmp_path):
                 gen("zero", out, [{"path": a, "weight": 0.0}]),
                 gen("bad", out, [{"path": str(tmp_path / "missing.safetensors")}]), gen("long", out, count=40))
     engine.until("image", "long")
-    engine.send({"cmd": "cancel"}, gen("after", out))
+    b = str(our_lora(tmp_path / "b.safetensors", seed=4))
+    engine.send({"cmd": "cancel"}, gen("after", out),
+                {"cmd": "combine", "id": "both", "out": str(tmp_path / "ab.safetensors"),
+                 "loras": [{"path": a, "weight": 0.5}, {"path": b, "weight": 0.5}]})
     engine.proc.stdin.close()     # end of input: finish what is queued, then exit
     engine.until("done")
     assert engine.proc.wait(timeout=60) == 0
@@ -67,4 +70,5 @@ def test_serve_switches_loras_without_reloading_and_cancels(tmp_path):
     assert done["long"].cancelled and done["long"].images < 40
     assert not done["after"].cancelled and done["after"].images == 1
     assert any(e.type == "progress" and e.job == "on" for e in events)
+    assert done["both"].result["out"] == str(tmp_path / "ab.safetensors") and (tmp_path / "ab.safetensors").exists()
     assert events[-1].type == "done"
