@@ -14,6 +14,7 @@ from tests.support.engine import REPO
 from tests.support.loras import kohya_tensors, our_lora, write_lora
 from trainer.errors import UserError
 from trainer.export.convert import kohya_to_diffusers
+from trainer.tryit.loras import LoraSpec
 from trainer.tryit.params import Request, split_lora_tags
 
 # Images go through 8-bit PNGs; different-but-equivalent float paths (fp16 files vs folded fp32) may flip a
@@ -114,3 +115,13 @@ def test_cli_writes_pngs_with_a1111_parameters(tmp_path):
     assert text.startswith("a cat <lora:mystyle:0.8>\nNegative prompt: blurry\nSteps: 3, Sampler: Euler a")
     assert "Seed: 42" in text and 'Lora hashes: "mystyle: ' in text
     assert "Seed: 43" in Image.open(second).text["parameters"]
+
+
+def test_lora_arguments_read_weights_after_the_path():
+    from pathlib import Path
+
+    from trainer.tryit.loras import parse_lora_arg
+
+    assert parse_lora_arg("a.safetensors") == LoraSpec(Path("a.safetensors"), 1.0, None)
+    assert parse_lora_arg("dir/a.safetensors:0.8:0.5") == LoraSpec(Path("dir/a.safetensors"), 0.8, 0.5)
+    assert parse_lora_arg(r"C:\loras\a.safetensors:0.7").path == Path(r"C:\loras\a.safetensors")
