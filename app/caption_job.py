@@ -29,6 +29,11 @@ class CaptionRequest:
     trigger: str = ""
     force: bool = False                # replace captions the user edited since the last run
     only: list[Path] = field(default_factory=list)
+    prompt: str = ""                   # vision-language models: empty means the default for `length`
+    length: str = "paragraph"          # short | paragraph | long
+    max_tokens: int = 0                # 0: the default for `length`
+    tags_model: str = ""               # a WD14 tagger folder whose tags go before the sentence
+    preview: bool = False              # caption `only` and write nothing
 
     def args(self) -> list[str]:
         args = ["dataset", "caption", str(self.folder), "--model", str(self.model), "--mode", self.mode,
@@ -40,13 +45,23 @@ class CaptionRequest:
             args += ["--trigger", self.trigger.strip()]
         if self.force:
             args.append("--force")
+        if self.prompt.strip():
+            args += ["--prompt", self.prompt.strip()]
+        if self.length != "paragraph":
+            args += ["--length", self.length]
+        if self.max_tokens:
+            args += ["--max-tokens", str(self.max_tokens)]
+        if self.tags_model.strip():
+            args += ["--tags-model", self.tags_model.strip()]
+        if self.preview:
+            args.append("--preview")
         if self.only:
             args += ["--only", *map(str, self.only)]
         return args
 
 
 class CaptionJob(QObject):
-    captioned = Signal(dict)      # {"path", "caption", "status": written|skipped, "reason"}
+    captioned = Signal(dict)      # {"path", "caption", "status": written|skipped|preview, "reason"}
     finished = Signal(bool, str)  # succeeded, message (the engine's error and hint when it failed)
 
     def __init__(self, request: CaptionRequest, parent=None, engine: list[str] | None = None):
@@ -84,7 +99,7 @@ class CaptionJob(QObject):
             return  # not ours: the engine keeps stdout for events, but be lenient
         kind = event.get("type")
         if kind == "caption":
-            self.written += event.get("status") == "written"
+            self.written += event.get("status") in ("written", "preview")
             self.skipped += event.get("status") == "skipped"
             self.captioned.emit(event)
         elif kind == "error":

@@ -280,13 +280,18 @@ class DatasetPage(QWidget):
             self.title.setText(self.title.text() + "  ·  import cancelled (files already copied were kept)")
 
     def _show_report(self, report: dict) -> None:
-        refused = [f"{f['source']}: {f['reason']}" for f in report["files"] if f["status"] == "refused"]
+        def listed(status: str) -> list[str]:
+            return [f"{f['source']}: {f['reason']}" for f in report["files"] if f["status"] == status]
+
         box = QMessageBox(self)
         box.setWindowTitle("Import finished")
         box.setText(f"{report['imported']} imported, {report['duplicates']} already there, "
                     f"{report['refused']} refused.")
-        if refused:
-            box.setDetailedText("Refused:\n" + "\n".join(refused))
+        # a duplicate's line names the copy kept and where its caption went: a user looking for a file sees why
+        details = [f"{title}:\n" + "\n".join(lines) for title, lines in
+                   (("Refused", listed("refused")), ("Duplicates, not copied", listed("duplicate"))) if lines]
+        if details:
+            box.setDetailedText("\n\n".join(details))
         box.open()
 
     # -- captions ------------------------------------------------------------------------------------

@@ -172,6 +172,9 @@ class RunPage(QWidget):
                             f"ETA {_duration(e.eta_s)} · loss {e.loss:.4f}")
         self.chart.add_point(e.step, e.loss)
 
+    def _on_validation(self, e) -> None:
+        self.chart.add_validation_point(e.step, e.loss)
+
     def _on_sample(self, e) -> None:
         self.gallery.add_sample(e.path, e.prompt, e.step, e.index)
 

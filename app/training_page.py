@@ -4,11 +4,13 @@ Advanced. Values are checked by trainer.config itself, so the messages are the e
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import tomli_w
-from PySide6.QtCore import QProcess, QSettings, Signal
+from PySide6.QtCore import QProcess, QSettings, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -23,13 +25,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine_call import EngineCall
 from app.widgets.config_form import KeyEditor, all_keys
 from app.widgets.rows import row
 from trainer import config as config_mod
 
 MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
              "schedule.batch_size", "schedule.epochs", "schedule.max_steps", "optimizer.name",
-             "schedule.lr_scheduler"]
+             "schedule.lr_scheduler", "performance.weight_dtype", "performance.gradient_checkpointing"]
 HIDDEN = {"model.path", "dataset.path", "lora.targets", "lora.train_text_encoder"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -92,6 +95,10 @@ class TrainingPage(QWidget):
         self.problem.setStyleSheet("color: #b00020;")
         self.problem.setWordWrap(True)
         self.estimate = QLabel("")
+        self.memory = QLabel("")  # `lora-studio plan`'s prediction for the settings as they stand
+        self.memory.setWordWrap(True)
+        self.plan_timer = QTimer(self, singleShot=True, interval=700)  # ask once the user pauses typing
+        self.plan_timer.timeout.connect(self._ask_plan)
         self.save_button = QPushButton("Save settings")
         self.save_button.clicked.connect(self.save)
         body = QWidget()
@@ -100,6 +107,7 @@ class TrainingPage(QWidget):
         column.addLayout(form)
         column.addWidget(self.advanced)
         column.addWidget(self.estimate)
+        column.addWidget(self.memory)
         column.addWidget(self.problem)
         column.addWidget(self.save_button)
         column.addStretch(1)
@@ -145,7 +153,29 @@ class TrainingPage(QWidget):
         self.problem.setText("")
         self.save_button.setEnabled(self.target is not None)
         self.estimate.setText(self._estimate(cfg))
+        if self.isVisible():
+            self.plan_timer.start()
         return True
+
+    def _ask_plan(self) -> None:
+        """Predicted GPU memory and RAM from the engine, with a warning when this computer lacks it."""
+        try:
+            cfg = self.current_config()
+        except config_mod.ConfigError:
+            return
+        plan_file = Path(tempfile.gettempdir()) / f"lora-studio-plan-{os.getpid()}.toml"
+        config_mod.save(cfg, plan_file)
+        self.plan_call = EngineCall(["plan", str(plan_file), "--json"], self, self.engine)
+        self.plan_call.done.connect(self._planned)
+
+    def _planned(self, answer: dict | None, error: str) -> None:
+        if answer is None:
+            self.memory.setText(f"Memory: could not predict ({error})")
+            self.memory.setStyleSheet("color: #b00020;")
+            return
+        warnings = "".join(f"\n⚠ {w}" for w in answer["warnings"])
+        self.memory.setText(f"Memory: {answer['summary']} (frozen weights {answer['weight_dtype']})" + warnings)
+        self.memory.setStyleSheet("color: #b00020;" if warnings else "")
 
     def _estimate(self, cfg: config_mod.TrainConfig) -> str:
         images = sum(1 for p in self.dataset.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
@@ -233,10 +263,10 @@ def sparse(cfg: config_mod.TrainConfig) -> dict:
     return out
 
 
-
 def _label(key: str) -> str:
     return {"lora.rank": "Rank", "lora.alpha": "Alpha", "optimizer.lr": "UNet learning rate",
             "optimizer.text_encoder_lr": "Text-encoder learning rate", "dataset.resolution": "Resolution",
             "schedule.batch_size": "Batch size", "schedule.epochs": "Epochs (0 = use steps)",
             "schedule.max_steps": "Steps", "optimizer.name": "Optimizer",
-            "schedule.lr_scheduler": "LR schedule"}[key]
+            "schedule.lr_scheduler": "LR schedule", "performance.weight_dtype": "Base weights precision",
+            "performance.gradient_checkpointing": "Gradient checkpointing"}[key]

@@ -3,6 +3,7 @@ target. The targets are ratios and latencies; absolute times are context (they d
 
     .venv/bin/python bench/report.py            # full sizes (about 10 minutes on a 2-core CPU)
     .venv/bin/python bench/report.py --quick    # smaller sizes, for a quick look
+    .venv/bin/python bench/report.py --models DIR   # plus real-size memory figures (bench/memory.py)
 """
 
 from __future__ import annotations
@@ -96,6 +97,33 @@ def generate_figures(quick: bool) -> list[tuple]:
     return rows
 
 
+def memory_figures(models: Path, reuse: bool) -> list[tuple]:
+    """bench/memory.py on real-size random-weight files in `models` (several GB, outside the repo)."""
+    args = ["bench/memory.py", "--models", str(models), "--json"] + (["--reuse"] if reuse else [])
+    data = json_line(run(args, timeout=7200), "memory")
+    sys.path.insert(0, str(ROOT))
+    from bench.memory import targets
+
+    out = []
+    for r in data["rows"]:
+        name, t = f"{r['arch']} {r['dtype']}", targets(r["arch"], r["dtype"])
+        load = r["load"]["peak_gb"]
+        out.append(("memory", f"{name}: load peak RSS (GB)", load, _le(t.get("load_gb")),
+                    load <= t["load_gb"] if "load_gb" in t else None))
+        out.append(("memory", f"{name}: load CPU time (s)", r["load"]["cpu_s"], "", None))
+        if r.get("train"):
+            train = r["train"]["peak_gb"]
+            out.append(("memory", f"{name}: train 2 steps at 64 px, peak RSS (GB)", train,
+                        _le(t.get("train_gb")), train <= t["train_gb"] if "train_gb" in t else None))
+            error = (r["plan_gb"] - train) / train
+            out.append(("memory", f"{name}: plan's RAM prediction error", error, "within ±0.2", abs(error) <= 0.2))
+    return out
+
+
+def _le(target) -> str:
+    return f"<= {target:.1f}" if target else ""
+
+
 def machine() -> str:
     cpu = platform.processor() or "?"
     try:
@@ -136,9 +164,14 @@ def write(rows: list[tuple], quick: bool) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--models", type=Path, help="folder for bench/memory.py's real-size files (several GB, "
+                                                     "outside the repo); without it the memory rows are skipped")
+    parser.add_argument("--reuse", action="store_true", help="reuse bench/memory.py's measured rows")
     args = parser.parse_args()
     rows = []
     parts = [lambda quick: demo_figures(), step_figures, dataset_figures, gui_figures, generate_figures]
+    if args.models:
+        parts.append(lambda quick: memory_figures(args.models, args.reuse))
     if (ROOT / "bench" / "caption.py").exists():  # written separately; report it once it is there
         parts.append(caption_figures)
     for part in parts:
@@ -147,7 +180,7 @@ def main() -> int:
             rows += part(args.quick)
         except (RuntimeError, subprocess.TimeoutExpired, KeyError, StopIteration, ValueError) as exc:
             # one broken benchmark must not hide the others' figures: it shows as a failed row
-            name = part.__name__.replace("_figures", "").replace("<lambda>", "demo")
+            name = part.__name__.replace("_figures", "").replace("<lambda>", "demo or memory")
             rows.append((name, f"benchmark failed: {str(exc).splitlines()[0][:120]}", float("nan"), "", False))
         print(f"{part.__name__}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     print(write(rows, args.quick))

@@ -85,10 +85,17 @@ class Batches:
         s = r.subset
         return process_caption(r.caption, s.keep_tokens, s.shuffle_tags, s.tag_dropout, s.caption_dropout, rng)
 
+    def single(self, i: int) -> Batch:
+        """Image i alone, unflipped, with its caption as written: validation must not vary between steps."""
+        return self._assemble([i], [False], [self.records[i].caption], random.Random(i))
+
     def _batch(self, indices: list[int], epoch: int, b: int) -> Batch:
         rng = random.Random(hash((self.cfg.schedule.seed, epoch, b)))
         flips = [self.cfg.dataset.flip and rng.random() < 0.5 for _ in indices]
         captions = [self.caption_for(i, rng) for i in indices]
+        return self._assemble(indices, flips, captions, rng)
+
+    def _assemble(self, indices: list[int], flips: list[bool], captions: list[str], rng) -> Batch:
         weights = torch.tensor([self.cfg.loss.prior_loss_weight if self.records[i].subset.is_reg else 1.0
                                 for i in indices])
         if self.cacheable_latents:

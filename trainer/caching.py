@@ -56,5 +56,5 @@ def _center_crop(record, bucket) -> tuple[int, int]:
 def fill_text_cache(data: Batches, model, device) -> None:
     rng = random.Random(0)  # captions don't vary when this cache is used, so the rng is never consulted
     for caption in sorted({data.caption_for(i, rng) for i in data.active}):
-        hidden, pooled = encode_text(model, [caption], device)
+        hidden, pooled = encode_text(model, [caption], device, clip_skip=data.cfg.model.clip_skip)
         data.text_cache[caption] = (hidden[0].cpu(), None if pooled is None else pooled[0].cpu())

@@ -22,10 +22,14 @@ from trainer.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 EXIT_USER_ERROR, EXIT_BUG = 2, 1
+GUI_OPTIONS = ("--self-test",)  # `lora-studio --self-test` is the app's check of an installation
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lora-studio", description="Train Stable Diffusion LoRA adapters.")
+    p = argparse.ArgumentParser(prog="lora-studio", description="Train Stable Diffusion LoRA adapters.",
+                                epilog="With no command it opens the app; `lora-studio --self-test` runs the demo "
+                                       "through the app to check an installation (with no display: "
+                                       "QT_QPA_PLATFORM=offscreen).")
     sub = p.add_subparsers(dest="command")
     t = sub.add_parser("train", help="train a LoRA from a config file (or --demo)")
     t.add_argument("config", nargs="?", type=Path, help="TOML config (full or sparse)")
@@ -71,8 +75,8 @@ def _run_options(p: argparse.ArgumentParser, out: bool = True) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        return _launch_gui()
+    if not argv or argv == list(GUI_OPTIONS):  # the app's own option (app/__main__.py) passes through
+        return _launch_gui(argv)
     args = build_parser().parse_args(argv)
     if args.command is None:
         build_parser().print_help()
@@ -102,8 +106,8 @@ def _user_errors(handler):
     return run
 
 
-def _launch_gui() -> int:
-    cmd = [sys.executable, "-m", "app"]
+def _launch_gui(argv: list[str]) -> int:
+    cmd = [sys.executable, "-m", "app", *argv]
     if os.name == "posix":
         os.execv(sys.executable, cmd)
     return subprocess.call(cmd)
@@ -168,17 +172,39 @@ def _train(args, sink, control, resume: bool) -> None:
     if main:  # with several processes, only the first writes (the others would race it)
         run_dir.mkdir(parents=True, exist_ok=True)
         _lock(run_dir)
-        if not resume and (run_dir / "config.toml").exists():
-            raise UserError(f"run folder {run_dir} already holds a run",
-                            f"continue it with: lora-studio resume {run_dir}; or choose another --out")
+        if not resume:
+            _refuse_a_started_run(run_dir)
         config_mod.save(cfg, run_dir / "config.toml")
         sink.attach_run_dir(run_dir)
+    if not resume and args.demo and not cfg.model.path.startswith("demo:"):
+        sink.emit(_demo_leftovers(cfg))
     from trainer.data.records import load_records
 
     records = load_records(cfg)
     from trainer.loop import train  # after the config and dataset checks: those errors come at once
 
     train(cfg, run_dir, sink, control, resume=resume, records=records)
+
+
+def _demo_leftovers(cfg: config_mod.TrainConfig):
+    """`--demo` with a real model: the demo's tiny-model choices still apply unless overridden. Say which."""
+    from trainer import events as ev
+
+    demo = config_mod.read_toml(config_mod.PRESETS_DIR / "demo.toml")
+    kept = [f"{section}.{key} = {value!r}" for section, table in demo.items() if isinstance(table, dict)
+            for key, value in table.items() if f"{section}.{key}" not in ("model.path", "dataset.path")
+            and getattr(getattr(cfg, section), key) == value]
+    return ev.Warning(message="--demo with your own model keeps these demo settings: " + ", ".join(kept),
+                   hint="for a real run give a config file (lora-studio train my-lora.toml), or --set each of them")
+
+
+def _refuse_a_started_run(run_dir: Path) -> None:
+    from trainer.run_folder import clear_failed_start, holds_a_run
+
+    if holds_a_run(run_dir):
+        raise UserError(f"run folder {run_dir} already holds a run",
+                        f"continue it with: lora-studio resume {run_dir}; or choose another --out")
+    clear_failed_start(run_dir)  # a start that failed before any step: nothing to protect
 
 
 def _lock(run_dir: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any, get_type_hints
 import tomli_w
 
 from trainer.errors import ConfigError
+from trainer.prompts import parse_prompt
 
 SCHEMA_VERSION = 1
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -37,6 +38,9 @@ class ModelConfig:
     path: str = _opt("demo:sd15", "diffusers folder, single .safetensors/.ckpt, or demo:sd15 / demo:sdxl")
     prediction_type: str = _opt("auto", "what the UNet predicts; auto reads it from the checkpoint",
                                 choices=("auto", "epsilon", "v_prediction"))
+    clip_skip: int = _opt(1, "A1111's \"Clip skip\": 2 conditions on the text encoder's second-to-last layer; "
+                          "SD1.5 anime models (NAI family) are trained and used with 2, most others with 1",
+                          min=1, max=2)
 
 
 @dataclass
@@ -64,6 +68,18 @@ class LoraConfig:
     targets: str = _opt("attention", "which UNet layers get LoRA",
                         choices=("attention", "attention+ff", "full"))
     train_text_encoder: bool = _opt(False, "also train LoRA on the text encoder(s)")
+    algorithm: str = _opt("lora", "adapter type: lora (plain), loha (Hadamard product, LyCORIS) or lokr "
+                          "(Kronecker product, LyCORIS; small files for styles); every UI loads all three",
+                          choices=("lora", "loha", "lokr"))
+    lokr_factor: int = _opt(-1, "LoKr: size of the small Kronecker factor (LyCORIS factor); -1 = balanced. "
+                            "LyCORIS suggests 4-8 with a high rank for detail, larger for smaller files",
+                            min=-1, max=64)
+    rslora: bool = _opt(False, "rank-stabilised LoRA: scale by alpha/sqrt(rank) instead of alpha/rank, so high ranks "
+                        "learn as well as low ones; the saved alpha is adjusted so every UI applies the same scale")
+    conv_rank: int = _opt(0, "rank of the 3x3 convolutions when targets = \"full\" (kohya conv_dim); "
+                          "0 = lora.rank", min=0, max=1024)
+    conv_alpha: float = _opt(0.0, "alpha of the 3x3 convolutions (kohya conv_alpha); 0 = lora.alpha",
+                             min=0.0, max=4096.0)
 
 
 @dataclass
@@ -75,6 +91,8 @@ class OptimizerConfig:
     betas: list = _opt([0.9, 0.999], "Adam betas")
     eps: float = _opt(1e-8, "Adam epsilon", min=0.0, max=1.0)
     max_grad_norm: float = _opt(1.0, "gradient clipping norm; 0 disables", min=0.0, max=1000.0)
+    loraplus_ratio: float = _opt(0.0, "LoRA+: the B (up) matrices learn this many times faster than A (kohya "
+                                 "loraplus_lr_ratio; 16 is the paper's choice); 0 = off", min=0.0, max=1000.0)
 
 
 @dataclass
@@ -96,13 +114,34 @@ class LossConfig:
     min_snr_gamma: float = _opt(0.0, "min-SNR weighting gamma (5 is common); 0 disables", min=0.0, max=100.0)
     noise_offset: float = _opt(0.0, "noise offset (0.05-0.1 helps very dark/bright images)", min=0.0, max=1.0)
     prior_loss_weight: float = _opt(1.0, "loss weight of regularisation images", min=0.0, max=100.0)
+    type: str = _opt("l2", "l2 (mean squared error); huber / smooth_l1 are less thrown by outlier images and "
+                     "noisy captions (kohya's loss_type); l1 rarely helps", choices=("l2", "l1", "huber", "smooth_l1"))
+    huber_c: float = _opt(0.1, "Huber threshold: errors below it count quadratically, above it linearly",
+                          min=0.001, max=1.0)
+    huber_schedule: str = _opt("snr", "how the Huber threshold follows the timestep (snr is kohya's default)",
+                               choices=("snr", "exponential", "constant"))
+    min_timestep: int = _opt(0, "lowest noise timestep trained (kohya min_timestep); raise it to skip fine detail",
+                             min=0, max=999)
+    max_timestep: int = _opt(1000, "one past the highest timestep trained (kohya max_timestep); lower it to keep "
+                             "composition and learn detail", min=1, max=1000)
+    multires_noise_iterations: int = _opt(0, "multi-resolution (pyramid) noise levels; 6-10 helps contrast and "
+                                          "colour; 0 disables", min=0, max=16)
+    multires_noise_discount: float = _opt(0.3, "weight falloff per pyramid level (0.3 kohya default; 0.8 stronger)",
+                                          min=0.0, max=1.0)
+    input_perturbation: float = _opt(0.0, "input-perturbation noise (kohya ip_noise_gamma); 0.1 is usual; 0 "
+                                     "disables", min=0.0, max=1.0)
+    debiased_estimation: bool = _opt(False, "weight each timestep by 1/sqrt(SNR) (debiased estimation); an "
+                                     "alternative to min_snr_gamma")
+    zero_terminal_snr: bool = _opt(False, "rescale the noise schedule to reach pure noise (zero terminal SNR, "
+                                   "v-prediction only); on by itself for checkpoints that say so (ztsnr key)")
 
 
 @dataclass
 class SamplingConfig:
     every_n_steps: int = _opt(250, "preview images every N steps; 0 = no samples", min=0, max=10_000_000)
     at_start: bool = _opt(True, "sample at step 0 as a baseline")
-    prompts: list = _opt(["a photo"], "prompts for preview images")
+    prompts: list = _opt(["a photo"], "prompts for preview images; each may end with kohya's per-prompt options "
+                         "--n negative --w width --h height --s steps --l CFG scale --d seed")
     negative_prompt: str = _opt("", "negative prompt for previews")
     seed: int = _opt(1234, "fixed seed so previews are comparable across steps", min=0, max=2**32 - 1)
     steps: int = _opt(20, "sampler steps per preview", min=1, max=200)
@@ -110,6 +149,16 @@ class SamplingConfig:
     guidance_scale: float = _opt(7.0, "classifier-free guidance scale", min=0.0, max=50.0)
     width: int = _opt(0, "preview width; 0 = dataset.resolution", min=0, max=4096)
     height: int = _opt(0, "preview height; 0 = dataset.resolution", min=0, max=4096)
+
+
+@dataclass
+class ValidationConfig:
+    fraction: float = _opt(0.0, "share of the images held out of training to measure validation loss (at "
+                           "least one image); a `validation = true` subset in dataset.toml does the same",
+                           min=0.0, max=0.5)
+    every_n_steps: int = _opt(50, "validation loss every N steps (and at the end); 0 = never", min=0,
+                              max=10_000_000)
+    timesteps: int = _opt(4, "fixed timesteps per held-out image, spread over the trained range", min=1, max=50)
 
 
 @dataclass
@@ -148,6 +197,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     saving: SavingConfig = field(default_factory=SavingConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 
@@ -254,9 +304,39 @@ def validate(cfg: TrainConfig) -> None:
                           "set a text-encoder learning rate (5e-5 is common) or turn text-encoder training off")
     if len(cfg.optimizer.betas) != 2 or not all(isinstance(b, (int, float)) for b in cfg.optimizer.betas):
         raise ConfigError("config key 'optimizer.betas' must be two numbers", "for example [0.9, 0.999]")
+    _validate_adapter(cfg.lora)
+    if cfg.optimizer.loraplus_ratio and cfg.lora.algorithm != "lora":
+        raise ConfigError(f"config key 'optimizer.loraplus_ratio' is set while lora.algorithm is "
+                          f"'{cfg.lora.algorithm}'", "LoRA+ speeds up plain LoRA's B matrices: set lora.algorithm "
+                          "= \"lora\" or loraplus_ratio = 0")
+    _validate_loss(cfg.loss)
+    for index, prompt in enumerate(cfg.sampling.prompts):  # a bad --w/--s fails now, not at the first preview
+        parse_prompt(prompt, cfg.sampling, cfg.dataset.resolution, index)
     if not cfg.sampling.prompts and cfg.sampling.every_n_steps:
         raise ConfigError("config key 'sampling.prompts' is empty while sampling is on",
                           "add a prompt or set sampling.every_n_steps = 0")
+
+
+def _validate_loss(loss: LossConfig) -> None:
+    if loss.min_timestep >= loss.max_timestep:
+        raise ConfigError(f"config key 'loss.min_timestep' is {loss.min_timestep}, not below loss.max_timestep "
+                          f"({loss.max_timestep})", "timesteps are drawn from min_timestep to max_timestep - 1")
+
+
+def _validate_adapter(lc: LoraConfig) -> None:
+    if lc.dora and lc.algorithm != "lora":
+        raise ConfigError(f"config key 'lora.dora' is true while lora.algorithm is '{lc.algorithm}'",
+                          "DoRA is a variant of plain LoRA: set lora.algorithm = \"lora\" or dora = false")
+    if lc.lokr_factor in (0, 1):
+        raise ConfigError(f"config key 'lora.lokr_factor' is {lc.lokr_factor}; use -1 (balanced) or 2 to 64",
+                          "LyCORIS suggests 4 to 8")
+    if lc.rslora and lc.algorithm != "lora":
+        raise ConfigError(f"config key 'lora.rslora' is true while lora.algorithm is '{lc.algorithm}'",
+                          "rsLoRA is a scaling rule of plain LoRA: set lora.algorithm = \"lora\" or rslora = false")
+    if (lc.conv_rank or lc.conv_alpha) and lc.targets != "full":
+        raise ConfigError(f"config key 'lora.conv_rank'/'lora.conv_alpha' is set while lora.targets is "
+                          f"'{lc.targets}', which trains no convolution", "set lora.targets = \"full\" "
+                          "(LoCon) or conv_rank = 0 and conv_alpha = 0")
 
 
 def read_toml(path: Path) -> dict:

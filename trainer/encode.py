@@ -13,22 +13,35 @@ def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
                      truncation=True, return_tensors="pt").input_ids
 
 
-def encode_text(model: BaseModel, captions: list[str], device, encoders: list | None = None):
+def encode_text(model: BaseModel, captions: list[str], device, encoders: list | None = None,
+                clip_skip: int = 1):
     """Return (encoder_hidden_states, pooled). pooled is SDXL's text_embeds from the second encoder.
 
     `encoders` replaces model.text_encoders when they are trained on several GPUs (DDP-wrapped).
+    `clip_skip` is A1111's: SD1/SD2 take layer -clip_skip through the final layer norm (as kohya, A1111 and
+    diffusers do); SDXL already conditions on the penultimate layer and moves back from there (diffusers' rule).
+    Training, the text cache and previews all encode here, so they always agree.
     """
     encoders = encoders or model.text_encoders
     if not model.is_sdxl:
         ids = tokenize(model.tokenizers[0], captions).to(device)
-        return encoders[0](ids)[0], None
+        if clip_skip == 1:
+            return encoders[0](ids)[0], None
+        chosen = encoders[0](ids, output_hidden_states=True).hidden_states[-clip_skip]
+        return _final_layer_norm(encoders[0])(chosen), None
     hidden, pooled = [], None
     for tokenizer, encoder in zip(model.tokenizers, encoders):
         ids = tokenize(tokenizer, captions).to(device)
         out = encoder(ids, output_hidden_states=True)
-        hidden.append(out.hidden_states[-2])  # SDXL conditions on the penultimate layer of both encoders
-        pooled = out[0]                       # text_embeds of the second (projection) encoder
+        hidden.append(out.hidden_states[-1 - clip_skip])  # SDXL: the penultimate layer of both encoders
+        pooled = out[0]                                    # text_embeds of the second (projection) encoder
     return torch.cat(hidden, dim=-1), pooled
+
+
+def _final_layer_norm(encoder) -> torch.nn.Module:
+    inner = getattr(encoder, "module", encoder)  # DDP-wrapped when trained on several GPUs
+    # transformers 5 flattened CLIPTextModel; older releases keep it under .text_model
+    return getattr(inner, "final_layer_norm", None) or inner.text_model.final_layer_norm
 
 
 def sdxl_time_ids(original_sizes, crops, target: tuple[int, int], device, dtype) -> torch.Tensor:

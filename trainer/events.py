@@ -145,9 +145,19 @@ class JobDone(Event):
     result: dict = field(default_factory=dict)
 
 
+@dataclass
+class Validation(Event):
+    """Validation loss on held-out images at fixed timesteps and noise: comparable from step to step, so it
+    rises when the LoRA starts to overfit, which the training loss hides."""
+    type: ClassVar[str] = "validation"
+    step: int
+    loss: float
+    images: int = 0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (Started, Progress, Sample, Checkpoint, Warning,
-                                                                 Error, Done, Caption, CaptionSummary, Ready,
-                                                                 Image, JobDone)}
+                                                                 Error, Done, Caption, CaptionSummary,
+                                                                 Validation, Ready, Image, JobDone)}
 
 
 class ProtocolError(ValueError):

@@ -22,17 +22,19 @@ from trainer import faults
 from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
-from trainer.data.records import load_records
+from trainer.data.records import adopt_caption_trigger, load_records
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
+from trainer.lora.algorithms import lora_up_ids
 from trainer.models.precision import fp8_saved_weights
-from trainer.objective import add_noise, loss_per_sample, target_for
+from trainer.objective import add_noise, loss_per_sample, prepare_noise_schedule, target_for
 from trainer.offload import Offload
-from trainer.optim import build_lr_scheduler, build_optimizer, param_groups
+from trainer.optim import build_lr_scheduler, build_optimizer, param_groups, prodigy_lr_warning
 from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
 from trainer.sink import EventSink
 from trainer.state import Position, latest_snapshot, load_state, restore_rng
+from trainer.validation import Validator, split_validation
 
 log = logging.getLogger("trainer")
 
@@ -56,24 +58,36 @@ class Progress:
 def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool = False,
           records: list | None = None) -> Path:
     items = load_records(cfg) if records is None else records  # before the model: errors come at once
+    items, held_out = split_validation(cfg, items)
     _warn_unreadable_captions(items, sink)
+    adopted = adopt_caption_trigger(cfg, items)
+    if adopted:
+        sink.emit(ev.Warning(message=adopted, hint="set saving.trigger_phrase and sampling.prompts to choose"))
     with explained(cfg, run_dir):  # out of GPU memory or disk space at any point: what to change, how much
-        return _train(cfg, run_dir, sink, control, resume, items)
+        return _train(cfg, run_dir, sink, control, resume, items, held_out)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool,
-           items: list) -> Path:
+           items: list, held_out: list) -> Path:
     rt = setup_runtime(cfg, run_dir, sink)
+    prepare_noise_schedule(rt.model, cfg.loss, sink)
     if resume and rt.accelerator.is_main_process:
         remove_stale_temp_files(run_dir)
     data = Batches(cfg, items, rt.accelerator.process_index, rt.accelerator.num_processes)
     _fill_caches(rt, data)
     total = total_steps(cfg, data.batches_per_epoch())
-    optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params), rt.device)
+    lora_up = lora_up_ids([rt.model.unet, *rt.model.text_encoders])
+    optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params, lora_up), rt.device)
+    if warning := prodigy_lr_warning(cfg):
+        sink.emit(warning)
     lr_scheduler = build_lr_scheduler(cfg, optimizer, total)
     optimizer = rt.prepare(optimizer)
-    noise_gen = torch.Generator().manual_seed(cfg.schedule.seed)
+    # each process its own noise and timesteps (accelerate's device_specific seeding: seed + process index);
+    # with one seed for all, same-shaped batches on different GPUs got identical noise. One process: unchanged.
+    noise_gen = torch.Generator().manual_seed(cfg.schedule.seed + rt.accelerator.process_index)
     saver = Saver(cfg, rt, run_dir, items, sink)
+    saver.validator = _validator(rt, held_out)
+    rt.offload = Offload.after_caching(rt, data)  # with every cache full, encoders give their memory back
     pos = Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
     if resume:
         pos = _resume(rt, run_dir, optimizer, lr_scheduler, noise_gen)
@@ -121,7 +135,19 @@ def _fill_caches(rt: Runtime, data: Batches) -> None:
     if not rt.te_params and rt.cfg.performance.cache_text_embeddings and not data.captions_vary:
         fill_text_cache(data, rt.model, rt.device)
         rt.text_cache = data.text_cache
-    rt.offload = Offload.after_caching(rt, data)
+
+
+def _validator(rt: Runtime, held_out: list) -> Validator | None:
+    if not held_out or not rt.cfg.validation.every_n_steps:
+        return None
+    from trainer.caching import fill_latent_cache, fill_text_cache
+
+    data = Batches(rt.cfg, held_out)  # every process holds them all; only the main one computes
+    fill_latent_cache(data, rt.model.vae, rt.sink)
+    if rt.text_cache_in_use:  # then the text encoders may leave memory: their captions are needed now
+        fill_text_cache(data, rt.model, rt.device)
+        rt.text_cache.update(data.text_cache)
+    return Validator(rt, data, _conditioning)
 
 
 def _resume(rt: Runtime, run_dir: Path, optimizer, lr_scheduler, noise_gen) -> Position:
@@ -133,7 +159,7 @@ def _resume(rt: Runtime, run_dir: Path, optimizer, lr_scheduler, noise_gen) -> P
     rt.load_adapters(state.adapters)
     optimizer.load_state_dict(state.optimizer_state)
     lr_scheduler.load_state_dict(state.lr_scheduler_state)
-    restore_rng(state.rng, noise_gen)
+    restore_rng(state.rng, noise_gen, rt.accelerator.process_index)
     return state.position
 
 
@@ -168,13 +194,13 @@ def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: 
     model, cfg = rt.model, rt.cfg
     with rt.no_sync_unless(sync), rt.accelerator.autocast(), fp8_saved_weights(model.precision.fp8):
         latents = _latents(rt, batch, noise_gen)
-        noisy, noise, timesteps = add_noise(model.noise_scheduler, latents, noise_gen, cfg.loss.noise_offset)
+        noisy, noise, timesteps = add_noise(model.noise_scheduler, latents, noise_gen, cfg.loss)
         hidden, added = _conditioning(rt, batch, latents)
         pred = rt.unet(noisy.to(rt.weight_dtype), timesteps, hidden.to(rt.weight_dtype),
                        added_cond_kwargs=added).sample
         target = target_for(model.noise_scheduler, model.prediction_type, latents, noise, timesteps)
         loss = (loss_per_sample(pred, target, model.noise_scheduler, timesteps, model.prediction_type,
-                                cfg.loss.min_snr_gamma) * batch.loss_weights.to(pred.device)).mean()
+                                cfg.loss) * batch.loss_weights.to(pred.device)).mean()
         rt.accelerator.backward(loss / accumulation)
     return loss.detach().item()
 
@@ -192,12 +218,12 @@ def _latents(rt: Runtime, batch: Batch, noise_gen) -> torch.Tensor:
 
 def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
     model, device = rt.model, rt.device
-    if rt.text_cache_in_use:
+    if rt.text_cache_in_use and all(c in rt.text_cache for c in batch.captions):  # held-out ones aren't
         cached = [rt.text_cache[c] for c in batch.captions]
         hidden = torch.stack([h for h, _ in cached]).to(device)
         pooled = torch.stack([p for _, p in cached]).to(device) if model.is_sdxl else None
     else:
-        hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders)
+        hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders, rt.cfg.model.clip_skip)
     if not model.is_sdxl:
         return hidden, None
     target = (latents.shape[-2] * 8, latents.shape[-1] * 8)  # the bucket, in pixels

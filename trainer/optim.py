@@ -8,11 +8,23 @@ from trainer.config import TrainConfig
 from trainer.errors import ConfigError
 
 
-def param_groups(cfg: TrainConfig, unet_params, te_params) -> list[dict]:
+def param_groups(cfg: TrainConfig, unet_params, te_params, lora_up: frozenset = frozenset()) -> list[dict]:
+    """One group per learning rate. `lora_up`: ids of the B matrices, which LoRA+ gives their own group."""
     groups = [{"params": unet_params, "lr": cfg.optimizer.lr, "name": "unet"}]
     if te_params:
         groups.append({"params": te_params, "lr": cfg.optimizer.text_encoder_lr, "name": "text_encoder"})
-    return groups
+    ratio = cfg.optimizer.loraplus_ratio
+    if not ratio:
+        return groups
+    # LoRA+ (Hayou et al. 2024): B at ratio x the rate of A. The schedules scale every group alike, so the
+    # ratio holds throughout (peft's create_loraplus_optimizer does the same, but builds the optimizer itself).
+    split = []
+    for group in groups:
+        slow = [p for p in group["params"] if id(p) not in lora_up]
+        fast = [p for p in group["params"] if id(p) in lora_up]
+        split.append(dict(group, params=slow))
+        split.append(dict(group, params=fast, lr=group["lr"] * ratio, name=group["name"] + "_lora_up"))
+    return [g for g in split if g["params"]]
 
 
 def build_optimizer(cfg: TrainConfig, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
@@ -68,3 +80,19 @@ def build_lr_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     kwargs = {"num_cycles": s.num_cycles} if s.lr_scheduler == "cosine_with_restarts" else {}
     return get_scheduler(s.lr_scheduler, optimizer, num_warmup_steps=s.warmup_steps,
                          num_training_steps=total_steps, **kwargs)
+
+
+def prodigy_lr_warning(cfg: TrainConfig):
+    """Prodigy finds its own step size and treats lr as a multiplier: anything far from 1 (like an AdamW
+    rate carried over, 1e-4) makes it crawl or blow up. A warning, not an error: some users do damp it."""
+    from trainer import events as ev
+
+    o = cfg.optimizer
+    rates = {"optimizer.lr": o.lr}
+    if cfg.lora.train_text_encoder:
+        rates["optimizer.text_encoder_lr"] = o.text_encoder_lr
+    off = [f"{key} = {value:g}" for key, value in rates.items() if not 0.5 <= value <= 2.0]
+    if o.name != "prodigy" or not off:
+        return None
+    return ev.Warning(message=f"Prodigy adapts its own step size; its learning rate is a multiplier and "
+                              f"{', '.join(off)} is far from 1", hint="set the learning rate(s) to 1.0 with Prodigy")

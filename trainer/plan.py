@@ -25,7 +25,9 @@ import torch
 from trainer.config import TrainConfig
 
 GB = 1e9
-PROCESS_RAM = {"cpu": 0.85 * GB, "cuda": 2.0 * GB}  # interpreter + libraries (+ CUDA's host mappings), measured
+# interpreter + libraries (+ CUDA's host mappings): the CPU figure measured by bench/memory.py (train RSS minus
+# weights and adapter on SD1.5 and SDXL); the CUDA one is an estimate until bench/gpu.py runs
+PROCESS_RAM = {"cpu": 0.45 * GB, "cuda": 1.6 * GB}
 CUDA_CONTEXT = 0.4 * GB
 OPTIMIZER_STATES = {"adamw": 2.0, "adamw8bit": 0.5, "prodigy": 4.0, "adafactor": 1.0}
 # Activations kept for the backward in bf16, batch 1, at the native resolution, SDPA attention. These are
@@ -166,12 +168,12 @@ def _offloaded(cfg: TrainConfig) -> list[str]:
 
 
 def _conversion_transient(components: dict) -> int:
-    """OpenCLIP files fuse q/k/v: those tensors are read and split for real (fp16 file, plus the split)."""
+    """OpenCLIP files fuse q/k/v: those tensors are split for real (the fp16 split copies)."""
     encoder = components.get("text_encoder_2")
     if encoder is None:
         return 0
     config = encoder.config
-    return 2 * 2 * config.num_hidden_layers * 3 * config.hidden_size ** 2
+    return 2 * config.num_hidden_layers * 3 * config.hidden_size ** 2
 
 
 def _fits(plan: Plan, facts: dict | None) -> list[str]:

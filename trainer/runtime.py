@@ -11,13 +11,14 @@ import torch
 
 from trainer import events as ev
 from trainer.config import TrainConfig
+from trainer.lora.algorithms import peft_config
 from trainer.lora.inject import (
     TEXT_ENCODER_TARGETS,
+    UNET_CONV_3X3,
     UNET_TARGETS,
     adapter_state_dict,
     inject,
     load_adapter_state_dict,
-    lora_config,
 )
 from trainer.models.load import BaseModel, load_base_model
 from trainer.sink import EventSink
@@ -144,14 +145,11 @@ def _accelerator(cfg: TrainConfig):
 
 
 def _add_adapters(cfg: TrainConfig, model: BaseModel) -> tuple[list, list]:
-    lc = cfg.lora
-    unet_params = inject(model.unet, lora_config(lc.rank, lc.alpha, lc.dropout, lc.dora,
-                                                 UNET_TARGETS[lc.targets]))
+    unet_params = inject(model.unet, peft_config(cfg.lora, UNET_TARGETS[cfg.lora.targets], UNET_CONV_3X3))
     te_params: list = []
-    if lc.train_text_encoder:
+    if cfg.lora.train_text_encoder:
         for encoder in model.text_encoders:
-            te_params += inject(encoder, lora_config(lc.rank, lc.alpha, lc.dropout, lc.dora,
-                                                     TEXT_ENCODER_TARGETS))
+            te_params += inject(encoder, peft_config(cfg.lora, TEXT_ENCODER_TARGETS))
     return unet_params, te_params
 
 

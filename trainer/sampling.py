@@ -13,8 +13,10 @@ import torch
 from PIL.PngImagePlugin import PngInfo
 
 from trainer.config import SamplingConfig
+from trainer.encode import encode_text
 from trainer.fsutil import atomic_write
 from trainer.models.load import BaseModel
+from trainer.prompts import PromptSettings, parse_prompt
 
 SAMPLER_NAMES = {"euler_a": "Euler a", "dpmpp_2m_karras": "DPM++ 2M Karras"}
 
@@ -45,7 +47,7 @@ def build_pipeline(model: BaseModel, sampler: str):
 
 @torch.no_grad()
 def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step: int, out_dir: Path,
-                   device) -> list[tuple[Path, str, int]]:
+                   device, clip_skip: int = 1) -> list[tuple[Path, str, int]]:
     """Render one image per prompt; return [(path, prompt, seed)]. Training modes are restored after."""
     pipe = build_pipeline(model, cfg.sampler)
     pipe.set_progress_bar_config(disable=True)
@@ -53,20 +55,22 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
     was_training = [m.training for m in modules]
     for m in modules:
         m.eval()
-    width, height = cfg.width or resolution, cfg.height or resolution
+    # zero-terminal-SNR models over-saturate with plain CFG; 0.7 is the paper's (and diffusers') rescale
+    rescale = 0.7 if model.noise_scheduler.config.get("rescale_betas_zero_snr") else 0.0
     results = []
     try:
-        for index, prompt in enumerate(cfg.prompts):
-            seed = cfg.seed + index
-            generator = torch.Generator(device="cpu").manual_seed(seed)
-            latents = pipe(prompt, negative_prompt=cfg.negative_prompt or None, num_inference_steps=cfg.steps,
-                           guidance_scale=cfg.guidance_scale, width=width, height=height,
-                           generator=generator, output_type="latent").images
+        for index, text in enumerate(cfg.prompts):
+            s = parse_prompt(text, cfg, resolution, index)  # kohya's per-prompt --n --w --h --s --l --d
+            generator = torch.Generator(device="cpu").manual_seed(s.seed)
+            embeds = prompt_embeds(model, s.prompt, s.negative, device, clip_skip)
+            latents = pipe(**embeds, num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
+                           guidance_rescale=rescale, width=s.width, height=s.height, generator=generator,
+                           output_type="latent").images
             image = decode_latents(pipe, latents)[0]
             path = Path(out_dir) / f"step{step:06d}_p{index:02d}.png"
-            info = _png_info(prompt, cfg, seed, step, width, height, model.description)
+            info = _png_info(s, cfg.sampler, step, model.description, clip_skip)
             atomic_write(path, lambda tmp, im=image, inf=info: im.save(tmp, format="PNG", pnginfo=inf))
-            results.append((path, prompt, seed))
+            results.append((path, s.prompt, s.seed))
     finally:
         for m, mode in zip(modules, was_training):
             m.train(mode)
@@ -84,12 +88,29 @@ def decode_latents(pipe, latents: torch.Tensor) -> list:
     return pipe.image_processor.postprocess(pixels.float(), output_type="pil")
 
 
-def _png_info(prompt: str, cfg: SamplingConfig, seed: int, step: int, w: int, h: int, model: str) -> PngInfo:
-    parameters = (f"{prompt}\nNegative prompt: {cfg.negative_prompt}\n"
-                  f"Steps: {cfg.steps}, Sampler: {SAMPLER_NAMES[cfg.sampler]}, CFG scale: {cfg.guidance_scale}, "
-                  f"Seed: {seed}, Size: {w}x{h}, Model: {model}, LoRA step: {step}")
+def prompt_embeds(model: BaseModel, prompt: str, negative: str, device, clip_skip: int) -> dict:
+    """The pipeline's conditioning, encoded as in training (diffusers' own clip_skip path reaches for
+    `text_encoder.text_model`, which transformers 5 removed)."""
+    hidden, pooled = encode_text(model, [prompt], device, clip_skip=clip_skip)
+    kwargs = {"prompt_embeds": hidden}
+    if model.is_sdxl:
+        kwargs["pooled_prompt_embeds"] = pooled
+        if not negative:  # SDXL's empty negative is zeros (force_zeros_for_empty_prompt), as before
+            return kwargs
+    neg_hidden, neg_pooled = encode_text(model, [negative], device, clip_skip=clip_skip)
+    kwargs["negative_prompt_embeds"] = neg_hidden
+    if model.is_sdxl:
+        kwargs["negative_pooled_prompt_embeds"] = neg_pooled
+    return kwargs
+
+
+def _png_info(s: PromptSettings, sampler: str, step: int, model: str, clip_skip: int = 1) -> PngInfo:
+    skip = f", Clip skip: {clip_skip}" if clip_skip > 1 else ""  # A1111 writes it only when not 1
+    parameters = (f"{s.prompt}\nNegative prompt: {s.negative}\n"
+                  f"Steps: {s.steps}, Sampler: {SAMPLER_NAMES[sampler]}, CFG scale: {s.guidance_scale}, "
+                  f"Seed: {s.seed}, Size: {s.width}x{s.height}, Model: {model}, LoRA step: {step}{skip}")
     info = PngInfo()
     info.add_text("parameters", parameters)
-    for key, value in (("prompt", prompt), ("seed", str(seed)), ("step", str(step))):
+    for key, value in (("prompt", s.prompt), ("seed", str(s.seed)), ("step", str(step))):
         info.add_text(key, value)
     return info

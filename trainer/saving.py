@@ -22,7 +22,8 @@ from trainer.export.kohya import to_kohya
 from trainer.export.metadata import TrainingFacts, build_metadata
 from trainer.export.save import SAVE_DTYPES, NonFiniteWeights, write_safetensors
 from trainer.failures import Diverged
-from trainer.runtime import Runtime
+from trainer.lora.algorithms import exported_alpha, module_scales
+from trainer.runtime import TE_NAMES, Runtime
 from trainer.sampling import render_samples
 from trainer.sink import EventSink
 from trainer.state import Position, save_state
@@ -32,6 +33,7 @@ class Saver:
     def __init__(self, cfg: TrainConfig, rt: Runtime, run_dir: Path, items: list, sink: EventSink):
         self.cfg, self.rt, self.run_dir, self.items, self.sink = cfg, rt, Path(run_dir), items, sink
         self.main = rt.accelerator.is_main_process
+        self.validator = None  # trainer.validation.Validator when images are held out
         self.started_at = time.time()
         # checkpoints of earlier sessions of this run count too: for keep_last, and as "the last good one"
         self.saved_checkpoints = sorted((self.run_dir / "checkpoints").glob(
@@ -41,6 +43,8 @@ class Saver:
                    noise_gen) -> bool:
         """Samples and checkpoints that are due or asked for; True if the run should stop now."""
         s, every_sample, every_save = pos.step, self.cfg.sampling.every_n_steps, self.cfg.saving.every_n_steps
+        if self.validator and self.validator.due(s, total):
+            self.validator.run(s)
         sample, save, stop = self.rt.agree([control.take("sample"), control.take("save"), control.stop_requested])
         if sample or (every_sample and s % every_sample == 0):
             self.sample(s)
@@ -64,15 +68,16 @@ class Saver:
             out = self.run_dir / "samples"
             for index, (path, prompt, seed) in enumerate(
                     render_samples(self.rt.model, self.cfg.sampling, self.cfg.dataset.resolution, step, out,
-                                   self.rt.device)):
+                                   self.rt.device, self.cfg.model.clip_skip)):
                 self.sink.emit(ev.Sample(path=str(path), prompt=prompt, seed=seed, step=step, index=index))
                 faults.point("sample")
 
     def checkpoint(self, pos: Position, optimizer, lr_scheduler, noise_gen) -> None:
+        noise_states = self._noise_states(noise_gen)
         if self.main:
             name = f"{self.cfg.saving.output_name}-step{pos.step:06d}.safetensors"
             path = self.write_adapter(self.run_dir / "checkpoints" / name, pos)
-            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_gen)
+            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_states)
             self.saved_checkpoints = [p for p in self.saved_checkpoints if p != path] + [path]
             self._prune_checkpoints()
             self.sink.emit(ev.Checkpoint(path=str(path), step=pos.step))
@@ -80,13 +85,24 @@ class Saver:
 
     def final(self, pos: Position, optimizer, lr_scheduler, noise_gen, stopped: bool) -> Path:
         path = self.run_dir / f"{self.cfg.saving.output_name}.safetensors"
+        noise_states = self._noise_states(noise_gen)
         if self.main:  # adapter first: its checks (finite, fits the save dtype) must pass before the state
             self.write_adapter(path, pos)
-            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_gen)
+            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_states)
         self.rt.accelerator.wait_for_everyone()
         if self.rt.writer is not None:
             self.rt.writer.close()
         return path
+
+    def _noise_states(self, noise_gen: torch.Generator) -> list[torch.Tensor]:
+        """Every process's noise-generator state, by process index, so that a resume gives each process its
+        own stream back. A collective: every process calls it."""
+        acc = self.rt.accelerator
+        if acc.num_processes == 1:
+            return [noise_gen.get_state()]
+        # int32 on the device: NCCL gathers only device tensors, and every backend handles int32
+        gathered = acc.gather(noise_gen.get_state().to(acc.device, torch.int32)[None])
+        return [row.to("cpu", torch.uint8) for row in gathered]
 
     def finite_adapters(self, pos: Position) -> dict[str, dict[str, torch.Tensor]]:
         """The trained weights, refused if any is NaN/inf: no file ever holds a diverged adapter."""
@@ -97,7 +113,7 @@ class Saver:
 
     def write_adapter(self, path: Path, pos: Position) -> Path:
         model = self.rt.model
-        tensors = to_kohya(self.finite_adapters(pos), model.arch, dict(model.unet.config), self.cfg.lora.alpha,
+        tensors = to_kohya(self.finite_adapters(pos), model.arch, dict(model.unet.config), self._scales(),
                            SAVE_DTYPES[self.cfg.saving.dtype])
         try:
             return write_safetensors(path, tensors, build_metadata(self._facts(pos)))
@@ -105,18 +121,31 @@ class Saver:
             what = f"the LoRA weights grew too large for saving.dtype = \"{self.cfg.saving.dtype}\""
             raise Diverged(pos.step, self.saved_checkpoints, what) from exc
 
+    def _scales(self) -> dict[str, dict[str, tuple[int, float]]]:
+        model = self.rt.model
+        scales = {"unet": module_scales(model.unet)}
+        for name, encoder in zip(TE_NAMES, model.text_encoders):
+            scales[name] = module_scales(encoder)
+        return scales
+
     def _facts(self, pos: Position) -> TrainingFacts:
         c, m = self.cfg, self.rt.model
+        lc = c.lora
+        conv_rank, conv_alpha = lc.conv_rank or lc.rank, lc.conv_alpha or lc.alpha
         return TrainingFacts(
-            arch=m.arch, prediction_type=m.prediction_type, rank=c.lora.rank, alpha=c.lora.alpha,
-            targets=c.lora.targets, dora=c.lora.dora, output_name=c.saving.output_name,
+            arch=m.arch, prediction_type=m.prediction_type, rank=lc.rank, rslora=lc.rslora,
+            alpha=exported_alpha(lc.alpha, lc.rank, lc.rslora), conv_rank=conv_rank,
+            conv_alpha=exported_alpha(conv_alpha, conv_rank, lc.rslora),
+            targets=c.lora.targets, dora=c.lora.dora, algorithm=c.lora.algorithm,
+            output_name=c.saving.output_name,
             base_model=Path(c.model.path).name, resolution=c.dataset.resolution, steps=pos.step,
             epoch=pos.epoch + 1, lr=c.optimizer.lr, text_encoder_lr=c.optimizer.text_encoder_lr,
             train_text_encoder=c.lora.train_text_encoder,
             num_train_images=sum(r.subset.repeats for r in self.items) * c.dataset.repeats,
             started_at=self.started_at, seed=c.schedule.seed, optimizer=c.optimizer.name,
             lr_scheduler=c.schedule.lr_scheduler, batch_size=c.schedule.batch_size,
-            trigger_phrase=c.saving.trigger_phrase,
+            trigger_phrase=c.saving.trigger_phrase, clip_skip=c.model.clip_skip,
+            zero_terminal_snr=bool(m.noise_scheduler.config.get("rescale_betas_zero_snr")),
             tag_frequency=self._tag_frequency(),
             config_toml=c.to_toml(), base_config=m.config_name)
 

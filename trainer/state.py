@@ -10,6 +10,7 @@ pickle: tensors go in safetensors; the optimizer's state dict (plain tensors and
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from trainer.errors import UserError
 from trainer.fsutil import fsync_dir
 
 COMPLETE = "COMPLETE"
+log = logging.getLogger("trainer")
 
 
 @dataclass
@@ -39,13 +41,14 @@ def snapshot_dir(run_dir: Path, step: int) -> Path:
 
 
 def save_state(run_dir: Path, pos: Position, adapters: dict[str, dict[str, torch.Tensor]], optimizer,
-               lr_scheduler, noise_gen: torch.Generator, keep: int = 2) -> Path:
+               lr_scheduler, noise_states: list[torch.Tensor], keep: int = 2) -> Path:
+    """`noise_states`: each process's noise-generator state, by process index."""
     final = snapshot_dir(run_dir, pos.step)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_snapshot(tmp, pos, adapters, optimizer, lr_scheduler, noise_gen)
+        _write_snapshot(tmp, pos, adapters, optimizer, lr_scheduler, noise_states)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: leave no half snapshot behind
         if isinstance(exc, OSError):
@@ -59,12 +62,12 @@ def save_state(run_dir: Path, pos: Position, adapters: dict[str, dict[str, torch
     return final
 
 
-def _write_snapshot(tmp: Path, pos: Position, adapters, optimizer, lr_scheduler, noise_gen) -> None:
+def _write_snapshot(tmp: Path, pos: Position, adapters, optimizer, lr_scheduler, noise_states) -> None:
     flat = {f"{comp}::{key}": t.detach().cpu().contiguous() for comp, sd in adapters.items()
             for key, t in sd.items()}
     save_file(flat, str(tmp / "adapter.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    save_file(_rng_tensors(noise_gen), str(tmp / "rng.safetensors"))
+    save_file(_rng_tensors(noise_states), str(tmp / "rng.safetensors"))
     meta = {"position": asdict(pos), "lr_scheduler": lr_scheduler.state_dict()}
     (tmp / "trainer.json").write_text(json.dumps(meta, default=_jsonable), encoding="utf-8")
     faults.point("state")
@@ -103,17 +106,28 @@ def load_state(snapshot: Path) -> Loaded:
     return Loaded(Position(**meta["position"]), adapters, optimizer_state, meta["lr_scheduler"], rng)
 
 
-def restore_rng(rng: dict[str, torch.Tensor], noise_gen: torch.Generator) -> None:
+def noise_key(process_index: int) -> str:
+    # process 0 keeps the name snapshots had before there was one stream per process
+    return "noise" if process_index == 0 else f"noise_{process_index:02d}"
+
+
+def restore_rng(rng: dict[str, torch.Tensor], noise_gen: torch.Generator, process_index: int = 0) -> None:
     torch.set_rng_state(rng["torch_cpu"])
-    noise_gen.set_state(rng["noise"])
+    key = noise_key(process_index)
+    if key in rng:
+        noise_gen.set_state(rng[key])
+    else:  # resumed on more processes than the run had: this one keeps its fresh seed
+        log.warning("the saved state has no noise stream for process %d (the run had fewer processes); "
+                    "the resumed run will not repeat the original exactly", process_index)
     if torch.cuda.is_available():
         states = [rng[k] for k in sorted(rng) if k.startswith("cuda_")]
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
 
 
-def _rng_tensors(noise_gen: torch.Generator) -> dict[str, torch.Tensor]:
-    out = {"torch_cpu": torch.get_rng_state(), "noise": noise_gen.get_state()}
+def _rng_tensors(noise_states: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state()}
+    out.update({noise_key(i): state for i, state in enumerate(noise_states)})
     if torch.cuda.is_available():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             out[f"cuda_{i:02d}"] = state

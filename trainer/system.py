@@ -10,6 +10,8 @@ import importlib.util
 import json
 import platform
 
+from trainer.tiers import memory_tier
+
 
 def optional_facts(cuda: bool) -> list[dict]:
     """One entry per optional piece: present or not, and what a user loses without it."""
@@ -51,9 +53,11 @@ def system_report() -> dict:
     import torch
 
     gpus = gpu_facts()
+    free = max((g["free_gb"] for g in gpus), default=None)  # the GPU with the most free memory trains
     return {"torch": torch.__version__, "python": platform.python_version(), "cuda": bool(gpus),
             "cuda_version": torch.version.cuda, "gpus": gpus, "ram": ram_facts(),
-            "optional": optional_facts(bool(gpus))}
+            "optional": optional_facts(bool(gpus)),
+            "memory_tier": {fam: memory_tier(fam, free) for fam in ("sd15", "sdxl")}}
 
 
 def ram_facts() -> dict:
@@ -78,6 +82,9 @@ def cmd_system(args) -> int:
     for gpu in report["gpus"]:
         print(f"GPU {gpu['index']}: {gpu['name']} · {gpu['free_gb']} of {gpu['total_gb']} GB free · "
               f"bf16 {'yes' if gpu['bf16'] else 'no'}")
+    tiers = report["memory_tier"]
+    print(f"memory tier: --preset {tiers['sd15']} (SD 1.x/2.x), --preset {tiers['sdxl']} (SDXL)" if report["gpus"]
+          else "memory tier: --preset cpu (no CUDA GPU)")
     for fact in report["optional"]:
         if not fact["present"]:
             print(f"no {fact['name']}: {fact['cost']}")

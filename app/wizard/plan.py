@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import config as config_mod
+from trainer.tiers import memory_tier
 
 KINDS = ("character", "style")
 EPOCHS = 10
@@ -26,7 +27,6 @@ DEMO_STEPS = 120  # the tiny random model only shows the flow; a couple of minut
 SECONDS_PER_VIEW = {"vram-6gb": 0.8, "vram-8gb": 0.6, "vram-12gb": 0.5, "vram-16gb": 0.3, "vram-24gb": 0.15,
                     "sdxl-vram-8gb": 4.0, "sdxl-vram-12gb": 2.5, "sdxl-vram-16gb": 1.6,
                     "sdxl-vram-24gb": 0.9, "cpu": 20.0, "demo": 0.1}
-TIER_THRESHOLDS_GB = ((22, "24gb"), (15, "16gb"), (11, "12gb"), (7.5, "8gb"))
 
 
 @dataclass
@@ -88,11 +88,8 @@ def choose_tier(fam: str, system: SystemInfo) -> tuple[str, str]:
     gpu = system.gpu
     if gpu is None:
         return "cpu", "no CUDA GPU was found, so the CPU settings apply (fp32, batch size 1)"
-    # free memory, not total: the desktop and other programs keep some of it
-    size = next((name for limit, name in TIER_THRESHOLDS_GB if gpu.free_gb >= limit), "6gb")
-    if fam == "sdxl" and size == "6gb":
-        size = "8gb"
-    tier = f"sdxl-vram-{size}" if fam == "sdxl" else f"vram-{size}"
+    tier = memory_tier(fam, gpu.free_gb)
+    size = tier.rsplit("-", 1)[-1]
     return tier, f"{gpu.name} has {gpu.free_gb:.1f} GB free: the {size.upper()} memory settings fit"
 
 
@@ -174,6 +171,9 @@ def _preset_choices(cfg, kind, fam, tier, tier_why, system) -> list[Choice]:
                "each image goes through the VAE once, not every step"),
         Choice("performance.mixed_precision", precision,
                "half precision halves the memory of the frozen model" if gpu else "a CPU has no fast fp16"),
+        Choice("performance.weight_dtype", cfg.performance.weight_dtype,
+               "the frozen UNet in float8: SDXL fits 8 GB (docs/memory.md)" if cfg.performance.weight_dtype == "fp8"
+               else f"frozen weights in {precision}, the most exact that fits"),
     ]
 
 

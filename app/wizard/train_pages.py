@@ -3,7 +3,9 @@ chosen and why, sample prompts, and the summary."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -15,7 +17,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QPlainTextEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -24,8 +25,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine_call import EngineCall
+from app.widgets.prompt_table import PromptTable
 from app.wizard.plan import default_prompts, format_duration, make_plan
 from app.wizard.state import WizardState
+from trainer import config as config_mod
 
 TRIGGER_RULE = re.compile(r"^[^,\n]{2,40}$")
 PREVIEW_ROWS = 50
@@ -191,6 +194,8 @@ class SettingsPage(QWizardPage):
         self.warnings = QLabel("")
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("color: #8a5300;")
+        self.memory = QLabel("")  # the engine's `plan` for exactly these settings
+        self.memory.setWordWrap(True)
         button = QPushButton("Expert: open all settings…")
         button.clicked.connect(self.expert)
         row = QHBoxLayout()
@@ -198,6 +203,7 @@ class SettingsPage(QWizardPage):
         row.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.memory)
         layout.addWidget(self.warnings)
         layout.addLayout(row)
 
@@ -207,6 +213,22 @@ class SettingsPage(QWizardPage):
                            s.trigger, s.prompts or None, class_word=s.class_word, name=s.name)
         _fill(self.table, [(c.key, _show(c.value), c.why) for c in s.plan.choices])
         self.warnings.setText("\n".join(f"⚠ {w}" for w in s.plan.warnings))
+        self._ask_memory()
+
+    def _ask_memory(self) -> None:
+        path = Path(tempfile.gettempdir()) / f"lora-studio-wizard-plan-{os.getpid()}.toml"
+        config_mod.save(self.state.plan.config, path)
+        self.memory.setText("Memory: predicting…")
+        self.plan_call = EngineCall(["plan", str(path), "--json"], self)
+        self.plan_call.done.connect(self._memory_planned)
+
+    def _memory_planned(self, answer: dict | None, error: str) -> None:
+        if answer is None:
+            self.memory.setText(f"Memory: could not predict ({error})")
+            return
+        self.memory.setText(f"Memory: {answer['summary']}, predicted for these settings")
+        if answer["warnings"]:
+            self.warnings.setText("\n".join(f"⚠ {w}" for w in self.state.plan.warnings + answer["warnings"]))
 
 
 def _show(value) -> str:
@@ -221,17 +243,18 @@ class PromptsPage(QWizardPage):
         self.state = state
         self.setTitle("Sample prompts")
         self.setSubTitle("During training, these prompts are drawn with the same seed every few hundred steps, "
-                         "so you can watch the LoRA learn. One prompt per line.")
-        self.prompts = QPlainTextEdit()
-        self.prompts.textChanged.connect(self.completeChanged)
+                         "so you can watch the LoRA learn. One prompt per row; a row may have its own negative "
+                         "prompt, size, steps, CFG or seed (empty cells take the defaults).")
+        self.prompts = PromptTable()
+        self.prompts.changed.connect(self.completeChanged)
         QVBoxLayout(self).addWidget(self.prompts)
 
     def initializePage(self) -> None:
         s = self.state
-        self.prompts.setPlainText("\n".join(default_prompts(s.kind, s.trigger, s.class_word)))
+        self.prompts.set_prompts(default_prompts(s.kind, s.trigger, s.class_word))
 
     def lines(self) -> list[str]:
-        return [line.strip() for line in self.prompts.toPlainText().splitlines() if line.strip()]
+        return self.prompts.prompts()
 
     def isComplete(self) -> bool:
         return bool(self.lines())

@@ -2,6 +2,7 @@
 
 Writes "caption of NAME" for each image (respecting --only), one event per image, and stops between images
 on {"cmd": "stop"}. FAKE_CAPTION_MODE: ok, slow (0.3 s per image, for cancel), error (no model found).
+With --preview it writes nothing and answers "preview of NAME (PROMPT)" (status preview).
 """
 
 import json
@@ -41,6 +42,11 @@ def main() -> int:
     for image in images:
         if stop.is_set():
             break
+        if "--preview" in args:
+            prompt = args[args.index("--prompt") + 1] if "--prompt" in args else "default prompt"
+            emit(type="caption", path=str(image), caption=f"preview of {image.stem} ({prompt})", status="preview",
+                 reason="")
+            continue
         caption = f"caption of {image.stem}"
         image.with_suffix(".txt").write_text(caption, encoding="utf-8")
         emit(type="caption", path=str(image), caption=caption, status="written", reason="")

@@ -27,6 +27,8 @@ def main() -> int:
         if step:
             emit(type="progress", step=step, total=4, epoch=1, loss=1.0 / step, lr=1e-4, it_s=10.0, eta_s=0.4)
             print(f"log line at step {step}", file=sys.stderr, flush=True)
+        if step in (2, 4):  # held-out images: the validation loss, rising at the end (overfitting)
+            emit(type="validation", step=step, loss=0.5 + step / 10, images=2)
         if step % 2 == 0:
             for index, prompt in enumerate(["a cat", "a dog"]):
                 path = run_dir / "samples" / f"step{step:06d}_p{index:02d}.png"

@@ -1,6 +1,7 @@
 """The dataset page's Auto-caption action: the request it sends, results streaming into the grid, cancel,
 and the engine's refusal shown as its message."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -110,3 +111,47 @@ def test_real_engine_tags_the_whole_dataset_and_the_health_report_refreshes(qtbo
     assert (folder / "img2.txt").read_text(encoding="utf-8").strip() == "zkx, nano, solo"
     assert checked.args[0]["tag_frequency"]["zkx"] == 3
     assert all(item.text().startswith("✓") for item in page.grid.items.values())
+
+
+def _vlm_folder(tmp_path, model_type="qwen2_5_vl"):
+    model = tmp_path / "vlm"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": model_type}), encoding="utf-8")
+    return model
+
+
+def test_a_vision_language_model_shows_its_prompt_settings_and_sends_them(qtbot, tmp_path):
+    page, folder, _model = _page(qtbot, tmp_path)
+    dialog = page.auto_caption()
+    dialog.model.setText(str(_vlm_folder(tmp_path)))
+    assert dialog.prompt.isVisibleTo(dialog) and not dialog.threshold.isVisibleTo(dialog)
+    assert "vision-language model" in dialog.kind.text()
+    dialog.prompt.setText("Describe the sky only.")
+    dialog.length.setCurrentIndex(dialog.length.findData("long"))
+    dialog.max_tokens.setValue(50)
+    args = dialog.request().args()
+    assert args[args.index("--prompt") + 1] == "Describe the sky only."
+    assert args[args.index("--length") + 1] == "long" and args[args.index("--max-tokens") + 1] == "50"
+    assert "--preview" not in args and "--tags-model" not in args
+    (tmp_path / "f").mkdir()
+    dialog.model.setText(str(_vlm_folder(tmp_path / "f", "florence2")))
+    assert "Florence-2" in dialog.kind.text() and "<MORE_DETAILED_CAPTION>" in dialog.prompt.placeholderText()
+    dialog.model.setText(str(_model))
+    assert not dialog.prompt.isVisibleTo(dialog), "a tagger takes no prompt"
+
+
+def test_preview_captions_the_selected_image_and_writes_nothing(qtbot, tmp_path):
+    page, folder, _model = _page(qtbot, tmp_path)
+    page.grid.select_path(folder / "img2.png")
+    dialog = page.auto_caption()
+    dialog.model.setText(str(_vlm_folder(tmp_path)))
+    dialog.prompt.setText("Describe the sky only.")
+    assert dialog.preview_button.text() == "Preview on img2.png"
+    dialog.preview_button.click()
+    assert not dialog.start_button.isEnabled()  # one model at a time
+    qtbot.waitUntil(lambda: dialog.preview_job is None, timeout=30_000)
+    assert dialog.preview_text.text() == "preview of img2 (Describe the sky only.)"
+    assert not list(folder.glob("*.txt")) and dialog.results.count() == 0
+    assert page.grid.items[str(folder / "img2.png")].text() == "img2.png"
+    assert dialog.start_button.isEnabled() and dialog.preview_button.isEnabled()
+

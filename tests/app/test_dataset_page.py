@@ -165,3 +165,17 @@ def test_the_last_project_reopens_at_start(qtbot, tmp_path):
     qtbot.addWidget(second)
     second.restore_last_project()
     assert second.project is not None and second.project.folder == tmp_path / "proj"
+
+
+def test_import_report_names_the_copy_kept_for_each_duplicate(qtbot, tmp_path):
+    from PySide6.QtWidgets import QMessageBox
+
+    window = MainWindow(data_dir=tmp_path / "app")
+    qtbot.addWidget(window)
+    page = window.dataset_page
+    reason = "same content as img00 copy.png, which was kept; this file's caption was copied to img00 copy.txt"
+    page._show_report({"imported": 1, "duplicates": 1, "refused": 0, "files": [
+        {"source": "/src/img00 copy.png", "status": "imported", "reason": "", "dest": "img00 copy.png"},
+        {"source": "/src/img00.png", "status": "duplicate", "reason": reason, "dest": "img00 copy.png"}]})
+    box = page.findChildren(QMessageBox)[-1]
+    assert "1 already there" in box.text() and f"/src/img00.png: {reason}" in box.detailedText()

@@ -31,6 +31,7 @@ def test_a_full_run_fills_progress_chart_and_gallery(qtbot, page, tmp_path, monk
     assert _run(qtbot, page, tmp_path / "run", "ok", monkeypatch) is True
     assert page.progress.value() == 4 and page.progress.maximum() == 4
     assert [s for s, _ in page.chart.points] == [1, 2, 3, 4]
+    assert page.chart.validation == [(2, 0.7), (4, 0.9)]  # the second line: validation loss
     assert page.gallery.steps == [0, 2, 4] and page.gallery.prompts == ["a cat", "a dog"]
     assert page.gallery.image_count() == 6
     assert "Finished at step 4" in page.status.text()

@@ -70,3 +70,16 @@ def test_presets_load_and_save_as_sparse_overlays(qtbot, tmp_path, monkeypatch):
     assert saved["lora"]["rank"] == 12 and "model" not in saved and "path" not in saved.get("dataset", {})
     assert page.preset.currentText() == "mine"
     config_mod.load(tmp_path / "app" / "presets" / "mine.toml")  # the engine accepts it
+
+
+def test_memory_line_follows_the_settings_and_warns_when_it_cannot_fit(qtbot, tmp_path):
+    window, page = _window(qtbot, tmp_path)
+    window.show()
+    page.show()
+    page.editors["performance.weight_dtype"].set_value("fp8")
+    qtbot.waitUntil(lambda: "GB RAM" in page.memory.text(), timeout=60_000)
+    assert "frozen weights fp8" in page.memory.text()
+    page._planned({"summary": "≈ 9.7 GB GPU · ≈ 7.8 GB RAM", "weight_dtype": "bf16",
+                   "warnings": ["needs ≈ 9.7 GB of GPU memory but 7.5 GB is free: turn on gradient checkpointing"]},
+                  "")
+    assert "7.5 GB is free" in page.memory.text() and "b00020" in page.memory.styleSheet()

@@ -167,3 +167,19 @@ def test_a_real_sdxl_file_gets_the_sdxl_recipe_and_tier(qtbot, window, tmp_path)
     cfg = plan.config
     assert (cfg.dataset.resolution, cfg.lora.rank, cfg.model.path) == (1024, 8, str(model))
     assert (cfg.dataset.repeats, cfg.schedule.epochs) == (33, 10)   # 6 images x 33 x 10 ≈ 2000 views
+    assert cfg.performance.weight_dtype == "fp8"  # what lets SDXL fit 8 GB (docs/memory.md)
+    memory = wizard.settings_page.memory
+    qtbot.waitUntil(lambda: "GB RAM" in memory.text(), timeout=60_000)  # the engine's plan for these settings
+
+
+def test_prompt_rows_are_fields_and_come_back_in_kohya_syntax(qtbot):
+    from app.widgets.prompt_table import PromptTable
+
+    table = PromptTable()
+    qtbot.addWidget(table)
+    table.set_prompts(["zkx robot, city --n blurry --w 768 --s 28", "zkx robot, beach"])
+    assert table.table.item(0, 0).text() == "zkx robot, city" and table.table.item(0, 1).text() == "blurry"
+    assert table.table.item(0, 2).text() == "768" and table.table.item(1, 2).text() == ""
+    table.table.item(1, 6).setText("42")   # the user types a seed into the second row's field
+    table.add_row("")                      # an empty row is not a prompt
+    assert table.prompts() == ["zkx robot, city --n blurry --w 768 --s 28", "zkx robot, beach --d 42"]

@@ -5,7 +5,7 @@ import json
 from PIL import Image
 from safetensors import safe_open
 
-from tests.support.engine import read_jsonl, run_cli
+from tests.support.engine import make_dataset, read_jsonl, run_cli
 
 
 def test_demo_run_leaves_a_complete_run_folder(tmp_path):
@@ -77,7 +77,51 @@ def test_train_refuses_to_overwrite_an_existing_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.toml").write_text("schema_version = 1\n")
+    (out / "events.jsonl").write_text('{"v": 1, "type": "progress", "step": 1}\n')  # a step was done
     code, events, _ = run_cli("train", "--demo", "--out", str(out), "--events", "jsonl")
     assert code == 2 and "already holds a run" in events[-1].message
     assert "lora-studio resume" in events[-1].hint
     assert (out / "config.toml").read_text() == "schema_version = 1\n"
+
+
+def test_a_start_that_failed_before_any_step_can_be_retried_in_the_same_folder(tmp_path):
+    out = tmp_path / "run"
+    code, events, _ = run_cli("train", "--demo", "--out", str(out), "--events", "jsonl",
+                              "--set", f"dataset.path={tmp_path / 'nowhere'}")
+    assert code == 2 and (out / "config.toml").exists()
+    code, events, stderr = run_cli("train", "--demo", "--out", str(out), "--events", "jsonl",
+                                   "--set", "schedule.max_steps=2", "--set", "sampling.every_n_steps=0")
+    assert code == 0, stderr
+    assert [e["type"] for e in read_jsonl(out / "events.jsonl")] == [e.type for e in events]  # no stale error
+
+
+def test_a_hand_written_config_takes_the_trigger_word_from_the_captions(tmp_path):
+    dataset = make_dataset(tmp_path / "zkx")  # every caption starts with "tok", as prepare-captions writes
+    config = tmp_path / "my.toml"
+    config.write_text(f'[model]\npath = "demo:sd15"\n[dataset]\npath = "{dataset.as_posix()}"\nresolution = 64\n'
+                      '[schedule]\nmax_steps = 2\n[sampling]\nevery_n_steps = 2\nsteps = 2\n'
+                      '[saving]\noutput_name = "zkx"\n', encoding="utf-8")
+    out = tmp_path / "run"
+    code, events, stderr = run_cli("train", str(config), "--out", str(out), "--events", "jsonl")
+    assert code == 0, stderr
+    assert any(e.type == "warning" and "'tok'" in e.message for e in events)
+    assert {e.prompt for e in events if e.type == "sample"} == {"tok, a photo"}
+    with safe_open(str(out / "zkx.safetensors"), "pt") as f:
+        assert f.metadata()["modelspec.trigger_phrase"] == "tok"
+
+
+def test_demo_with_a_real_model_says_which_demo_settings_remain(tmp_path):
+    code, events, _ = run_cli("train", "--demo", "--out", str(tmp_path / "r"), "--events", "jsonl",
+                              "--set", f"model.path={tmp_path / 'mine.safetensors'}", "--set", "lora.rank=16")
+    warning = next(e for e in events if e.type == "warning")
+    assert "optimizer.lr = 0.001" in warning.message and "saving.output_name = 'demo-lora'" in warning.message
+    assert "lora.rank" not in warning.message  # overridden: not the demo's any more
+    assert code == 2 and "mine.safetensors" in events[-1].message
+
+
+def test_self_test_is_handed_to_the_app(monkeypatch):
+    from trainer import cli
+
+    launched = []
+    monkeypatch.setattr(cli, "_launch_gui", lambda argv: launched.append(argv) or 0)
+    assert cli.main(["--self-test"]) == 0 and launched == [["--self-test"]]

@@ -4,8 +4,9 @@ they stay bit-identical), and only the first process writes: one events stream, 
 checkpoints.
 
 Every process logs "process I of N: adapter fingerprint H" at the end (trainer/loop.py); the tests compare
-those, check that the saved training state hashes to the same value, and that a stop request (which reaches
-one process only) followed by a two-process resume ends bit-identical to the uninterrupted run.
+those, check that the saved training state hashes to the same value, that each process drew its own noise,
+and that a stop request (which reaches one process only) followed by a two-process resume ends bit-identical
+to the uninterrupted run (each process gets its own noise stream back).
 """
 
 import hashlib
@@ -98,6 +99,9 @@ def test_two_processes_train_in_step_and_only_the_first_writes(uninterrupted):
     assert set(prints) == {"0", "1"}, err[-3000:]
     assert prints["0"] == prints["1"], "the two processes ended with different LoRA weights"
     assert state_fingerprint(out / "state" / "step-000004") == prints["0"], "the saved state is what was trained"
+    # each process drew its own noise and timesteps, and the state keeps every stream for an exact resume
+    rng = load_file(str(out / "state" / "step-000004" / "rng.safetensors"))
+    assert not torch.equal(rng["noise"], rng["noise_01"]), "both processes drew the same noise"
 
     # one stream: each event once, from the first process only
     assert [e.type for e in events].count("started") == 1 and [e.type for e in events].count("done") == 1

@@ -87,7 +87,7 @@ def _import_one(cand: Candidate, into: Path, min_side: int, max_pixels: int, kno
         return Entry(cand.label, "refused", f"cannot read: {exc}")
     digest = hashlib.sha256(data).hexdigest()
     if digest in known:
-        return Entry(cand.label, "duplicate", f"same content as {known[digest]}", known[digest])
+        return Entry(cand.label, "duplicate", _merge_caption(cand, into / known[digest]), known[digest])
     try:
         payload, suffix = normalize_image(data, min_side, max_pixels)
     except NormalizeError as exc:
@@ -99,6 +99,22 @@ def _import_one(cand: Candidate, into: Path, min_side: int, max_pixels: int, kno
         atomic_write_bytes(into / f"{name}.txt", cand.caption())
     known[digest] = dest.name
     return Entry(cand.label, "imported", "", dest.name)
+
+
+def _merge_caption(cand: Candidate, kept: Path) -> str:
+    """A duplicate is not imported, but its caption must not be lost: it moves to the copy that was kept
+    when that copy has none. Returns the report's reason, naming the kept file and what became of the caption."""
+    reason = f"same content as {kept.name}, which was kept"
+    if cand.caption is None:
+        return reason
+    kept_caption = kept.with_suffix(".txt")
+    caption = cand.caption()
+    if not kept_caption.exists():
+        atomic_write_bytes(kept_caption, caption)
+        return f"{reason}; this file's caption was copied to {kept_caption.name}"
+    if kept_caption.read_bytes().strip() == caption.strip():
+        return f"{reason} with the same caption"
+    return f"{reason} with its own caption ({kept_caption.name}); this file's differing caption was not used"
 
 
 def _candidates(src: Path, into: Path) -> Iterator[Candidate]:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.config import TrainConfig
+from trainer.config import SamplingConfig, TrainConfig
+from trainer.data.captions import split_tags
 from trainer.data.spec import list_images, read_dataset
 from trainer.errors import DatasetError
 
 
 def load_records(cfg: TrainConfig) -> list:
     """The dataset's images; plain and kohya folders take their caption options from the config."""
-    root = Path(cfg.dataset.path)
+    root = Path(cfg.dataset.path).expanduser()  # "~/..." in a config file is the user's home
     subsets = read_dataset(root)
     if not (root / "dataset.toml").exists():
         d = cfg.dataset
@@ -24,3 +25,25 @@ def load_records(cfg: TrainConfig) -> list:
         raise DatasetError(f"dataset folder {root} holds no readable images",
                            "add .jpg/.png/.webp images (with optional same-named .txt captions)")
     return records
+
+
+def caption_trigger(records: list) -> str:
+    """The tag every training caption starts with (what `dataset prepare-captions --trigger` and
+    `dataset caption --trigger` write), or "" when the captions do not agree on one."""
+    firsts = {(split_tags(r.caption) or [""])[0] for r in records if not r.subset.is_reg}
+    return firsts.pop() if len(firsts) == 1 and len(records) > 1 else ""
+
+
+def adopt_caption_trigger(cfg: TrainConfig, records: list) -> str:
+    """A config written by hand often leaves saving.trigger_phrase empty although the captions lead with a
+    trigger word; without it the adapter's card has no activation text and the previews never use the
+    word. Take it from the captions then. Returns what was done, for a warning, or ""."""
+    trigger = "" if cfg.saving.trigger_phrase else caption_trigger(records)
+    if not trigger:
+        return ""
+    cfg.saving.trigger_phrase = trigger
+    done = f"saving.trigger_phrase is empty; using '{trigger}', which starts every caption"
+    if cfg.sampling.prompts == SamplingConfig().prompts:
+        cfg.sampling.prompts = [f"{trigger}, {p}" for p in cfg.sampling.prompts]
+        done += f", and previews prompt '{cfg.sampling.prompts[0]}'"
+    return done

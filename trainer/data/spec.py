@@ -34,6 +34,7 @@ class Subset:
     caption_dropout: float = 0.0
     tag_dropout: float = 0.0
     resolution: int | None = None   # this subset's bucket base, e.g. close-ups at 768 in a 512 dataset
+    validation: bool = False        # held out of training, for the validation loss only
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Caption strategies for the two kinds of LoRA the wizard trains, and `dataset prepare-captions`.
 
 - character (person, object): the trigger word (and a class word like "woman" or "mug") goes first; the tags
-  that describe what is always true of the subject (hair colour, eye colour, a logo) are pruned, so the
-  LoRA binds those features to the trigger instead of to the tags. What varies (pose, background,
-  clothes) stays in the caption, so the user can still prompt for it.
+  in at least half the captions that describe the subject itself (hair colour, eye colour, a logo) are
+  pruned, so the LoRA binds those features to the trigger instead of to the tags. Tags for what can vary
+  (pose, place, clothing, expression, framing) stay even when common, so the user can still prompt for it.
 - style: captions describe the content; the words that name the style itself ("watercolor",
   "oil painting") are pruned so the look goes into the LoRA; the trigger word goes first.
 
@@ -21,8 +21,23 @@ from pathlib import Path
 from trainer.data.captions import caption_path, join_tags, read_caption, split_tags
 from trainer.fsutil import atomic_write_text
 
-# Tags seen in at least this share of captions describe the subject itself, not one picture of it.
+# Tags seen in at least this share of captions describe the subject itself, not one picture of it...
 CHARACTER_PRUNE_SHARE = 0.5
+# ...unless they say how it is shown: pose, place, clothing, expression, framing. Those can be common in a
+# dataset (half the photos indoors, most of them smiling) yet are what a user changes at prompt time; pruned,
+# they would be baked into the trigger word. A tag is kept when one of its words is here.
+VARYING_WORDS = frozenset("""
+    sitting standing lying kneeling squatting crouching walking running jumping leaning bending pose posing
+    looking arms arm hand hands legs crossed raised holding from behind side above below profile back
+    indoors outdoors background room bedroom kitchen office street city forest beach park garden sky night
+    day sunset sunrise water snow rain tree trees building window bed chair sofa couch table studio stage
+    shirt dress skirt jacket coat hoodie sweater pants shorts jeans trousers shoes boots socks thighhighs
+    hat cap gloves scarf uniform suit tie necktie swimsuit bikini kimono apron armor costume clothes outfit
+    wearing glasses sunglasses necklace earrings bag
+    smile smiling grin laughing open closed blush crying tears frown angry sad happy surprised
+    expressionless wink tongue teeth serious
+    body portrait close-up closeup shot cowboy view
+""".split())
 STYLE_WORDS = ("style", "art", "painting", "drawing", "sketch", "illustration", "watercolor", "watercolour",
                "oil", "ink", "pencil", "anime", "manga", "cartoon", "comic", "lineart", "pixel", "render",
                "3d", "photo", "realistic", "traditional media", "digital", "brush", "pastel", "monochrome")
@@ -48,8 +63,12 @@ def suggest_prune(images: list[Path], kind: str, keep: tuple[str, ...] = ()) -> 
     skip = {k.lower() for k in keep if k}
     if kind == "character":
         limit = max(2, CHARACTER_PRUNE_SHARE * len(images))
-        return [t for t, n in counts.most_common() if n >= limit and t not in skip]
+        return [t for t, n in counts.most_common() if n >= limit and t not in skip and not _varies(t)]
     return [t for t, _n in counts.most_common() if t not in skip and _names_a_style(t)]
+
+
+def _varies(tag: str) -> bool:
+    return any(w in VARYING_WORDS for w in tag.replace("_", " ").split())
 
 
 def _names_a_style(tag: str) -> bool:

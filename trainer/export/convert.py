@@ -12,6 +12,7 @@ from collections import defaultdict
 import torch
 
 from trainer.errors import UserError
+from trainer.export.kohya import lycoris_algorithm
 from trainer.export.verify import ARCH_OF_CONFIG, base_config_of, module_table
 
 PARTS = ("lora_down.weight", "lora_up.weight", "alpha", "dora_scale")
@@ -34,7 +35,15 @@ def scale_of(parts: dict[str, torch.Tensor]) -> float:
     return alpha / rank
 
 
+def refuse_lycoris(tensors: dict[str, torch.Tensor], what: str) -> None:
+    algorithm = lycoris_algorithm(tensors)
+    if algorithm:
+        raise UserError(f"this is a {algorithm.upper()} adapter (LyCORIS layout); {what} supports plain LoRA only",
+                        "use the kohya-layout file as it is: A1111, Forge, ComfyUI and InvokeAI load LoHa/LoKr")
+
+
 def kohya_to_diffusers(tensors: dict[str, torch.Tensor], metadata: dict) -> dict[str, torch.Tensor]:
+    refuse_lycoris(tensors, "the diffusers layout export")
     config = base_config_of(metadata)
     table = module_table(config, ARCH_OF_CONFIG[config])
     out = {}

@@ -8,6 +8,9 @@ Key rules (taken from kohya sd-scripts' networks/lora.py and checked against the
 - text encoders: `lora_te_text_model_encoder_layers_0_self_attn_q_proj` (SDXL: `lora_te1_` / `lora_te2_`).
 - each module has `.lora_down.weight` (peft lora_A), `.lora_up.weight` (lora_B) and `.alpha` (a 0-d tensor
   holding the trained alpha; the UIs scale by alpha/rank). DoRA magnitudes go in `.dora_scale`.
+- LoHa / LoKr (LyCORIS layout, built into A1111 since 1.5, Forge, ComfyUI, InvokeAI): the same module
+  names with `.hada_w1_a`, `.hada_w1_b`, `.hada_w2_a`, `.hada_w2_b` / `.lokr_w1`, `.lokr_w2_a`, ... and
+  `.alpha`. A1111 picks the algorithm by these names (extensions-builtin/Lora/network_hada.py, network_lokr.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import re
 import torch
 
 PEFT_SUFFIX = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
+# LyCORIS parameter names: peft's LoHa/LoKr layers use them too, so they are exported unchanged
+LYCORIS_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
+                 "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
 TE_PREFIXES = {("sd1", "text_encoder"): "lora_te", ("sd2", "text_encoder"): "lora_te",
                ("sdxl", "text_encoder"): "lora_te1", ("sdxl", "text_encoder_2"): "lora_te2"}
 _RESNET_TO_SGM = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
@@ -66,27 +72,66 @@ def kohya_module_name(component: str, module: str, arch: str, unet_config: dict 
     return f"{TE_PREFIXES[(arch, component)]}_" + module.replace(".", "_")
 
 
-def to_kohya(adapters: dict[str, dict[str, torch.Tensor]], arch: str, unet_config: dict, alpha: float,
-             dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
-    """{component: peft state dict} -> one kohya state dict with `.alpha` per module."""
+def to_kohya(adapters: dict[str, dict[str, torch.Tensor]], arch: str, unet_config: dict,
+             scales: dict[str, dict[str, tuple[int, float]]], dtype: torch.dtype = torch.float16,
+             ) -> dict[str, torch.Tensor]:
+    """{component: peft state dict} -> one kohya/LyCORIS state dict with `.alpha` per module.
+
+    `scales` is {component: {module: (rank, scale)}} as trained (trainer.lora.algorithms.module_scales).
+    """
     out: dict[str, torch.Tensor] = {}
     for component, state in adapters.items():
-        for key, tensor in state.items():
-            module, suffix = _split_peft_key(key)
+        for module, parts in _group_peft(state).items():
             name = kohya_module_name(component, module, arch, unet_config)
-            if suffix == "lora_magnitude_vector":
-                out[f"{name}.dora_scale"] = _dora_scale_shape(tensor, state, module).to(dtype).contiguous()
-                continue
-            out[f"{name}.{PEFT_SUFFIX[suffix]}"] = tensor.to(dtype).contiguous()
-            out.setdefault(f"{name}.alpha", torch.tensor(float(alpha), dtype=dtype))
+            rank, scale = scales[component][module]
+            for part, tensor in _module_parts(parts, module, state, rank, scale).items():
+                out[f"{name}.{part}"] = tensor.to(dtype).contiguous()
+    return out
+
+
+def _group_peft(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        module, suffix = _split_peft_key(key)
+        grouped.setdefault(module, {})[suffix] = tensor
+    return grouped
+
+
+def _module_parts(parts: dict, module: str, state: dict, rank: int, scale: float) -> dict[str, torch.Tensor]:
+    """One module's tensors under the names the UIs read, and the alpha that gives them the trained scale."""
+    if "lokr_w1" in parts and "lokr_w2" in parts:
+        # LoKr with both factors full has no rank in the file: A1111, ComfyUI and LyCORIS then apply scale 1
+        # and ignore alpha, so the trained scale is folded into W1 (alpha = rank, as LyCORIS writes it).
+        parts = dict(parts, lokr_w1=parts["lokr_w1"].float() * scale)
+        alpha = float(rank)
+    else:
+        alpha = rank * scale  # the UIs scale by alpha / rank
+    out = {}
+    for suffix, tensor in parts.items():
+        if suffix == "lora_magnitude_vector":
+            out["dora_scale"] = _dora_scale_shape(tensor, state, module)
+        else:
+            out[PEFT_SUFFIX.get(suffix, suffix)] = tensor
+    out["alpha"] = torch.tensor(alpha)
     return out
 
 
 def _split_peft_key(key: str) -> tuple[str, str]:
-    for suffix in ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector"):
+    for suffix in ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector", *LYCORIS_PARTS):
         if key.endswith("." + suffix):
             return key[: -len(suffix) - 1], suffix
     raise ValueError(f"unexpected adapter key '{key}'")
+
+
+def lycoris_algorithm(keys) -> str | None:
+    """'loha' / 'lokr' when a kohya-layout file holds LyCORIS tensors, else None (plain LoRA)."""
+    for key in keys:
+        part = key.rsplit(".", 1)[-1]
+        if part.startswith("hada_"):
+            return "loha"
+        if part.startswith("lokr_"):
+            return "lokr"
+    return None
 
 
 def _dora_scale_shape(magnitude: torch.Tensor, state: dict, module: str) -> torch.Tensor:

@@ -50,19 +50,29 @@ class TrainingFacts:
     config_toml: str = ""
     thumbnail: str = ""
     base_config: str = ""
+    algorithm: str = "lora"
+    clip_skip: int = 1
+    conv_rank: int = 0     # the values a UI uses (rsLoRA's alphas already adjusted): alpha/rank is the scale
+    conv_alpha: float = 0.0
+    rslora: bool = False
+    zero_terminal_snr: bool = False
 
 
 def build_metadata(f: TrainingFacts) -> dict[str, str]:
     key = (f.arch, f.prediction_type)
     network_args = {"targets": f.targets}
     if f.targets == "full":
-        network_args.update(conv_dim=str(f.rank), conv_alpha=str(f.alpha))
+        network_args.update(conv_dim=str(f.conv_rank or f.rank), conv_alpha=str(f.conv_alpha or f.alpha))
+    if f.rslora:
+        network_args["rs_lora"] = "True"  # LyCORIS' name; the alphas in the file already include it
     if f.dora:
         network_args["dora_wd"] = "True"
+    if f.algorithm != "lora":
+        network_args["algo"] = f.algorithm  # LyCORIS' own key, shown by A1111's and civitai's LoRA cards
     meta = {
         "ss_base_model_version": BASE_MODEL_VERSION[key],
         "ss_v2": str(f.arch == "sd2"),
-        "ss_network_module": "networks.lora",
+        "ss_network_module": "networks.lora" if f.algorithm == "lora" else "lycoris.kohya",
         "ss_network_dim": str(f.rank),
         "ss_network_alpha": _num(f.alpha),
         "ss_network_args": json.dumps(network_args),
@@ -80,6 +90,8 @@ def build_metadata(f: TrainingFacts) -> dict[str, str]:
         "ss_training_started_at": _num(f.started_at),
         "ss_training_finished_at": _num(time.time()),
         "ss_seed": str(f.seed),
+        "ss_clip_skip": str(f.clip_skip),
+        "ss_zero_terminal_snr": str(f.zero_terminal_snr),
         "ss_optimizer": f.optimizer,
         "ss_lr_scheduler": f.lr_scheduler,
         "ss_batch_size_per_device": str(f.batch_size),

@@ -8,7 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from trainer.errors import UserError
-from trainer.export.convert import group_modules, resize_rank
+from trainer.export.convert import group_modules, refuse_lycoris, resize_rank
 from trainer.export.save import write_safetensors
 from trainer.export.verify import verify_file
 
@@ -20,6 +20,7 @@ def resize_file(adapter: Path, rank: int, out: Path | None = None, overwrite: bo
     tensors = load_file(str(adapter))
     with safe_open(str(adapter), "pt") as f:
         metadata = dict(f.metadata() or {})
+    refuse_lycoris(tensors, "resizing")
     ranks = {p["lora_down.weight"].shape[0] for p in group_modules(tensors).values()}
     if rank < 1 or rank >= max(ranks):
         raise UserError(f"--rank {rank} is not below the adapter's rank {max(ranks)}",

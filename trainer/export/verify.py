@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ from trainer.export.kohya import kohya_module_name
 from trainer.models.assets import CONFIGS
 
 TE_COMPONENTS = {"sd1": ("text_encoder",), "sd2": ("text_encoder",), "sdxl": ("text_encoder", "text_encoder_2")}
-SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_down\.weight|lora_up\.weight|alpha|dora_scale)$")
+SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_down\.weight|lora_up\.weight|alpha|dora_scale"
+                    r"|hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t2))$")
 
 
 @dataclass
@@ -82,38 +84,66 @@ def expected_modules(config_name: str, arch: str) -> dict[str, tuple[str, tuple]
 def verify_tensors(shapes: dict[str, tuple], config_name: str, arch: str) -> Report:
     modules = expected_modules(config_name, arch)
     report = Report(config=config_name)
-    seen = set()
+    grouped: dict[str, dict[str, tuple]] = {}
     for key, shape in shapes.items():
         match = SUFFIX.match(key)
         if not match:
             report.ignored.append(f"{key}: not a LoRA tensor name")
-            continue
-        module, part = match["module"], match["part"]
-        if module not in modules:
-            report.ignored.append(f"{key}: no module '{module}' in {config_name}")
-            continue
-        problem = _shape_problem(part, shape, modules[module])
-        if problem:
-            report.ignored.append(f"{key}: {problem}")
-            continue
-        report.applied += 1
-        seen.add(module)
-    report.modules = len(seen)
+        elif match["module"] not in modules:
+            report.ignored.append(f"{key}: no module '{match['module']}' in {config_name}")
+        else:
+            grouped.setdefault(match["module"], {})[match["part"]] = shape
+    for module, parts in grouped.items():
+        problems = {part: _shape_problem(part, shape, modules[module], parts) for part, shape in parts.items()}
+        report.ignored += [f"{module}.{part}: {problem}" for part, problem in problems.items() if problem]
+        report.applied += sum(1 for problem in problems.values() if not problem)
+        report.modules += any(not problem for problem in problems.values())
     return report
 
 
-def _shape_problem(part: str, shape: tuple, expected: tuple[str, tuple]) -> str:
+def _shape_problem(part: str, shape: tuple, expected: tuple[str, tuple], parts: dict[str, tuple]) -> str:
     kind, weight = expected
     out_features, in_features = weight[0], weight[1]
     if part == "alpha":
         return "" if len(shape) == 0 or shape == (1,) else f"alpha should be a scalar, is {shape}"
     if part == "dora_scale":
         return "" if shape and shape[0] == out_features else f"dora_scale {shape} vs {out_features} outputs"
+    if part.startswith("hada_"):
+        return _loha_problem(part, shape, weight, "hada_t1" in parts)
+    if part.startswith("lokr_"):
+        return _lokr_problem(parts, weight)
     if part == "lora_down.weight":
         ok = shape[1] == in_features and (kind == "Linear" or shape[2:] in (weight[2:], (1, 1)))
         return "" if ok else f"lora_down {shape} does not fit weight {weight}"
     ok = shape[0] == out_features
     return "" if ok else f"lora_up {shape} does not fit weight {weight}"
+
+
+def _loha_problem(part: str, shape: tuple, weight: tuple, tucker: bool) -> str:
+    """LoHa: (W1a·W1b) ⊙ (W2a·W2b) reshaped to the weight; with Tucker (conv) W·a is (r, out), W·b (r, in)."""
+    if part in ("hada_t1", "hada_t2"):
+        ok = tuple(shape[2:]) == tuple(weight[2:])
+    elif part.endswith("_a"):
+        ok = (shape[1] if tucker else shape[0]) == weight[0]
+    else:
+        ok = shape[1] == (weight[1] if tucker else math.prod(weight[1:]))
+    return "" if ok else f"{part} {shape} does not fit weight {weight}"
+
+
+def _lokr_problem(parts: dict[str, tuple], weight: tuple) -> str:
+    """LoKr: W1 ⊗ W2 must have the weight's shape (flattened past the output dimension)."""
+    try:
+        w1 = parts["lokr_w1"] if "lokr_w1" in parts else (parts["lokr_w1_a"][0], parts["lokr_w1_b"][1])
+        if "lokr_w2" in parts:
+            w2 = parts["lokr_w2"]
+        elif "lokr_t2" in parts:
+            w2 = (parts["lokr_w2_a"][1], parts["lokr_w2_b"][1], *parts["lokr_t2"][2:])
+        else:
+            w2 = (parts["lokr_w2_a"][0], parts["lokr_w2_b"][1])
+    except KeyError as missing:
+        return f"LoKr factor {missing} is missing"
+    ok = w1[0] * w2[0] == weight[0] and w1[1] * math.prod(w2[1:]) == math.prod(weight[1:])
+    return "" if ok else f"LoKr {tuple(w1)} ⊗ {tuple(w2)} does not fit weight {weight}"
 
 
 ARCH_OF_CONFIG = {"tiny-sd15": "sd1", "sd15": "sd1", "tiny-sd2": "sd2", "sd2": "sd2", "sd2-768v": "sd2",

@@ -1,4 +1,5 @@
-"""Put LoRA (or DoRA) layers on the chosen modules with peft, and read/write their weights.
+"""Put adapter layers (LoRA, DoRA, LoHa, LoKr: trainer.lora.algorithms) on the chosen modules with peft,
+and read/write their weights.
 
 Target sets, by the names of diffusers' UNet modules:
 - attention:     self- and cross-attention projections (to_q, to_k, to_v, to_out.0)
@@ -10,12 +11,15 @@ Text encoders (when trained): q/k/v/out_proj and the MLP's fc1/fc2 in every laye
 from __future__ import annotations
 
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 
-ADAPTER = "default"
+from trainer.lora.algorithms import ADAPTER, PARAM_PREFIXES
+
 _ATTENTION = r".*\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)"
 _FF = r".*\.ff\.net\.(0\.proj|2)|.*attentions\.\d+\.(proj_in|proj_out)"
 _CONV = r".*resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|.*(downsamplers|upsamplers)\.0\.conv"
+# kohya's conv_dim/conv_alpha apply to the 3x3 convolutions only; 1x1 ones (conv_shortcut) take the linear rank
+UNET_CONV_3X3 = r".*resnets\.\d+\.(conv1|conv2)|.*(downsamplers|upsamplers)\.0\.conv"
 UNET_TARGETS = {
     "attention": f"^({_ATTENTION})$",
     "attention+ff": f"^({_ATTENTION}|{_FF})$",
@@ -24,17 +28,11 @@ UNET_TARGETS = {
 TEXT_ENCODER_TARGETS = r"^.*\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$"
 
 
-def lora_config(rank: int, alpha: float, dropout: float, dora: bool, target_regex: str) -> LoraConfig:
-    # init_lora_weights=True: B starts at zero, so step 0 reproduces the base model exactly (the baseline
-    # sample row in the gallery shows the untouched model).
-    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, use_dora=dora,
-                      target_modules=target_regex, init_lora_weights=True)
-
-
-def inject(model: torch.nn.Module, config: LoraConfig) -> list[torch.nn.Parameter]:
-    """Add the adapter in place; return its trainable parameters (everything else stays frozen)."""
+def inject(model: torch.nn.Module, config) -> list[torch.nn.Parameter]:
+    """Add the adapter (a peft LoraConfig/LoHaConfig/LoKrConfig) in place; return its trainable parameters
+    (everything else stays frozen)."""
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
-    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    params = [p for n, p in model.named_parameters() if any(part.startswith(PARAM_PREFIXES) for part in n.split("."))]
     for p in params:
         p.requires_grad_(True)
     if not params:

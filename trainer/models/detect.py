@@ -155,7 +155,11 @@ def _prediction(arch: str, shapes: dict[str, tuple], metadata: dict) -> tuple[st
 
 
 def describe_lora(shapes: dict[str, tuple], metadata: dict) -> dict:
-    downs = [s for k, s in shapes.items() if k.endswith((".lora_down.weight", ".lora_A.weight"))]
+    # the rank sits in the first dimension of LoRA's down, LoHa's W1b and a decomposed LoKr's W2b
+    downs = [s for k, s in shapes.items()
+             if k.endswith((".lora_down.weight", ".lora_A.weight", ".hada_w1_b", ".lokr_w2_b"))]
+    modules = {k.rsplit(".", 1)[0] for k in shapes if k.endswith((".lora_down.weight", ".lora_A.weight",
+                                                                  ".hada_w1_b", ".lokr_w1", ".lokr_w1_a"))}
     ranks = Counter(s[0] for s in downs)
     prefixes = sorted({m[1] for k in shapes if (m := re.match(r"^(lora_(?:unet|te\d?))_", k))} |
                       {k.split(".")[0] for k in shapes if k.startswith(("unet.", "text_encoder"))})
@@ -168,7 +172,7 @@ def describe_lora(shapes: dict[str, tuple], metadata: dict) -> dict:
         arch = "sd1"
     else:
         arch = ""  # kohya files without metadata don't say; key names alone can't tell SD1 from SD2
-    return {"rank": ranks.most_common(1)[0][0] if ranks else None, "modules": len(downs),
+    return {"rank": ranks.most_common(1)[0][0] if ranks else None, "modules": len(modules),
             "key_prefixes": prefixes, "arch": arch}
 
 

@@ -50,11 +50,11 @@ def load_base_model(spec: str, prediction_override: str = "auto", weight_dtype: 
     """The base model, its frozen weights already in `weight_dtype` (performance.weight_dtype) as it
     resolves on `device`. Nothing is held in a wider dtype on the way (see trainer/models/streaming.py)."""
     from trainer.models.precision import enable_fp8_compute, resolve_precision
-    from trainer.models.streaming import returned_memory
+    from trainer.models.streaming import return_freed_memory
 
     precision = resolve_precision(weight_dtype, device)
-    with returned_memory():
-        parts, arch, prediction, desc, tiny, config_name = _load_parts(spec, precision, device)
+    return_freed_memory()
+    parts, arch, prediction, desc, tiny, config_name = _load_parts(spec, precision, device)
     if prediction_override != "auto":
         prediction = prediction_override
     scheduler = _training_scheduler(parts["scheduler"], prediction)

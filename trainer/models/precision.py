@@ -116,12 +116,20 @@ def enable_fp8_compute(model: torch.nn.Module, compute: torch.dtype) -> int:
 
 def _pack(tensor: torch.Tensor):
     stored = _UPCASTS.get(id(tensor))
-    return ("fp8", *stored) if stored is not None else tensor
+    if stored is not None:
+        return ("fp8", *stored, None)
+    base = tensor._base  # F.linear saves weight.t(), a view of the upcast
+    stored = _UPCASTS.get(id(base)) if base is not None else None
+    if stored is not None:
+        return ("fp8", *stored, (tensor.size(), tensor.stride(), tensor.storage_offset()))
+    return tensor
 
 
 def _unpack(packed):
     if isinstance(packed, tuple) and packed[0] == "fp8":
-        return packed[1].to(packed[2])
+        _, stored, dtype, view = packed
+        upcast = stored.to(dtype)
+        return upcast if view is None else upcast.as_strided(*view)
     return packed
 
 

@@ -6,8 +6,8 @@ and cast it, so loading SDXL took 21 GB of RAM (every weight in fp32 next to a s
 1. the model is built on the meta device from its config (no memory, no random init);
 2. the key conversion (diffusers' own single-file converters, or none for a diffusers folder) is run once on
    meta tensors with the file's shapes, which tells which target key is a plain rename of which file key;
-3. each renamed tensor is read from the file alone (plain reads, no mmap: mapped pages would count in RSS)
-   and cast at once to the dtype its parameter will have; the few tensors the converter computes (fused
+3. each renamed tensor is read from the file alone and cast at once to the dtype its parameter will have
+   (converted straight out of the page cache, whose pages are then let go so that they don't count in RSS); the few tensors the converter computes (fused
    attention split, transposes) are read as the file stores them and converted for real;
 4. the tensors are assigned into the model (`load_state_dict(assign=True)`: no copy).
 
@@ -17,9 +17,9 @@ state dict a converter can produce, e.g. a 12B transformer and a T5 encoder read
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+import mmap
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +43,7 @@ class TensorFile:
 
     def __init__(self, paths: list[Path]):
         self.paths = [Path(p) for p in paths]
+        self._maps: dict[Path, mmap.mmap] = {}
         self.entries: dict[str, tuple] = {}   # key -> (path, dtype, shape, start, end) or (None, tensor)
         for path in self.paths:
             if path.suffix.lower() == ".safetensors":
@@ -76,12 +77,29 @@ class TensorFile:
     def read(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """One tensor, cast to `dtype` (float8 targets saturate at ±448 first)."""
         entry = self.entries[key]
-        tensor = entry[1] if entry[0] is None else self._read_safetensors(*entry)
-        if dtype is None or tensor.dtype == dtype or not tensor.is_floating_point():
-            return tensor if entry[0] is not None else tensor.clone()
-        if dtype == torch.float8_e4m3fn:
-            tensor = tensor.clamp(-FP8_MAX, FP8_MAX)
-        return tensor.to(dtype)
+        if entry[0] is None:  # a pickle, memory-mapped by torch.load: always hand out a copy
+            return _cast(entry[1], dtype, copy=True)
+        path, file_dtype, shape, start, end = entry
+        mapped = self._mapping(path)
+        if mapped is None or dtype in (None, file_dtype) or not file_dtype.is_floating_point:
+            return _cast(self._read_safetensors(*entry), dtype, copy=False)
+        # Converting: one pass straight out of the page cache instead of a read and then a cast. The pages
+        # are let go at once, or the whole file would end up counted in our RSS.
+        offset = _data_start(path) + start
+        view = torch.frombuffer(mapped, dtype=file_dtype, count=_numel(shape), offset=offset).reshape(shape)
+        out = _cast(view, dtype, copy=False)
+        del view
+        page = mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_DONTNEED, offset // page * page, offset + end - start - offset // page * page)
+        return out
+
+    def _mapping(self, path: Path):
+        if not hasattr(mmap, "MADV_DONTNEED"):  # Windows: plain reads only
+            return None
+        if path not in self._maps:
+            with open(path, "rb") as fh:  # ACCESS_COPY: writable for torch.frombuffer, never written
+                self._maps[path] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        return self._maps[path]
 
     @staticmethod
     def _read_safetensors(path: Path, dtype: torch.dtype, shape: tuple, start: int, end: int) -> torch.Tensor:
@@ -91,6 +109,21 @@ class TensorFile:
             if fh.readinto(buffer.numpy()) != end - start:
                 raise ModelFileError(f"{path} is truncated", "the download or copy stopped early: get it again")
         return buffer.view(dtype).reshape(shape)
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype | None, copy: bool) -> torch.Tensor:
+    if dtype is None or tensor.dtype == dtype or not tensor.is_floating_point():
+        return tensor.clone() if copy else tensor
+    if dtype == torch.float8_e4m3fn:
+        tensor = tensor.clamp(-FP8_MAX, FP8_MAX)
+    return tensor.to(dtype)
+
+
+def _numel(shape: tuple) -> int:
+    n = 1
+    for dim in shape:
+        n *= int(dim)
+    return n
 
 
 _DATA_START: dict[Path, int] = {}
@@ -107,22 +140,16 @@ Converter = Callable[[dict], dict]
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
-@contextlib.contextmanager
-def returned_memory():
-    """While loading, every allocation over 128 KB gets its own mapping, returned to the system when freed.
+def return_freed_memory() -> None:
+    """From now on every allocation over 128 KB gets its own mapping, returned to the system when freed.
 
     glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which the per-tensor
-    read buffers and casts come from the heap and stay counted in RSS: ~0.2 GB on SD1.5, more on SDXL. After
-    loading, a fixed 32 MB threshold (what glibc would have grown to) keeps training's allocations reusable.
+    casts while loading, and the per-layer fp8 upcasts while training, come from the heap and stay counted in
+    RSS: 0.2 GB on SD1.5 at load, 0.3 GB more in an fp8 run. Measured cost in a CPU training step: ~5 %.
     """
     libc = _glibc()
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
 
 
 def _glibc():

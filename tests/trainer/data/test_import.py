@@ -145,3 +145,28 @@ def test_progress_and_cancel(tmp_path, cancel_after):
     report = import_sources([src], tmp_path / "ds", progress=lambda d, t: seen.append((d, t)),
                             cancel=lambda: len(seen) >= cancel_after)
     assert report.cancelled and report.count("imported") == cancel_after and seen[-1] == (2, 5)
+
+
+def test_a_duplicate_hands_its_caption_to_the_copy_that_was_kept(tmp_path):
+    src, into = tmp_path / "src", tmp_path / "ds"
+    src.mkdir()
+    (src / "img00.png").write_bytes(_png_bytes())
+    (src / "img00.txt").write_text("zkx, red hair", encoding="utf-8")
+    (src / "img00 copy.png").write_bytes(_png_bytes())  # sorts first, so it is the copy kept
+    report = import_sources([src], into)
+    dup = next(e for e in report.entries if e.status == "duplicate")
+    assert dup.dest == "img00 copy.png" and "img00 copy.txt" in dup.reason
+    assert (into / "img00 copy.txt").read_text(encoding="utf-8") == "zkx, red hair"
+
+
+def test_a_kept_caption_is_never_replaced_by_a_duplicates(tmp_path):
+    src, into = tmp_path / "src", tmp_path / "ds"
+    src.mkdir()
+    (src / "a.png").write_bytes(_png_bytes())
+    (src / "a.txt").write_text("mine", encoding="utf-8")
+    import_sources([src / "a.png"], into)
+    (src / "b.png").write_bytes(_png_bytes())
+    (src / "b.txt").write_text("other", encoding="utf-8")
+    report = import_sources([src / "b.png"], into)
+    assert report.entries[0].status == "duplicate" and "not used" in report.entries[0].reason
+    assert (into / "a.txt").read_text(encoding="utf-8") == "mine"

@@ -59,3 +59,17 @@ def test_system_reports_no_cuda_as_a_fact():
     names = {f["name"]: f for f in report["optional"]}
     assert not names["CUDA GPU"]["present"] and "CPU" in names["CUDA GPU"]["cost"]
     assert {"xformers", "bitsandbytes"} <= set(names)
+    assert report["memory_tier"] == {"sd15": "cpu", "sdxl": "cpu"}
+    assert "memory tier: --preset cpu" in run_cli("system").stdout
+
+
+def test_character_keeps_common_tags_for_pose_place_clothing_and_expression(tmp_path):
+    captions = ["woman, red hair, blue eyes, sitting, indoors, smile, white shirt",
+                "woman, red hair, blue eyes, standing, outdoors, smile, white shirt",
+                "woman, red hair, blue eyes, sitting, indoors, closed eyes, upper body",
+                "woman, red hair, blue eyes, standing, outdoors, smile, white shirt"]
+    folder = _dataset(tmp_path / "ds", captions)
+    answer = json.loads(run_cli("dataset", "prepare-captions", str(folder), "--kind", "character",
+                                "--trigger", "zkx", "--class-word", "woman", "--json").stdout)
+    assert answer["suggested_prune"] == ["red hair", "blue eyes"]
+    assert answer["changes"][0]["after"] == "zkx, woman, sitting, indoors, smile, white shirt"

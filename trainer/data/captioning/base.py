@@ -31,16 +31,22 @@ class TaggerOptions:
 
 TAGGER_OPTIONS = {f.name for f in fields(TaggerOptions)}
 SENTENCE_OPTIONS = {"max_new_tokens"}
+VLM_OPTIONS = {"max_new_tokens", "prompt", "length", "quantize", "batch_size"}
 
 
 class Captioner:
-    """One loaded model. `caption` takes a PIL image (any mode) and returns the caption text."""
+    """One loaded model. `caption` takes a PIL image (any mode) and returns the caption text;
+    `caption_batch` several at once (in one call to the model where it can: `batch_size` says how many)."""
 
     name = "captioner"
     device = "cpu"
+    batch_size = 1
 
     def caption(self, image) -> str:
         raise NotImplementedError
+
+    def caption_batch(self, images: list) -> list[str]:
+        return [self.caption(image) for image in images]
 
 
 def torch_device(device: str) -> str:

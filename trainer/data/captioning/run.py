@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from trainer.data.captioning.base import Captioner
+from trainer.data.captioning.finish import Finish
 from trainer.data.captioning.image import open_upright
 from trainer.data.captions import caption_path, join_tags, read_caption, split_tags
 from trainer.fsutil import atomic_write_text
@@ -33,9 +34,9 @@ PER_IMAGE_ERRORS = (OSError, ValueError, RuntimeError, Image.DecompressionBombEr
 @dataclass
 class CaptionResult:
     path: Path
-    caption: str = ""          # the new caption (written), or the one left in place (skipped)
-    status: str = "written"    # written | skipped
-    reason: str = ""           # why it was skipped
+    caption: str = ""          # the new caption (written, preview), or the one left in place (skipped)
+    status: str = "written"    # written | skipped | preview (nothing written)
+    reason: str = ""           # why it was skipped; for a caption written, a note (e.g. past CLIP's budget)
     failed: bool = False       # skipped because of an error, not by choice (the exit code counts these)
 
 
@@ -95,35 +96,99 @@ def state_key(folder: Path, image: Path) -> str:
 
 def auto_caption(folder: Path, images: list[Path], captioner: Captioner, mode: str = "fill",
                  trigger: str = "", force: bool = False,
-                 should_stop: Callable[[], bool] = lambda: False) -> Iterator[CaptionResult]:
-    """Caption `images` one by one, yielding each result as it is written; stops between images when
-    `should_stop()` turns true (every caption already written stays, complete)."""
+                 should_stop: Callable[[], bool] = lambda: False, finish: Finish | None = None,
+                 tagger: Captioner | None = None, preview: bool = False) -> Iterator[CaptionResult]:
+    """Caption `images` (`captioner.batch_size` to a model call), yielding each result as it is written;
+    stops between batches when `should_stop()` turns true (every caption already written stays, complete).
+
+    `finish`: post-processing (default: strip boilerplate openings, warn past CLIP's budget). `tagger`: its
+    tags go before the model's sentence ("tags, sentence", for SDXL). `preview`: caption every image
+    whatever the mode and write nothing (status "preview").
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    state = WrittenCaptions(folder)
-    for image in images:
+    job = Job(captioner, mode, trigger, force, finish or Finish(), tagger, preview, WrittenCaptions(folder))
+    size = max(1, captioner.batch_size)
+    for start in range(0, len(images), size):
         if should_stop():
             return
-        yield caption_one(Path(image), state_key(folder, image), state, captioner, mode, trigger, force)
+        chunk = [Path(image) for image in images[start:start + size]]
+        yield from job.caption_chunk([(image, state_key(folder, image)) for image in chunk])
 
 
-def caption_one(image: Path, key: str, state: WrittenCaptions, captioner: Captioner, mode: str,
-                trigger: str, force: bool) -> CaptionResult:
-    current = read_caption(caption_path(image))
-    if current.problem:  # e.g. not UTF-8: reported, never rewritten (we would mangle it)
-        return CaptionResult(image, "", "skipped", f"{current.path.name}: {current.problem}", failed=True)
-    reason = skip_reason(mode, current.text, state.hashes.get(key), force)
-    if reason:
-        return CaptionResult(image, current.text, "skipped", reason)
-    try:
-        new = captioner.caption(open_upright(image))
-    except PER_IMAGE_ERRORS as exc:
-        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        return CaptionResult(image, current.text, "skipped", f"cannot caption it: {detail}", failed=True)
-    if not split_tags(new):  # an empty file would look captioned to the user and to fill mode: write none
-        return CaptionResult(image, current.text, "skipped", "the model gave no caption (no tag scored above "
-                             "the thresholds?)")
-    text = combine(mode, current.text, new, trigger)
-    atomic_write_text(caption_path(image), text + "\n")
-    state.remember(key, text)
-    return CaptionResult(image, text)
+@dataclass
+class Job:
+    captioner: Captioner
+    mode: str
+    trigger: str
+    force: bool
+    finish: Finish
+    tagger: Captioner | None
+    preview: bool
+    state: WrittenCaptions
+
+    def caption_chunk(self, chunk: list[tuple[Path, str]]) -> list[CaptionResult]:
+        """Skip what must be left alone, caption the rest in one model call, then write each."""
+        results: dict[Path, CaptionResult] = {}
+        todo: dict[Path, tuple[str, str, object]] = {}   # image -> (key, current caption, opened image)
+        for image, key in chunk:
+            current = read_caption(caption_path(image))
+            if current.problem and not self.preview:  # e.g. not UTF-8: reported, never rewritten
+                results[image] = CaptionResult(image, "", "skipped", f"{current.path.name}: {current.problem}",
+                                               failed=True)
+                continue
+            reason = "" if self.preview else skip_reason(self.mode, current.text, self.state.hashes.get(key),
+                                                         self.force)
+            if reason:
+                results[image] = CaptionResult(image, current.text, "skipped", reason)
+                continue
+            try:
+                todo[image] = (key, current.text, open_upright(image))
+            except PER_IMAGE_ERRORS as exc:
+                results[image] = _failed(image, current.text, exc)
+        for (image, (key, current, _opened)), new in zip(todo.items(), self._model_captions(todo)):
+            results[image] = _failed(image, current, new) if isinstance(new, Exception) else \
+                self._write(image, key, current, new)
+        return [results[image] for image, _key in chunk]
+
+    def _model_captions(self, todo: dict) -> list:
+        """One caption (or the exception it raised) per image; a batch that fails goes again one by one,
+        so one bad image costs only its own caption."""
+        opened = [item[2] for item in todo.values()]
+        if not opened:
+            return []
+        try:
+            return [self._with_tags(image, text) for image, text in zip(opened, self.captioner.caption_batch(opened))]
+        except PER_IMAGE_ERRORS as exc:
+            if len(opened) == 1:
+                return [exc]
+        out = []
+        for image in opened:
+            try:
+                out.append(self._with_tags(image, self.captioner.caption(image)))
+            except PER_IMAGE_ERRORS as exc:
+                out.append(exc)
+        return out
+
+    def _with_tags(self, image, text: str) -> str:
+        text = self.finish.model_text(text)
+        if self.tagger is None or not text.strip():
+            return text
+        return join_tags(split_tags(self.tagger.caption(image)) + [text])
+
+    def _write(self, image: Path, key: str, current: str, new: str) -> CaptionResult:
+        if not split_tags(new):  # an empty file would look captioned to the user and to fill mode: write none
+            return CaptionResult(image, current, "skipped", "the model gave no caption (no tag scored above "
+                                 "the thresholds?)")
+        text, note = self.finish.fit(combine("overwrite" if self.preview else self.mode, current, new,
+                                             self.trigger))
+        if self.preview:
+            return CaptionResult(image, text, "preview", note)
+        atomic_write_text(caption_path(image), text + "\n")
+        self.state.remember(key, text)
+        return CaptionResult(image, text, reason=note)
+
+
+def _failed(image: Path, current: str, exc: Exception) -> CaptionResult:
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return CaptionResult(image, current, "skipped", f"cannot caption it: {detail}", failed=True)

@@ -8,24 +8,19 @@ them). Always `local_files_only`: nothing is downloaded, and no code from the fo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from trainer.data.captioning.base import Captioner, CaptionerError, torch_device
 from trainer.data.captioning.image import on_white
 from trainer.data.captioning.memory import check_memory
+from trainer.data.captioning.prompts import read_config
 
 MAX_NEW_TOKENS = 40  # BLIP-large captions are 10-20 tokens; a cap keeps a looping model from running on
 LOAD_ERRORS = (ValueError, KeyError, OSError, TypeError)
 
 
 def model_type(folder: Path) -> str:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CaptionerError(f"{folder / 'config.json'} cannot be read: {exc}",
-                             "the model folder is incomplete; copy it again") from None
-    return config.get("model_type", "") if isinstance(config, dict) else ""
+    return read_config(folder).get("model_type", "")
 
 
 def _load(folder: Path):
@@ -58,7 +53,8 @@ class ImageToText(Captioner):
         except LOAD_ERRORS as exc:
             raise CaptionerError(f"{folder} has a config.json (model_type {kind}) but no image-to-text model "
                                  f"transformers can load: {str(exc).strip().splitlines()[0][:300]}",
-                                 "use a BLIP/BLIP-2-style captioning model folder saved with transformers"
+                                 "use a BLIP/BLIP-2-style captioning model folder saved with transformers, or a "
+                                 "Florence-2, Qwen2/2.5-VL or LLaVA folder"
                                  ) from None
         self.dtype = torch.float16 if on_gpu else torch.float32
         self.model = model.to(self.device, dtype=self.dtype).eval()

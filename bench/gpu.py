@@ -1,0 +1,139 @@
+"""GPU figures on real-size random-weight models: it/s and peak VRAM for SD1.5 at 512 px and SDXL at 1024 px,
+per weight_dtype (bf16, fp8), gradient checkpointing off/on, and each memory-tier preset: the numbers that
+replace the tiers' estimates and calibrate `lora-studio plan` (trainer/plan.py ACTIVATIONS, VAE_ENCODE).
+
+    .venv/bin/python bench/gpu.py --models /somewhere/outside/the/repo [--steps 20] [--quick] [--json]
+
+Needs a CUDA GPU. Each case is a fresh process running the real training loop in-process (so that
+torch.cuda.max_memory_allocated covers the whole run: loading, caching, steps); it/s is measured over the
+steps after the first three. `plan`'s GPU prediction is printed beside each measured peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.realsize import build_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+RESOLUTION = {"sd15": 512, "sdxl": 1024}
+TIERS = {"sd15": ["vram-6gb", "vram-8gb", "vram-12gb", "vram-16gb", "vram-24gb"],
+         "sdxl": ["sdxl-vram-8gb", "sdxl-vram-12gb", "sdxl-vram-16gb", "sdxl-vram-24gb"]}
+
+
+def cases(arch: str, quick: bool) -> list[dict]:
+    out = [{"weight_dtype": d, "checkpointing": gc, "preset": None}
+           for d in ("bf16", "fp8") for gc in (False, True)]
+    if not quick:
+        out += [{"weight_dtype": None, "checkpointing": None, "preset": tier} for tier in TIERS[arch]]
+    return out
+
+
+def child(args) -> None:
+    """One case, in this process: train, then print figures as one JSON line."""
+    import torch
+
+    from tests.support.engine import RecordingSink
+    from trainer import config as config_mod
+    from trainer.control import Control
+    from trainer.loop import train
+
+    cfg = config_mod.load_preset(args.preset) if args.preset else config_mod.TrainConfig()
+    cfg = config_mod.apply_overrides(cfg, args.set)
+    control, sink, stamps = Control(), RecordingSink(), []
+    emit = sink.emit
+    sink.emit = lambda event: (stamps.append(time.perf_counter()) if event.type == "progress" else None,
+                               emit(event))
+    torch.cuda.reset_peak_memory_stats()
+    train(cfg, Path(args.out), sink, control)
+    steady = stamps[3:]
+    it_s = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else float("nan")
+    print(json.dumps({"it_s": it_s, "peak_gb": torch.cuda.max_memory_allocated() / 1e9}))
+
+
+def run_case(models: Path, arch: str, case: dict, steps: int) -> dict:
+    data = models / f"data-{RESOLUTION[arch]}"
+    _dataset(data, RESOLUTION[arch])
+    sets = [f"model.path={models / f'{arch}.safetensors'}", f"dataset.path={data}",
+            f"dataset.resolution={RESOLUTION[arch]}", f"schedule.max_steps={steps}",
+            "sampling.every_n_steps=0", "saving.every_n_steps=0", "performance.device=cuda"]
+    if case["weight_dtype"]:
+        sets += [f"performance.weight_dtype={case['weight_dtype']}",
+                 f"performance.gradient_checkpointing={str(case['checkpointing']).lower()}"]
+    out = models / f"gpu-run-{arch}-{len(os.listdir(models))}"
+    argv = [PY, __file__, "--child", "--out", str(out)] + (["--preset", case["preset"]] if case["preset"] else [])
+    for item in sets:
+        argv += ["--set", item]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        return {**case, "arch": arch, "error": proc.stderr.strip().splitlines()[-1][:200]}
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    plan = subprocess.run([PY, "-m", "trainer", "plan", "--demo", "--device", "cuda", "--json",
+                           *sum((["--set", s] for s in sets), []),
+                           *(["--preset", case["preset"]] if case["preset"] else [])],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    predicted = json.loads(plan.stdout)["gpu_gb"] if plan.returncode == 0 else float("nan")
+    return {**case, "arch": arch, **figures, "plan_gb": predicted}
+
+
+def _dataset(folder: Path, size: int) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, colour in enumerate(("red", "green", "blue", "gray")):
+        if not (folder / f"img{i}.png").exists():
+            Image.new("RGB", (size, size), colour).save(folder / f"img{i}.png")
+            (folder / f"img{i}.txt").write_text(f"a {colour} square")
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | setting | it/s | peak VRAM GB | plan GB |", "|---|---|---|---|---|"]
+    for r in rows:
+        setting = r["preset"] or f"{r['weight_dtype']}, checkpointing {'on' if r['checkpointing'] else 'off'}"
+        if "error" in r:
+            lines.append(f"| {r['arch']} | {setting} | failed: {r['error']} | | |")
+        else:
+            lines.append(f"| {r['arch']} | {setting} | {r['it_s']:.2f} | {r['peak_gb']:.2f} | {r['plan_gb']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=Path, help="folder for the real-size files (outside the repo)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--archs", nargs="+", default=["sd15", "sdxl"])
+    p.add_argument("--quick", action="store_true", help="dtype x checkpointing only, no tier presets")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--preset", help=argparse.SUPPRESS)
+    p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("bench/gpu.py needs a CUDA GPU")
+    models = args.models.resolve()
+    models.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for arch in args.archs:
+        build_checkpoint(arch, models / f"{arch}.safetensors")
+        rows += [run_case(models, arch, case, args.steps) for case in cases(arch, args.quick)]
+    print(table(rows))
+    if args.json:
+        print(json.dumps({"bench": "gpu", "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

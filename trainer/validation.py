@@ -1,0 +1,101 @@
+"""Validation loss: held-out images, fixed timesteps, fixed noise, so the number is comparable from step to
+step. Training loss mostly tracks which timesteps a step happened to draw; this one rises when the LoRA
+starts to memorise its images instead of learning the subject (overfitting), which is when to stop.
+
+Held out: the images of `validation = true` subsets in dataset.toml, else `validation.fraction` of the
+images, picked by the seed (at least one, never all).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import torch
+
+from trainer import events as ev
+from trainer.config import TrainConfig
+from trainer.errors import DatasetError
+from trainer.objective import loss_per_sample, target_for
+
+
+def split_validation(cfg: TrainConfig, items: list) -> tuple[list, list]:
+    """(training images, held-out images); held-out is empty when validation is off."""
+    marked = [r for r in items if r.subset.validation]
+    if marked:
+        held = marked
+    elif cfg.validation.fraction and len(items) > 1:
+        count = min(len(items) - 1, max(1, round(cfg.validation.fraction * len(items))))
+        held = random.Random(cfg.schedule.seed).sample(items, count)
+    else:
+        return items, []
+    held_ids = {id(r) for r in held}
+    train = [r for r in items if id(r) not in held_ids]
+    if not train:
+        raise DatasetError("every image of the dataset is held out for validation",
+                           "mark only some subsets `validation = true` in dataset.toml")
+    return train, held
+
+
+def fixed_timesteps(cfg: TrainConfig) -> list[int]:
+    """`validation.timesteps` steps spread evenly over the trained range (the middle of equal slices)."""
+    lo, hi, n = cfg.loss.min_timestep, cfg.loss.max_timestep, cfg.validation.timesteps
+    return [int(lo + (k + 0.5) * (hi - lo) / n) for k in range(n)]
+
+
+class Validator:
+    """Computes the validation loss with the model as it is; `condition(rt, batch, latents)` is the loop's
+    text conditioning, so validation sees exactly what training sees."""
+
+    def __init__(self, rt, data, condition: Callable):
+        self.rt, self.data, self.condition = rt, data, condition
+        self.timesteps = fixed_timesteps(rt.cfg)
+
+    def due(self, step: int, total: int) -> bool:
+        every = self.rt.cfg.validation.every_n_steps
+        return bool(self.data.active) and bool(every) and (step % every == 0 or step == total)
+
+    def run(self, step: int) -> float | None:
+        """Only the main process computes (the result is the same everywhere); it emits and logs it."""
+        value = None
+        if self.rt.accelerator.is_main_process:
+            value = self._loss()
+            self.rt.sink.emit(ev.Validation(step=step, loss=value, images=len(self.data.active)))
+            self.rt.log_scalars(step, {"loss/validation": value})
+        self.rt.accelerator.wait_for_everyone()
+        return value
+
+    @torch.no_grad()
+    def _loss(self) -> float:
+        unet = self.rt.model.unet
+        was_training = unet.training
+        unet.eval()  # no dropout: the same weights must give the same number
+        generator = torch.Generator().manual_seed(self.rt.cfg.schedule.seed)  # the same noise every time
+        losses = []
+        try:
+            for i in self.data.active:
+                losses += self._image_losses(self.data.single(i), generator)
+        finally:
+            unet.train(was_training)
+        return float(torch.stack(losses).mean())
+
+    def _image_losses(self, batch, generator) -> list[torch.Tensor]:
+        from trainer.encode import latent_distribution, sample_latents
+
+        rt, scheduler = self.rt, self.rt.model.noise_scheduler
+        params = batch.latent_params if batch.latent_params is not None else \
+            latent_distribution(rt.model.vae, batch.pixels.to(rt.device)).cpu()
+        latents = sample_latents(rt.model.vae, params.to(rt.device), generator).float()
+        hidden, added = self.condition(rt, batch, latents)
+        out = []
+        with rt.accelerator.autocast():
+            for t in self.timesteps:
+                timesteps = torch.tensor([t], device=rt.device)
+                noise = torch.randn(latents.shape, generator=generator).to(rt.device)
+                noisy = scheduler.add_noise(latents, noise, timesteps)
+                pred = rt.model.unet(noisy.to(rt.weight_dtype), timesteps, hidden.to(rt.weight_dtype),
+                                     added_cond_kwargs=added).sample
+                target = target_for(scheduler, rt.model.prediction_type, latents, noise, timesteps)
+                out.append(loss_per_sample(pred, target, scheduler, timesteps, rt.model.prediction_type,
+                                           rt.cfg.loss)[0])
+        return out
