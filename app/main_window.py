@@ -23,6 +23,7 @@ from app.dataset_page import DatasetPage
 from app.project import Project, ProjectError
 from app.project_lock import ProjectLocked, lock_project
 from app.run_page import RunPage
+from app.test_page import TestPage
 from app.training_page import TrainingPage
 from app.widgets.system_facts import SystemFacts, facts_html
 from app.wizard.wizard import NewLoraWizard
@@ -52,6 +53,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.dataset_page, "Dataset")
         self.tabs.addTab(self.training_page, "Training")
         self.tabs.addTab(self.run_page, "Run")
+        self.test_page = TestPage(out_root=self.data_dir / "tests")
+        self.tabs.addTab(self.test_page, "Test")
+        self.run_page.test_requested.connect(self.test_adapter)
         self.setAcceptDrops(True)
         self.run_page.run_finished.connect(
             lambda _ok: self.project and self.prepare_project_run(keep_status=True))
@@ -234,6 +238,11 @@ class MainWindow(QMainWindow):
         self.run_page.resume_button.setVisible((folder / "state").is_dir())
         self.tabs.setCurrentWidget(self.run_page)
 
+    def test_adapter(self, adapter: str) -> None:
+        """"Test this checkpoint" on the Run page: the Test page, pre-filled with that run and adapter."""
+        self.test_page.test_adapter(Path(adapter), self.run_page.run_dir)
+        self.tabs.setCurrentWidget(self.test_page)
+
     def closeEvent(self, event) -> None:
         if self.run_page.engine.running:
             answer = QMessageBox.question(
@@ -245,6 +254,7 @@ class MainWindow(QMainWindow):
                 return
             self.run_page.engine.stop()
             self.run_page.engine.proc.waitForFinished(60_000)
+        self.test_page.shutdown()
         self.settings.setValue("geometry", self.saveGeometry())
         if self.project_lock is not None:
             self.project_lock.unlock()

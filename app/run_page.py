@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.dialogs.export_dialog import ExportDialog
+from app.dialogs.export_dialog import ExportDialog, adapters_in, checkpoint_for_step
 from app.dialogs.image_viewer import ImageViewer
 from app.widgets.gallery import SampleGallery
 from app.widgets.loss_chart import LossChart
@@ -30,6 +30,7 @@ from app.worker import EngineProcess
 
 class RunPage(QWidget):
     run_finished = Signal(bool)  # succeeded
+    test_requested = Signal(str)  # an adapter to open on the Test page
 
     def __init__(self, engine: EngineProcess | None = None, parent=None):
         super().__init__(parent)
@@ -54,6 +55,10 @@ class RunPage(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Export the final adapter, or the checkpoint of the sample you selected")
         self.export_button.clicked.connect(self.open_export)
+        self.test_button = QPushButton("Test this checkpoint")
+        self.test_button.setToolTip("Open the Test page with the checkpoint of the selected sample "
+                                    "(or the final adapter), to generate with it and compare strengths")
+        self.test_button.clicked.connect(self.test_checkpoint)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.engine.stop)
         self.sample_button.clicked.connect(lambda: self.engine.send("sample"))
@@ -65,6 +70,7 @@ class RunPage(QWidget):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.compare_button)
+        buttons.addWidget(self.test_button)
         buttons.addWidget(self.export_button)
         self.progress = QProgressBar()
         self.status = QLabel("Ready.")
@@ -118,6 +124,17 @@ class RunPage(QWidget):
         preview = selected[0] if selected else None
         step = int(Path(preview).stem[4:10]) if preview else None
         return ExportDialog(self.run_dir, preview, step, self)
+
+    def test_checkpoint(self) -> None:
+        if self.run_dir is None:
+            return
+        selected = self.gallery.selected_paths()
+        adapter = checkpoint_for_step(self.run_dir, int(Path(selected[0]).stem[4:10])) if selected else None
+        adapter = adapter or next(iter(adapters_in(self.run_dir)), None)
+        if adapter is None:
+            self.status.setText("No adapter or checkpoint in this run yet: wait for the first checkpoint.")
+            return
+        self.test_requested.emit(str(adapter))
 
     def open_export(self) -> None:
         if self.run_dir is not None:

@@ -51,6 +51,15 @@ class EngineProcess(QObject):
     def resume(self, run_dir: Path) -> None:
         self._start(["resume", str(run_dir), "--events", "jsonl"])
 
+    def serve(self, model: str | None = None) -> None:
+        """The long-lived generate engine (`serve`): requests go in with `request`, events come out."""
+        self._start(["serve"] + (["--model", model] if model else []))
+
+    def request(self, payload: dict) -> None:
+        """One JSON request line (serve's generate/load/cancel...; train's stop/sample/save)."""
+        if self.running:
+            self.proc.write((json.dumps(payload) + "\n").encode())
+
     def _start(self, args: list[str]) -> None:
         if self.running:
             raise RuntimeError("the engine is already running")
@@ -68,8 +77,7 @@ class EngineProcess(QObject):
         proc.start(self.engine[0], self.engine[1:] + args)
 
     def send(self, cmd: str) -> None:
-        if self.running:
-            self.proc.write((json.dumps({"cmd": cmd}) + "\n").encode())
+        self.request({"cmd": cmd})
 
     def stop(self) -> None:
         """Ask for a clean stop (the engine saves first); kill only if it doesn't exit in time."""

@@ -81,6 +81,22 @@ def caption_figures(quick: bool) -> list[tuple]:
             for r in data["rows"]]
 
 
+def generate_figures(quick: bool) -> list[tuple]:
+    """Try it (bench/generate.py): first image after a LoRA switch vs a cold start; merge peak RSS."""
+    args = ["bench/generate.py", "--steps", "8"] + ([] if quick else ["--merge", "sd15"])
+    f = json_line(run(args, timeout=3600), "generate")
+    switch = f["switch_new_lora_s"]
+    rows = [("try it", "serve cold start to first image (s), demo:sd15, 8 steps", f["cold_start_s"], "", None),
+            ("try it", "first image after switching to a new LoRA (s), no base reload", switch,
+             "< cold start", switch < f["cold_start_s"]),
+            ("try it", "first image after switching to a loaded LoRA (s)", f["switch_cached_lora_s"], "", None),
+            ("try it", "first image after a strength change (s)", f["strength_change_s"], "", None)]
+    if "merge_peak_rss_gb" in f:
+        rows.append(("try it", f"merge into a real-size {f['merge_arch']} checkpoint ({f['base_gb']:.1f} GB): "
+                               "peak RSS (GB)", f["merge_peak_rss_gb"], "< 3", f["merge_peak_rss_gb"] < 3))
+    return rows
+
+
 def memory_figures(models: Path, reuse: bool) -> list[tuple]:
     """bench/memory.py on real-size random-weight files in `models` (several GB, outside the repo)."""
     args = ["bench/memory.py", "--models", str(models), "--json"] + (["--reuse"] if reuse else [])
@@ -153,7 +169,7 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="reuse bench/memory.py's measured rows")
     args = parser.parse_args()
     rows = []
-    parts = [lambda quick: demo_figures(), step_figures, dataset_figures, gui_figures]
+    parts = [lambda quick: demo_figures(), step_figures, dataset_figures, gui_figures, generate_figures]
     if args.models:
         parts.append(lambda quick: memory_figures(args.models, args.reuse))
     if (ROOT / "bench" / "caption.py").exists():  # written separately; report it once it is there

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.plan import register as register_plan
 
     register_plan(sub)
+    from trainer.tryit.commands import register as register_tryit
+
+    register_tryit(sub)
     return p
 
 
@@ -83,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.export.commands import cmd_export, cmd_resize
     from trainer.plan import cmd_plan
     from trainer.system import cmd_system
+    from trainer.tryit.commands import cmd_generate, cmd_merge, cmd_serve
 
     handler = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "export": cmd_export,
                "resize": cmd_resize, "dataset": cmd_dataset,
-               "system": cmd_system, "plan": _user_errors(cmd_plan)}[args.command]
+               "system": cmd_system, "plan": _user_errors(cmd_plan),
+               "generate": cmd_generate, "serve": cmd_serve, "merge": cmd_merge}[args.command]
     return handler(args)
 
 

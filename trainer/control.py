@@ -31,20 +31,27 @@ class Control:
     def stop_requested(self) -> bool:
         return self._flags["stop"].is_set()
 
-    def listen_stdin(self, stream=None) -> threading.Thread:
-        thread = threading.Thread(target=self._read, args=(stream or sys.stdin,), daemon=True,
+    def listen_stdin(self, stream=None, on_request=None) -> threading.Thread:
+        """Flags for stop/sample/save; any other command (a dict, e.g. `serve`'s generate requests) goes to
+        on_request, and so does {"cmd": "eof"} when the stream closes."""
+        thread = threading.Thread(target=self._read, args=(stream or sys.stdin, on_request), daemon=True,
                                   name="stdin-commands")
         thread.start()
         return thread
 
-    def _read(self, stream) -> None:
+    def _read(self, stream, on_request=None) -> None:
         for line in stream:
             try:
-                cmd = json.loads(line).get("cmd")
+                data = json.loads(line)
+                cmd = data.get("cmd")
             except (json.JSONDecodeError, AttributeError):
                 continue
             if cmd in self._flags:
                 self.request(cmd)
+            elif on_request is not None:
+                on_request(data)
+        if on_request is not None:
+            on_request({"cmd": "eof"})
 
     def install_signal_handlers(self) -> None:
         """First Ctrl+C / SIGTERM: stop cleanly (save first). Second: abort at once."""

@@ -37,14 +37,16 @@ class Started(Event):
 
 @dataclass
 class Progress(Event):
+    """Training steps; `serve` reuses it for denoising steps of a job (then `job` is set, loss/lr are 0)."""
     type: ClassVar[str] = "progress"
     step: int
     total: int
-    epoch: int
-    loss: float
-    lr: float
-    it_s: float
-    eta_s: float
+    epoch: int = 0
+    loss: float = 0.0
+    lr: float = 0.0
+    it_s: float = 0.0
+    eta_s: float = 0.0
+    job: str = ""
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Error(Event):
     message: str
     hint: str = ""
     kind: str = ""
+    job: str = ""      # serve: the request that failed (the engine keeps serving)
 
 
 @dataclass
@@ -110,6 +113,39 @@ class CaptionSummary(Event):
 
 
 @dataclass
+class Ready(Event):
+    """`serve`: a base model is loaded and requests are welcome."""
+    type: ClassVar[str] = "ready"
+    model: str
+    arch: str = ""
+    device: str = ""
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class Image(Event):
+    """`serve`: one generated image, written to `path` (PNG with A1111 parameters)."""
+    type: ClassVar[str] = "image"
+    path: str
+    seed: int
+    job: str = ""
+    index: int = 0
+    parameters: str = ""
+    caption: str = ""
+
+
+@dataclass
+class JobDone(Event):
+    """`serve`: a request is finished; cancelled when a cancel came first; `result` for merge/combine."""
+    type: ClassVar[str] = "job_done"
+    job: str
+    images: int = 0
+    cancelled: bool = False
+    result: dict = field(default_factory=dict)
+
+
+@dataclass
 class Validation(Event):
     """Validation loss on held-out images at fixed timesteps and noise: comparable from step to step, so it
     rises when the LoRA starts to overfit, which the training loss hides."""
@@ -121,7 +157,7 @@ class Validation(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (Started, Progress, Sample, Checkpoint, Warning,
                                                                  Error, Done, Caption, CaptionSummary,
-                                                                 Validation)}
+                                                                 Validation, Ready, Image, JobDone)}
 
 
 class ProtocolError(ValueError):

@@ -104,6 +104,12 @@ def human_text(event: Event) -> str:
         return f"sample (step {event.step}): {event.path}"
     if t == "checkpoint":
         return f"checkpoint (step {event.step}): {event.path}"
+    if t == "ready":
+        return f"ready: {event.model} ({event.arch}) on {event.device}"
+    if t == "image":
+        return f"image: {event.path}"
+    if t == "job_done":
+        return f"job {event.job or '-'} {'cancelled' if event.cancelled else 'done'}: {event.images} images"
     if t in ("warning", "error"):
         return f"{t}: {event.message}" + (f"\n  hint: {event.hint}" if event.hint else "")
     if t == "done":

@@ -1,0 +1,73 @@
+"""`lora-studio merge --loras`: combining LoRAs exactly, or resized by SVD with the energy reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+from tests.support.engine import REPO
+from tests.support.loras import our_lora
+from trainer.errors import UserError
+from trainer.export.convert import group_modules, scale_of
+from trainer.export.verify import verify_file
+from trainer.tryit.combine import combine_files
+from trainer.tryit.loras import LoraSpec
+from trainer.tryit.params import Request
+
+# Both sides go through fp16 LoRA weights and 8-bit PNGs; the sums are grouped differently, so a pixel may
+# move by a few levels out of 255 (the images differ by > 20 levels from the base).
+PIXEL_TOLERANCE = 3
+
+
+def delta(tensors, module: str):
+    parts = group_modules(tensors)[module]
+    return parts["lora_up.weight"].float().flatten(1) @ parts["lora_down.weight"].float().flatten(1) * scale_of(parts)
+
+
+def test_combined_file_equals_the_weighted_pair(tmp_path):
+    from trainer.tryit.engine import Generator, load_base
+
+    a, b = our_lora(tmp_path / "a.safetensors", seed=1), our_lora(tmp_path / "b.safetensors", seed=2)
+    result = combine_files([LoraSpec(a, 0.5), LoraSpec(b, 0.5)], tmp_path / "c.safetensors")
+    c = load_file(str(tmp_path / "c.safetensors"))
+    module = next(iter(group_modules(c)))
+    expected = 0.5 * delta(load_file(str(a)), module) + 0.5 * delta(load_file(str(b)), module)
+    assert (delta(c, module) - expected).abs().max() < 1e-2 * expected.abs().max()
+    assert result["rank"] == 8 and verify_file(tmp_path / "c.safetensors").ok
+
+    generator = Generator(load_base("demo:sd15"))
+
+    def image(loras, name):
+        req = Request(prompt="a cat", seed=3, steps=3, loras=loras, out=str(tmp_path), name=name)
+        return np.asarray(Image.open(generator.generate(req)[0].path)).astype(int)
+
+    pair = image([{"path": str(a), "weight": 0.5}, {"path": str(b), "weight": 0.5}], "pair")
+    combined = image([{"path": str(tmp_path / "c.safetensors"), "weight": 1.0}], "combined")
+    assert np.abs(pair - image([], "base")).max() > 20
+    assert np.abs(pair - combined).max() <= PIXEL_TOLERANCE
+
+
+def test_cli_rank_reports_retained_energy(tmp_path):
+    a, b = our_lora(tmp_path / "a.safetensors", seed=1), our_lora(tmp_path / "b.safetensors", seed=2)
+    out = tmp_path / "ab-r4.safetensors"
+    proc = subprocess.run([sys.executable, "-m", "trainer", "merge", "--loras", f"{a}:0.7", f"{b}:0.5",
+                           "--rank", "4", "--out", str(out), "--json"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["rank"] == 4 and 0.3 < report["min_energy"] <= report["mean_energy"] < 1.0
+    assert {t.shape[0] for k, t in load_file(str(out)).items() if k.endswith("lora_down.weight")} == {4}
+    assert verify_file(out).ok
+
+
+def test_loras_of_different_models_are_refused(tmp_path):
+    a = our_lora(tmp_path / "a.safetensors")
+    xl = our_lora(tmp_path / "xl.safetensors", config="tiny-sdxl", arch="sdxl")
+    with pytest.raises(UserError, match="different models"):
+        combine_files([LoraSpec(a), LoraSpec(xl)], tmp_path / "c.safetensors")

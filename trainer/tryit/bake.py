@@ -1,0 +1,176 @@
+"""`lora-studio merge BASE LORA[:W]... --out FILE`: bake LoRAs into a single-file checkpoint.
+
+The output uses the ORIGINAL key layout (`model.diffusion_model.*`, `cond_stage_model.*` /
+`conditioner.embedders.*`, `first_stage_model.*`), which A1111, ComfyUI and diffusers' `from_single_file`
+load. A single-file base is streamed: each tensor is read alone (trainer.models.streaming.TensorFile, plain
+reads), gets its LoRA updates, is cast and written (trainer.models.safetensors_stream), so peak memory is
+one tensor plus the LoRA factors, whatever the model's size. A diffusers folder or demo: base is loaded and
+converted to the original layout first (trainer.models.original_layout), which needs the whole model in RAM.
+
+The LoRAs go through the same converter as generation (`to_peft_components`), so the baked model is the
+base + LoRA that `generate` shows; each module's update up @ down is computed only when its tensor is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from trainer.errors import UserError
+from trainer.export.save import SAVE_DTYPES
+from trainer.tryit.loras import LoraSpec, check_family, file_hash, read_lora, to_peft_components
+
+PROGRESS_EVERY = 25   # tensors between progress reports
+_OPENCLIP = {"self_attn.out_proj": "attn.out_proj", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+_QKV = {"self_attn.q_proj": 0, "self_attn.k_proj": 1, "self_attn.v_proj": 2}
+_LAYOUT = {"sd1": "sd15", "sd2": "sd2", "sdxl": "sdxl"}
+
+
+def original_target(component: str, module: str, arch: str, unet_config: dict) -> tuple[str, int | None]:
+    """(original checkpoint key of the module's weight, which third of a fused q/k/v `in_proj` or None).
+
+    The inverse of diffusers' single-file conversion, from trainer.models.original_layout's rules."""
+    from trainer.models.original_layout import PREFIX, unet_key
+
+    if component == "unet":
+        return "model.diffusion_model." + unet_key(module + ".weight", unet_config), None
+    hf_prefix, openclip_prefix = PREFIX[_LAYOUT[arch]]
+    if arch == "sd1" or (arch == "sdxl" and component == "text_encoder"):
+        return f"{hf_prefix}text_model.{module.removeprefix('text_model.')}.weight", None
+    m = re.match(r"(?:text_model\.)?encoder\.layers\.(\d+)\.(.+)$", module)
+    rest = m[2] if m else ""
+    block = f"{openclip_prefix}transformer.resblocks.{m[1] if m else '?'}."
+    if rest in _QKV:
+        return block + "attn.in_proj_weight", _QKV[rest]
+    if rest in _OPENCLIP:
+        return f"{block}{_OPENCLIP[rest]}.weight", None
+    raise UserError(f"no original-layout key for {component}.{module}",
+                    "baking supports LoRAs on attention and MLP layers of the text encoders")
+
+
+class _DictSource:
+    """An in-memory original-layout state dict with TensorFile's reading interface."""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        self.state = state
+
+    def keys(self) -> list[str]:
+        return list(self.state)
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self.state[key].dtype
+
+    def shape(self, key: str) -> tuple:
+        return tuple(self.state[key].shape)
+
+    def read(self, key: str) -> torch.Tensor:
+        return self.state[key]
+
+
+def open_base(base: str, weight_dtype: str = "auto"):
+    """(tensor source in the original layout, arch family, unet config, metadata)."""
+    from trainer.models.assets import config_folder
+
+    path = Path(base).expanduser()
+    if path.is_file():
+        from trainer.models.detect import inspect_base_model
+        from trainer.models.safe_load import read_header
+        from trainer.models.streaming import TensorFile
+
+        info = inspect_base_model(path)
+        metadata = read_header(path)[1] if path.suffix.lower() == ".safetensors" else {}
+        unet_config = json.loads((config_folder(info.config_name()) / "unet" / "config.json").read_text())
+        return TensorFile.open(path), info.arch, unet_config, metadata
+    from trainer.models.original_layout import to_original_state_dict
+    from trainer.tryit.engine import load_base
+
+    model = load_base(base, weight_dtype, torch.device("cpu"))
+    components = {"unet": model.unet, "vae": model.vae, "text_encoder": model.text_encoders[0]}
+    if model.is_sdxl:
+        components["text_encoder_2"] = model.text_encoders[1]
+    state = to_original_state_dict(components, _LAYOUT[model.arch])
+    return _DictSource(state), model.arch, dict(model.unet.config), {}
+
+
+def plan_updates(source, arch: str, unet_config: dict, specs: list[LoraSpec]) -> dict[str, list]:
+    """{original key: [(qkv third or None, up, down, strength)]}, every LoRA module checked against the base."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.configuration_utils import FrozenDict
+
+    pipeline_cls = StableDiffusionXLPipeline if arch == "sdxl" else StableDiffusionPipeline
+    keys, updates, problems = set(source.keys()), {}, []
+    for spec in specs:
+        tensors, metadata = read_lora(spec.path)
+        check_family(spec.path, tensors, metadata, arch)
+        for component, state in to_peft_components(pipeline_cls, FrozenDict(unet_config), spec.path,
+                                                   tensors).items():
+            strength = spec.weight if component == "unet" else spec.text_weight
+            for key in state:
+                if key.endswith("lora_magnitude_vector"):
+                    raise UserError(f"{spec.path.name} is a DoRA LoRA; baking supports plain LoRA/LoCon",
+                                    "use it as a LoRA at generation time instead")
+                if not key.endswith(".lora_A.weight"):
+                    continue
+                module = key.removesuffix(".lora_A.weight")
+                target, third = original_target(component, module, arch, unet_config)
+                if target not in keys:
+                    problems.append(f"{component}.{module} -> {target}")
+                    continue
+                updates.setdefault(target, []).append(
+                    (third, state[f"{module}.lora_B.weight"].float(), state[key].float(), strength))
+    if problems:
+        raise UserError(f"{len(problems)} LoRA modules have no weight in the base checkpoint, e.g. {problems[0]}",
+                        "the LoRA and the checkpoint are for different models")
+    return updates
+
+
+def updated(tensor: torch.Tensor, changes: list) -> torch.Tensor:
+    weight = tensor.float()
+    for third, up, down, strength in changes:
+        delta = (up.flatten(1) @ down.flatten(1)) * strength
+        if third is None:
+            weight += delta.reshape(weight.shape)
+        else:
+            rows = weight.shape[0] // 3
+            weight[third * rows:(third + 1) * rows] += delta.reshape(rows, *weight.shape[1:])
+    return weight
+
+
+def bake_checkpoint(base: str, specs: list[LoraSpec], out: Path, dtype: str = "fp16", overwrite: bool = False,
+                    on_progress=lambda done, total: None, weight_dtype: str = "auto") -> dict:
+    from trainer.models.safetensors_stream import stream_safetensors
+
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".safetensors":
+        raise UserError(f"{out} must end in .safetensors", "merged checkpoints are written as safetensors")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists", "choose another --out, or pass --overwrite")
+    if not specs:
+        raise UserError("no LoRA to merge", "merge BASE.safetensors LORA.safetensors:0.8 --out MERGED.safetensors")
+    source, arch, unet_config, metadata = open_base(str(base), weight_dtype)
+    updates = plan_updates(source, arch, unet_config, specs)
+    out_dtype = SAVE_DTYPES[dtype]
+    keys = source.keys()
+    layout = {k: (out_dtype if source.dtype(k).is_floating_point else source.dtype(k), source.shape(k))
+              for k in keys}
+    done = [0]
+
+    def tensor_for(key: str) -> torch.Tensor:
+        tensor = source.read(key)
+        if key in updates:
+            tensor = updated(tensor, updates[key])
+        done[0] += 1
+        if done[0] % PROGRESS_EVERY == 0 or done[0] == len(keys):
+            on_progress(done[0], len(keys))
+        return tensor.to(layout[key][0])
+
+    merged = [{"file": s.path.name, "sha256": file_hash(s.path), "weight": s.weight, "te_weight": s.text_weight}
+              for s in specs]
+    meta = dict(metadata, lora_studio_merged=json.dumps(merged), **{"modelspec.title": out.stem})
+    stream_safetensors(out, layout, tensor_for, meta)
+    names = ", ".join(f"{s.path.stem}:{s.weight:g}" for s in specs)
+    return {"out": str(out), "tensors": len(keys), "changed": len(updates), "dtype": dtype,
+            "summary": f"merged {names} into {out} ({len(updates)} of {len(keys)} tensors changed, {dtype})"}

@@ -1,0 +1,163 @@
+"""`lora-studio serve`: a long-lived engine for the GUI's Test page (and scripts) on the JSON-lines protocol.
+
+Requests on stdin, one JSON object per line:
+  {"cmd": "load", "model": "demo:sd15"}                 load (or switch) the base model -> `ready`
+  {"cmd": "generate", "id": "j1", "prompt": ..., "loras": [{"path": ..., "weight": 0.8}], "out": DIR, ...}
+                                                        -> `progress` (job), `image` per picture, `job_done`
+  {"cmd": "combine", "id": ..., "loras": [...], "out": F, "rank": N}   -> `job_done` with the result
+  {"cmd": "bake", "id": ..., "model": BASE, "loras": [...], "out": F}  -> `job_done` with the result
+  {"cmd": "cancel"}   drop every request received so far (the running one stops at its next step)
+  {"cmd": "stop"}     exit after the running request (queued ones are dropped), with a `done` event
+  end of input        exit once every queued request is done, with a `done` event
+Events on stdout as in `train --events jsonl` (trainer/events.py). A failed request gets an `error` event
+with its id; the engine keeps serving. The base stays loaded between requests; LoRAs are peft adapters
+switched per request, so only a different `model` reloads anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from trainer import events as ev
+from trainer.errors import UserError
+
+log = logging.getLogger("trainer")
+
+
+class Server:
+    def __init__(self, sink, weight_dtype: str = "auto", lora_dirs: list[Path] = ()):
+        self.sink, self.weight_dtype, self.lora_dirs = sink, weight_dtype, list(lora_dirs)
+        self.generator = None
+        self.requests: queue.Queue = queue.Queue()
+        self._received = 0
+        self._cancel_upto = 0           # requests numbered up to this one are cancelled
+        self._lock = threading.Lock()
+
+    def receive(self, data: dict) -> None:
+        """Called on the stdin thread: cancel acts at once, everything else waits its turn."""
+        with self._lock:
+            if data.get("cmd") == "cancel":
+                self._cancel_upto = self._received
+                return
+            self._received += 1
+            self.requests.put((self._received, data))
+
+    def cancelled(self, number: int) -> bool:
+        return number <= self._cancel_upto
+
+    def run(self, control) -> None:
+        while not control.stop_requested:
+            try:
+                number, data = self.requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if data.get("cmd") in ("eof", "stop"):
+                return
+            self.handle(number, data)
+
+    def handle(self, number: int, data: dict) -> None:
+        job = str(data.get("id", number))
+        if self.cancelled(number):
+            self.sink.emit(ev.JobDone(job=job, cancelled=True))
+            return
+        try:
+            handler = {"load": self.load, "generate": self.generate, "combine": self.combine,
+                       "bake": self.bake}.get(data.get("cmd"))
+            if handler is None:
+                raise UserError(f"unknown command {data.get('cmd')!r}",
+                                "commands: load, generate, combine, bake, cancel, stop")
+            handler(number, job, data)
+        except (UserError, ValueError, TypeError) as exc:
+            self.sink.emit(ev.Error(message=getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", ""),
+                                    kind=type(exc).__name__, job=job))
+        except Exception as exc:  # a bug in one request must not take the loaded model down with it
+            traceback.print_exc(file=sys.stderr)
+            self.sink.emit(ev.Error(message=f"{type(exc).__name__}: {exc}", kind="bug", job=job,
+                                    hint="this is a bug in LoRA Studio; the log has the details"))
+
+    def load(self, number: int, job: str, data: dict) -> None:
+        from trainer.tryit.engine import Generator, load_base
+
+        model = data.get("model")
+        if not model:
+            raise UserError("no base model given", 'send {"cmd": "load", "model": "demo:sd15"} first')
+        weight_dtype = data.get("weight_dtype", self.weight_dtype)
+        current = self.generator
+        if current is None or current.model.source != model or weight_dtype != self.weight_dtype:
+            self.generator = None   # free the old base before loading the new one
+            self.weight_dtype = weight_dtype
+            self.generator = Generator(load_base(model, weight_dtype), lora_dirs=self.lora_dirs)
+        g = self.generator
+        size = g.default_size()
+        self.sink.emit(ev.Ready(model=model, arch=g.model.arch, device=str(g.device), width=size, height=size))
+
+    def generate(self, number: int, job: str, data: dict) -> None:
+        from trainer.tryit.engine import Cancelled
+        from trainer.tryit.params import Request, short_settings
+
+        data = dict(data)
+        if data.get("model") and (self.generator is None or self.generator.model.source != data["model"]):
+            self.load(number, job, {"model": data["model"]})
+        data.pop("model", None)
+        if self.generator is None:
+            raise UserError("no base model loaded", 'send {"cmd": "load", "model": ...} or give "model"')
+        req = Request.from_dict(data)
+        count = 0
+
+        def on_image(image) -> None:
+            nonlocal count
+            count += 1
+            self.sink.emit(ev.Image(path=str(image.path), seed=image.seed, job=job, index=image.index,
+                                    parameters=image.parameters, caption=short_settings(req, image.seed,
+                                                                                        req.loras)))
+
+        try:
+            self.generator.generate(req, on_image=on_image,
+                                    on_step=lambda s, t: self.sink.emit(ev.Progress(step=s, total=t, job=job)),
+                                    cancelled=lambda: self.cancelled(number))
+        except Cancelled:
+            self.sink.emit(ev.JobDone(job=job, images=count, cancelled=True))
+            return
+        self.sink.emit(ev.JobDone(job=job, images=count))
+
+    def combine(self, number: int, job: str, data: dict) -> None:
+        from trainer.tryit.combine import combine_files
+        from trainer.tryit.loras import lora_from_dict
+
+        result = combine_files([lora_from_dict(d) for d in data.get("loras", [])], Path(data["out"]),
+                               data.get("rank"), bool(data.get("overwrite")))
+        self.sink.emit(ev.JobDone(job=job, result=result))
+
+    def bake(self, number: int, job: str, data: dict) -> None:
+        from trainer.tryit.bake import bake_checkpoint
+        from trainer.tryit.loras import lora_from_dict
+
+        result = bake_checkpoint(data["model"], [lora_from_dict(d) for d in data.get("loras", [])],
+                                 Path(data["out"]), data.get("dtype", "fp16"), bool(data.get("overwrite")),
+                                 on_progress=lambda s, t: self.sink.emit(ev.Progress(step=s, total=t, job=job)))
+        self.sink.emit(ev.JobDone(job=job, result=result))
+
+
+def serve(model: str | None, weight_dtype: str = "auto", lora_dirs: list[Path] = ()) -> int:
+    from trainer.control import Control
+    from trainer.sink import EventSink, claim_stdout_for_events
+
+    sink = EventSink(claim_stdout_for_events(), progress_bar=False)
+    control = Control()
+    control.install_signal_handlers()
+    server = Server(sink, weight_dtype, lora_dirs)
+    if model:
+        server.receive({"cmd": "load", "model": model, "id": "load"})
+    control.listen_stdin(on_request=server.receive)
+    try:
+        server.run(control)
+    except KeyboardInterrupt:
+        pass
+    sink.emit(ev.Done(adapter=""))
+    sink.close()
+    return 0
