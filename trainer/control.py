@@ -14,6 +14,7 @@ COMMANDS = ("stop", "sample", "save")
 class Control:
     def __init__(self):
         self._flags = {name: threading.Event() for name in COMMANDS}
+        self.listening = False  # a front end can ask for samples/saves at any step
 
     def request(self, name: str) -> None:
         self._flags[name].set()
@@ -34,6 +35,7 @@ class Control:
     def listen_stdin(self, stream=None, on_request=None) -> threading.Thread:
         """Flags for stop/sample/save; any other command (a dict, e.g. `serve`'s generate requests) goes to
         on_request, and so does {"cmd": "eof"} when the stream closes."""
+        self.listening = True
         thread = threading.Thread(target=self._read, args=(stream or sys.stdin, on_request), daemon=True,
                                   name="stdin-commands")
         thread.start()

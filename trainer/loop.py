@@ -87,7 +87,7 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
     noise_gen = torch.Generator().manual_seed(cfg.schedule.seed + rt.accelerator.process_index)
     saver = Saver(cfg, rt, run_dir, items, sink)
     saver.validator = _validator(rt, held_out)
-    rt.offload = Offload.after_caching(rt, data)  # with every cache full, encoders give their memory back
+    rt.offload = Offload.after_caching(rt, data, control.listening)  # caches full: encoders give memory back
     pos = Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
     if resume:
         pos = _resume(rt, run_dir, optimizer, lr_scheduler, noise_gen)

@@ -1,9 +1,10 @@
 """Giving memory back once the caches are full.
 
 With every latent and every caption embedding cached, and the text encoders not trained, the VAE and the text
-encoders have nothing to do until the next preview: on SDXL that is 1.7 GB of bf16 weights (0.8 GB in fp8)
+encoders have nothing to do until the next preview: on SDXL that is 1.8 GB of bf16 weights (1.1 GB in fp8)
 the UNet's activations can use instead. On a GPU they wait in RAM and come back for the moment a preview
-needs them; with previews off they are dropped altogether (RAM too).
+needs them. With previews off and no front end that could ask for one ("sample now"), they are dropped
+altogether, RAM too.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ class Offload:
         self.dropped = False
 
     @classmethod
-    def after_caching(cls, rt, data) -> Offload:
-        """Decide what the loop can do without from here on, and move it out of the way."""
+    def after_caching(cls, rt, data, samples_on_request: bool) -> Offload:
+        """Decide what the loop can do without from here on, and move it out of the way.
+        `samples_on_request`: a front end listens and may ask for a preview at any step."""
         modules = {}
         if not rt.te_params and rt.text_cache_in_use:
             modules.update({f"text encoder {i + 1}": m for i, m in enumerate(rt.model.text_encoders)})
         if data.cacheable_latents and data.latent_cache:
             modules["VAE"] = rt.model.vae
-        offload = cls(modules, rt.device, bool(rt.cfg.sampling.every_n_steps))
+        offload = cls(modules, rt.device, bool(rt.cfg.sampling.every_n_steps) or samples_on_request)
         offload._release()
         return offload
 
@@ -43,7 +45,7 @@ class Offload:
         self.dropped = target == "meta"
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        where = "RAM until a preview needs them" if self.previews else "memory (previews are off)"
+        where = "RAM until a preview needs them" if self.previews else "memory (no previews in this run)"
         log.info("%s left %s to %s: %.2f GB freed", ", ".join(self.modules), self.device.type, where,
                  size / 1024**3)
 
