@@ -58,6 +58,7 @@ def test_sample_and_save_commands_act_at_the_next_step(tmp_path, dataset_dir):
 
     cfg = tiny_config(dataset_dir, schedule__max_steps=3)
     control = Control()
+    control.listening = True  # as when the app is attached: it may ask for a sample at any step
     control.request("sample")
     control.request("save")
     from trainer import config as config_mod
