@@ -58,7 +58,14 @@ def main() -> int:
     def training_page() -> None:
         window.tabs.setCurrentWidget(window.training_page)
         window.training_page.model.setCurrentText("demo:sd15")
-        QTimer.singleShot(400, lambda: (shoot("training-page.png"), window.try_demo()))
+        when_memory_shown(lambda: (shoot("training-page.png"), window.try_demo()))
+
+    def when_memory_shown(then, waited: int = 0) -> None:
+        # the memory line is the engine's `plan`, a child process: wait for its answer (30 s at most)
+        if "GB" in window.training_page.memory.text() or waited > 30_000:
+            then()
+        else:
+            QTimer.singleShot(250, lambda: when_memory_shown(then, waited + 250))
 
     QTimer.singleShot(500, lambda: (shoot("start-page.png"), dataset_page()))
     QTimer.singleShot(240_000, app.quit)

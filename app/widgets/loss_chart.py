@@ -53,7 +53,7 @@ class LossChart(QWidget):
             return
         values = [v for _, v in self.points + self.validation]
         lo, hi = min(values), max(values)
-        s0, s1 = self.points[0][0], max(self.points[-1][0], *(s for s, _ in self.validation))
+        s0, s1 = self.points[0][0], max([self.points[-1][0], *(s for s, _ in self.validation)])
 
         def at(step: float, value: float) -> QPointF:
             x = area.left() + (step - s0) / max(s1 - s0, 1) * area.width()

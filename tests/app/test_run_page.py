@@ -112,3 +112,17 @@ def test_a_finished_project_run_keeps_its_outcome_on_screen_and_a_new_run_is_rea
         window.run_page.start()
     assert "Finished at step 4" in window.run_page.status.text()
     assert window.run_page.run_dir != first, "the next Start trains into a new run folder"
+
+
+def test_loss_chart_paints_with_and_without_validation_points(qtbot):
+    from app.widgets.loss_chart import LossChart
+
+    chart = LossChart()
+    qtbot.addWidget(chart)
+    chart.resize(400, 200)
+    for step, loss in ((1, 0.3), (2, 0.25), (3, 0.2)):
+        chart.add_point(step, loss)
+    chart.paintEvent(None)  # a run without validation (the common case) used to raise in here
+    chart.add_validation_point(3, 0.22)
+    chart.paintEvent(None)
+    assert not chart.grab().isNull()
