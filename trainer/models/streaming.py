@@ -177,11 +177,21 @@ def load_component(build: Callable[[], torch.nn.Module], source: TensorFile, key
     with init_empty_weights():  # parameters on meta, buffers real (e.g. CLIP's position_ids)
         model = build()
     plan, computed = _plan_conversion(source, keys, convert or _identity, model)
-    state = {target: source.read(key, dtype_for(model, target)) for target, key in plan.items()}
+    state = _read_all(source, plan, lambda target: dtype_for(model, target))
     for target, tensor in computed.items():
         state[target] = tensor.to(dtype_for(model, target)).contiguous()
     _assign(model, state, name, source)
     return model
+
+
+def _read_all(source: TensorFile, plan: dict, dtype_of) -> dict:
+    """Two tensors at a time: one thread's page faults and cast overlap the other's (torch and the kernel
+    release the GIL); at most two tensors beyond the model are in memory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {target: pool.submit(source.read, key, dtype_of(target)) for target, key in plan.items()}
+        return {target: future.result() for target, future in futures.items()}
 
 
 def _identity(state: dict) -> dict:
