@@ -3,6 +3,7 @@ that refuses to start loading a model that cannot fit (swapping for minutes, the
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -43,9 +44,7 @@ def weights_bytes(shapes: dict[str, tuple], weight_dtype: str, compute_bytes: in
     for key, shape in shapes.items():
         if key.startswith(SKIP_PREFIXES) or not shape:
             continue
-        numel = 1
-        for dim in shape:
-            numel *= int(dim)
+        numel = math.prod(shape)
         if key.startswith(VAE_PREFIXES):
             total += numel * (2 if weight_dtype == "bf16" or (weight_dtype == "fp8" and compute_bytes == 2) else 4)
         elif weight_dtype == "fp8":

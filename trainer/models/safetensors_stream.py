@@ -9,6 +9,7 @@ produced, written and dropped in turn. The write is atomic like every file we wr
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def stream_safetensors(path: Path, specs: dict[str, tuple[torch.dtype, tuple]],
     """`specs`: {name: (dtype, shape)} in file order; `tensor_for(name)` returns that tensor when asked."""
     header, offset = {}, 0
     for name, (dtype, shape) in specs.items():
-        size = _numel(shape) * dtype.itemsize
+        size = math.prod(shape) * dtype.itemsize
         header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     if metadata:
@@ -48,9 +49,3 @@ def stream_safetensors(path: Path, specs: dict[str, tuple[torch.dtype, tuple]],
     atomic_write(Path(path), write)
     return Path(path)
 
-
-def _numel(shape) -> int:
-    n = 1
-    for dim in shape:
-        n *= int(dim)
-    return n

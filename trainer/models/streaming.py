@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import mmap
 import sys
 from collections.abc import Callable
@@ -86,7 +87,7 @@ class TensorFile:
         # Converting: one pass straight out of the page cache instead of a read and then a cast. The pages
         # are let go at once, or the whole file would end up counted in our RSS.
         offset = _data_start(path) + start
-        view = torch.frombuffer(mapped, dtype=file_dtype, count=_numel(shape), offset=offset).reshape(shape)
+        view = torch.frombuffer(mapped, dtype=file_dtype, count=math.prod(shape), offset=offset).reshape(shape)
         out = _cast(view, dtype, copy=False)
         del view
         page = mmap.PAGESIZE
@@ -117,13 +118,6 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype | None, copy: bool) -> torch.
     if dtype == torch.float8_e4m3fn:
         tensor = tensor.clamp(-FP8_MAX, FP8_MAX)
     return tensor.to(dtype)
-
-
-def _numel(shape: tuple) -> int:
-    n = 1
-    for dim in shape:
-        n *= int(dim)
-    return n
 
 
 _DATA_START: dict[Path, int] = {}
