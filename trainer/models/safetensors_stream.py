@@ -48,4 +48,3 @@ def stream_safetensors(path: Path, specs: dict[str, tuple[torch.dtype, tuple]],
 
     atomic_write(Path(path), write)
     return Path(path)
-
