@@ -1,9 +1,9 @@
-"""Batches for the loop: aspect-ratio buckets, a deterministic order per epoch, cached latents and text.
+"""Batches for the loop: aspect-ratio buckets, a deterministic order per epoch, cached latents.
 
 The order of epoch E depends only on (seed, E), so a resumed run sees exactly the batches an uninterrupted
 run would. A batch never mixes buckets. With a fixed (center) crop, latents are cached as the VAE
-posterior's parameters (sampled fresh each step), in memory and on disk; text conditioning is cached when
-the text encoders are frozen and captions don't vary between steps.
+posterior's parameters (sampled fresh each step), in memory and on disk. Text conditioning (cached when the
+text encoders are frozen and captions don't vary) lives in the runtime, which the validator shares.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ class Batches:
         self.active = list(range(len(records)))     # images dropped for NaN latents leave this list
         self.latent_cache: dict[tuple[int, bool], torch.Tensor] = {}
         self.sizes: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
-        self.text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     @property
     def cacheable_latents(self) -> bool:

@@ -53,8 +53,9 @@ def _center_crop(record, bucket) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def fill_text_cache(data: Batches, model, device) -> None:
+def fill_text_cache(data: Batches, model, device, cache: dict) -> None:
+    """Adds the conditioning of `data`'s captions to `cache` (the runtime's, its one owner)."""
     rng = random.Random(0)  # captions don't vary when this cache is used, so the rng is never consulted
-    for caption in sorted({data.caption_for(i, rng) for i in data.active}):
+    for caption in sorted({data.caption_for(i, rng) for i in data.active} - cache.keys()):
         hidden, pooled = encode_text(model, [caption], device, clip_skip=data.cfg.model.clip_skip)
-        data.text_cache[caption] = (hidden[0].cpu(), None if pooled is None else pooled[0].cpu())
+        cache[caption] = (hidden[0].cpu(), None if pooled is None else pooled[0].cpu())

@@ -152,12 +152,15 @@ def _absolutize(cfg: config_mod.TrainConfig, base: Path) -> None:
         cfg.model.path = str((base / cfg.model.path).resolve())
 
 
+RESUME_HINT = "resume with: lora-studio resume RUN_DIR"
+
+
 def cmd_train(args) -> int:
-    return _guarded(args, lambda sink, control: _train(args, sink, control, resume=False))
+    return guarded(args, lambda sink, control: _train(args, sink, control, resume=False), RESUME_HINT)
 
 
 def cmd_resume(args) -> int:
-    return _guarded(args, lambda sink, control: _train(args, sink, control, resume=True))
+    return guarded(args, lambda sink, control: _train(args, sink, control, resume=True), RESUME_HINT)
 
 
 def _train(args, sink, control, resume: bool) -> None:
@@ -222,8 +225,10 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _guarded(args, body) -> int:
-    """Run a training command; turn every failure into an `error` event and an exit code, never a hang."""
+def guarded(args, body, interrupted_hint: str) -> int:
+    """Run a long command that streams events (train, resume, dataset caption --model): `body(sink,
+    control)` returns its exit code (None: 0). Every failure becomes an `error` event and an exit code,
+    never a hang; the sink is closed on every path."""
     from trainer import events as ev
     from trainer.control import Control
     from trainer.sink import EventSink
@@ -240,14 +245,12 @@ def _guarded(args, body) -> int:
     if jsonl:
         control.listen_stdin()
     try:
-        body(sink, control)
-        return 0
+        return body(sink, control) or 0
     except UserError as exc:
         sink.emit(ev.Error(message=exc.message, hint=exc.hint, kind=type(exc).__name__))
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        sink.emit(ev.Error(message="interrupted", hint="resume with: lora-studio resume RUN_DIR",
-                           kind="interrupted"))
+        sink.emit(ev.Error(message="interrupted", hint=interrupted_hint, kind="interrupted"))
         return 130
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)

@@ -33,7 +33,7 @@ from trainer.optim import build_lr_scheduler, build_optimizer, param_groups, pro
 from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
 from trainer.sink import EventSink
-from trainer.state import Position, latest_snapshot, load_state, restore_rng
+from trainer.state import Position, TrainingState, latest_snapshot, load_state
 from trainer.validation import Validator, split_validation
 
 log = logging.getLogger("trainer")
@@ -69,41 +69,50 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
 
 def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool,
            items: list, held_out: list) -> Path:
-    rt = setup_runtime(cfg, run_dir, sink)
-    prepare_noise_schedule(rt.model, cfg.loss, sink)
-    if resume and rt.accelerator.is_main_process:
-        remove_stale_temp_files(run_dir)
-    data = Batches(cfg, items, rt.accelerator.process_index, rt.accelerator.num_processes)
-    _fill_caches(rt, data)
-    total = total_steps(cfg, data.batches_per_epoch())
+    with setup_runtime(cfg, run_dir, sink) as rt:  # closes the TensorBoard log on every way out
+        prepare_noise_schedule(rt.model, cfg.loss, sink)
+        if resume and rt.accelerator.is_main_process:
+            remove_stale_temp_files(run_dir)
+        data = Batches(cfg, items, rt.accelerator.process_index, rt.accelerator.num_processes)
+        _fill_caches(rt, data)
+        state = _training_state(rt, total_steps(cfg, data.batches_per_epoch()))
+        saver = Saver(cfg, rt, run_dir, items, sink)
+        saver.validator = _validator(rt, held_out)
+        rt.offload = Offload.after_caching(rt, data, control.listening)  # caches full: encoders give memory back
+        if resume:
+            _resume(rt, run_dir, state)
+        saver.started_at = state.pos.started_at
+        sink.emit(ev.Started(run_dir=str(run_dir), total_steps=state.total, arch=rt.model.arch,
+                             device=str(rt.device), config=cfg.to_dict(), resumed_from=state.pos.step))
+        if state.pos.step == 0 and cfg.sampling.at_start and cfg.sampling.every_n_steps:
+            saver.sample(0)
+        stopped = _run_steps(rt, data, state, saver, control)
+        adapter = saver.final(state)
+    sink.emit(ev.Done(adapter=str(adapter), step=state.pos.step, stopped_early=stopped))
+    _log_fingerprint(rt)
+    return adapter
+
+
+def _training_state(rt: Runtime, total: int) -> TrainingState:
+    cfg = rt.cfg
     lora_up = lora_up_ids([rt.model.unet, *rt.model.text_encoders])
     optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params, lora_up), rt.device)
     if warning := prodigy_lr_warning(cfg):
-        sink.emit(warning)
+        rt.sink.emit(warning)
     lr_scheduler = build_lr_scheduler(cfg, optimizer, total)
     optimizer = rt.prepare(optimizer)
     # each process its own noise and timesteps (accelerate's device_specific seeding: seed + process index);
     # with one seed for all, same-shaped batches on different GPUs got identical noise. One process: unchanged.
     noise_gen = torch.Generator().manual_seed(cfg.schedule.seed + rt.accelerator.process_index)
-    saver = Saver(cfg, rt, run_dir, items, sink)
-    saver.validator = _validator(rt, held_out)
-    rt.offload = Offload.after_caching(rt, data, control.listening)  # caches full: encoders give memory back
     pos = Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
-    if resume:
-        pos = _resume(rt, run_dir, optimizer, lr_scheduler, noise_gen)
-    saver.started_at = pos.started_at
-    sink.emit(ev.Started(run_dir=str(run_dir), total_steps=total, arch=rt.model.arch, device=str(rt.device),
-                         config=cfg.to_dict(), resumed_from=pos.step))
-    if pos.step == 0 and cfg.sampling.at_start and cfg.sampling.every_n_steps:
-        saver.sample(0)
-    stopped = _run_steps(cfg, rt, data, pos, total, optimizer, lr_scheduler, noise_gen, saver, control)
-    adapter = saver.final(pos, optimizer, lr_scheduler, noise_gen, stopped)
-    sink.emit(ev.Done(adapter=str(adapter), step=pos.step, stopped_early=stopped))
+    return TrainingState(optimizer, lr_scheduler, noise_gen, pos, total)
+
+
+def _log_fingerprint(rt: Runtime) -> None:
     acc = rt.accelerator
     if acc.num_processes > 1:  # every rank says what it ended with; they must match (DDP keeps them in step)
         log.info("process %d of %d: adapter fingerprint %s", acc.process_index, acc.num_processes,
                  rt.fingerprint())
-    return adapter
 
 
 def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
@@ -133,8 +142,7 @@ def _fill_caches(rt: Runtime, data: Batches) -> None:
 
     fill_latent_cache(data, rt.model.vae, rt.sink)
     if not rt.te_params and rt.cfg.performance.cache_text_embeddings and not data.captions_vary:
-        fill_text_cache(data, rt.model, rt.device)
-        rt.text_cache = data.text_cache
+        fill_text_cache(data, rt.model, rt.device, rt.text_cache)
 
 
 def _validator(rt: Runtime, held_out: list) -> Validator | None:
@@ -145,46 +153,41 @@ def _validator(rt: Runtime, held_out: list) -> Validator | None:
     data = Batches(rt.cfg, held_out)  # every process holds them all; only the main one computes
     fill_latent_cache(data, rt.model.vae, rt.sink)
     if rt.text_cache_in_use:  # then the text encoders may leave memory: their captions are needed now
-        fill_text_cache(data, rt.model, rt.device)
-        rt.text_cache.update(data.text_cache)
+        fill_text_cache(data, rt.model, rt.device, rt.text_cache)
     return Validator(rt, data, _conditioning)
 
 
-def _resume(rt: Runtime, run_dir: Path, optimizer, lr_scheduler, noise_gen) -> Position:
+def _resume(rt: Runtime, run_dir: Path, state: TrainingState) -> None:
     snapshot = latest_snapshot(run_dir)
     if snapshot is None:
         rt.sink.emit(ev.Warning(message=f"no saved training state in {run_dir}; starting from step 0"))
-        return Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
-    state = load_state(snapshot)
-    rt.load_adapters(state.adapters)
-    optimizer.load_state_dict(state.optimizer_state)
-    lr_scheduler.load_state_dict(state.lr_scheduler_state)
-    restore_rng(state.rng, noise_gen, rt.accelerator.process_index)
-    return state.position
+        return
+    loaded = load_state(snapshot)
+    rt.load_adapters(loaded.adapters)
+    state.restore(loaded, rt.accelerator.process_index)
 
 
-def _run_steps(cfg, rt: Runtime, data: Batches, pos: Position, total: int, optimizer, lr_scheduler,
-               noise_gen, saver: Saver, control: Control) -> bool:
-    """Train until `total` optimizer steps or a stop request. Returns True if stopped early."""
-    accumulation, speed, micro = cfg.schedule.gradient_accumulation, Progress(), 0
-    while pos.step < total:
+def _run_steps(rt: Runtime, data: Batches, state: TrainingState, saver: Saver, control: Control) -> bool:
+    """Train until `state.total` optimizer steps or a stop request. Returns True if stopped early."""
+    accumulation, speed, micro, pos = rt.cfg.schedule.gradient_accumulation, Progress(), 0, state.pos
+    while pos.step < state.total:
         for batch in data.epoch(pos.epoch, start=pos.batch_in_epoch):
             micro += 1
             sync = micro % accumulation == 0
             faults.current_step = pos.step + 1
-            loss = rt.mean_over_processes(_micro_step(rt, batch, noise_gen, sync, accumulation))
+            loss = rt.mean_over_processes(_micro_step(rt, batch, state.noise_gen, sync, accumulation))
             faults.point("step")
             if not math.isfinite(loss):
                 raise Diverged(pos.step + 1, saver.saved_checkpoints)
             pos.batch_in_epoch += 1
             if not sync:
                 continue
-            _optimizer_step(cfg, rt, optimizer, lr_scheduler)
+            _optimizer_step(rt, state)
             pos.step += 1
-            _report(rt, pos, total, loss, lr_scheduler, speed)
-            if saver.after_step(pos, total, control, optimizer, lr_scheduler, noise_gen):
-                return pos.step < total
-            if pos.step >= total:
+            _report(rt, state, loss, speed)
+            if saver.after_step(state, control):
+                return pos.step < state.total
+            if pos.step >= state.total:
                 return False
         pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
     return False
@@ -231,17 +234,18 @@ def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> tuple[tor
     return hidden, {"text_embeds": pooled.to(rt.weight_dtype), "time_ids": time_ids.to(rt.weight_dtype)}
 
 
-def _optimizer_step(cfg: TrainConfig, rt: Runtime, optimizer, lr_scheduler) -> None:
-    if cfg.optimizer.max_grad_norm:
-        rt.accelerator.clip_grad_norm_(rt.trainable_params, cfg.optimizer.max_grad_norm)
-    optimizer.step()
-    lr_scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+def _optimizer_step(rt: Runtime, state: TrainingState) -> None:
+    if rt.cfg.optimizer.max_grad_norm:
+        rt.accelerator.clip_grad_norm_(rt.trainable_params, rt.cfg.optimizer.max_grad_norm)
+    state.optimizer.step()
+    state.lr_scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
 
 
-def _report(rt: Runtime, pos: Position, total: int, loss: float, lr_scheduler, speed: Progress) -> None:
+def _report(rt: Runtime, state: TrainingState, loss: float, speed: Progress) -> None:
+    pos, total = state.pos, state.total
     it_s = speed.tick()
-    lr = lr_scheduler.get_last_lr()[0]
+    lr = state.lr_scheduler.get_last_lr()[0]
     eta = (total - pos.step) / it_s if it_s else 0.0
     rt.sink.emit(ev.Progress(step=pos.step, total=total, epoch=pos.epoch + 1, loss=_finite(loss), lr=lr,
                              it_s=round(it_s, 3), eta_s=round(eta, 1)))

@@ -38,9 +38,19 @@ class Runtime:
     te_params: list
     unet: torch.nn.Module = None       # what the loop calls (DDP-wrapped on several GPUs)
     text_encoders: list = field(default_factory=list)  # likewise, when the text encoders are trained
+    # caption -> (hidden states, pooled): filled once before the first step, when the text encoders are
+    # frozen and captions don't vary; this runtime is its one owner (the loop and the validator read it)
     text_cache: dict = field(default_factory=dict)
-    writer: object = None
+    writer: object = None              # TensorBoard, main process only; closed by __exit__ on every path
     offload: object = None             # trainer.offload.Offload, once the caches are full
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     @property
     def device(self) -> torch.device:

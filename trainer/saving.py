@@ -26,7 +26,7 @@ from trainer.lora.algorithms import exported_alpha, module_scales
 from trainer.runtime import TE_NAMES, Runtime
 from trainer.sampling import render_samples
 from trainer.sink import EventSink
-from trainer.state import Position, save_state
+from trainer.state import Position, TrainingState, save_state
 
 
 class Saver:
@@ -39,17 +39,17 @@ class Saver:
         self.saved_checkpoints = sorted((self.run_dir / "checkpoints").glob(
             f"{cfg.saving.output_name}-step[0-9]*.safetensors"))
 
-    def after_step(self, pos: Position, total: int, control: Control, optimizer, lr_scheduler,
-                   noise_gen) -> bool:
+    def after_step(self, state: TrainingState, control: Control) -> bool:
         """Samples and checkpoints that are due or asked for; True if the run should stop now."""
-        s, every_sample, every_save = pos.step, self.cfg.sampling.every_n_steps, self.cfg.saving.every_n_steps
+        s, total = state.pos.step, state.total
+        every_sample, every_save = self.cfg.sampling.every_n_steps, self.cfg.saving.every_n_steps
         if self.validator and self.validator.due(s, total):
             self.validator.run(s)
         sample, save, stop = self.rt.agree([control.take("sample"), control.take("save"), control.stop_requested])
         if sample or (every_sample and s % every_sample == 0):
             self.sample(s)
         if save or (every_save and s % every_save == 0 and s < total):
-            self.checkpoint(pos, optimizer, lr_scheduler, noise_gen)
+            self.checkpoint(state)
         return stop
 
     def sample(self, step: int) -> None:
@@ -72,26 +72,24 @@ class Saver:
                 self.sink.emit(ev.Sample(path=str(path), prompt=prompt, seed=seed, step=step, index=index))
                 faults.point("sample")
 
-    def checkpoint(self, pos: Position, optimizer, lr_scheduler, noise_gen) -> None:
-        noise_states = self._noise_states(noise_gen)
+    def checkpoint(self, state: TrainingState) -> None:
+        pos, noise_states = state.pos, self._noise_states(state.noise_gen)
         if self.main:
             name = f"{self.cfg.saving.output_name}-step{pos.step:06d}.safetensors"
             path = self.write_adapter(self.run_dir / "checkpoints" / name, pos)
-            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_states)
+            save_state(self.run_dir, state, self.finite_adapters(pos), noise_states)
             self.saved_checkpoints = [p for p in self.saved_checkpoints if p != path] + [path]
             self._prune_checkpoints()
             self.sink.emit(ev.Checkpoint(path=str(path), step=pos.step))
         self.rt.accelerator.wait_for_everyone()
 
-    def final(self, pos: Position, optimizer, lr_scheduler, noise_gen, stopped: bool) -> Path:
+    def final(self, state: TrainingState) -> Path:
         path = self.run_dir / f"{self.cfg.saving.output_name}.safetensors"
-        noise_states = self._noise_states(noise_gen)
+        pos, noise_states = state.pos, self._noise_states(state.noise_gen)
         if self.main:  # adapter first: its checks (finite, fits the save dtype) must pass before the state
             self.write_adapter(path, pos)
-            save_state(self.run_dir, pos, self.finite_adapters(pos), optimizer, lr_scheduler, noise_states)
+            save_state(self.run_dir, state, self.finite_adapters(pos), noise_states)
         self.rt.accelerator.wait_for_everyone()
-        if self.rt.writer is not None:
-            self.rt.writer.close()
         return path
 
     def _noise_states(self, noise_gen: torch.Generator) -> list[torch.Tensor]:

@@ -59,8 +59,14 @@ class EventSink:
             self._bar(event)
             return
         text = human_text(event)
-        if self.bar is not None:
+        if not text:
+            return
+        if event.type == "caption" and self.stream is None:
+            print(text, flush=True)  # a command's result: stdout, when stdout does not carry the events
+        elif self.bar is not None:
             self.bar.write(text, file=sys.stderr)  # keeps the progress bar intact below the line
+        elif event.type == "error":
+            log.error("%s", text)
         else:
             log.info("%s", text)
 
@@ -95,8 +101,15 @@ def _drop_torn_last_line(path: Path) -> None:
 
 
 def human_text(event: Event) -> str:
-    """One readable line per event for people at a terminal (the GUI reads the JSON instead)."""
+    """One readable line per event for people at a terminal (the GUI reads the JSON instead); empty for
+    events the command already tells in its own words."""
     t = event.type
+    if t == "caption":
+        detail = f"skipped: {event.reason}" if event.status == "skipped" else \
+            event.caption + (f"  (note: {event.reason})" if event.reason else "")
+        return f"[{event.done}/{event.total}] {event.path}: {detail}"
+    if t == "caption_summary" or (t == "done" and not event.adapter):
+        return ""
     if t == "started":
         resumed = f", resuming from step {event.resumed_from}" if event.resumed_from else ""
         return f"training {event.total_steps} steps of a {event.arch} LoRA on {event.device}{resumed} -> {event.run_dir}"

@@ -36,19 +36,38 @@ class Position:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class TrainingState:
+    """What one training run advances and a snapshot saves: the optimizer, the LR schedule, the noise
+    generator and the position. One object, so they travel together and are never out of step."""
+
+    optimizer: object
+    lr_scheduler: object
+    noise_gen: torch.Generator
+    pos: Position
+    total: int                # optimizer steps of the whole run
+
+    def restore(self, loaded: Loaded, process_index: int) -> None:
+        """Back to a snapshot (the adapter weights are the runtime's to load)."""
+        self.optimizer.load_state_dict(loaded.optimizer_state)
+        self.lr_scheduler.load_state_dict(loaded.lr_scheduler_state)
+        restore_rng(loaded.rng, self.noise_gen, process_index)
+        self.pos = loaded.position
+
+
 def snapshot_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "state" / f"step-{step:06d}"
 
 
-def save_state(run_dir: Path, pos: Position, adapters: dict[str, dict[str, torch.Tensor]], optimizer,
-               lr_scheduler, noise_states: list[torch.Tensor], keep: int = 2) -> Path:
+def save_state(run_dir: Path, state: TrainingState, adapters: dict[str, dict[str, torch.Tensor]],
+               noise_states: list[torch.Tensor], keep: int = 2) -> Path:
     """`noise_states`: each process's noise-generator state, by process index."""
-    final = snapshot_dir(run_dir, pos.step)
+    final = snapshot_dir(run_dir, state.pos.step)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_snapshot(tmp, pos, adapters, optimizer, lr_scheduler, noise_states)
+        _write_snapshot(tmp, state, adapters, noise_states)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: leave no half snapshot behind
         if isinstance(exc, OSError):
@@ -62,13 +81,13 @@ def save_state(run_dir: Path, pos: Position, adapters: dict[str, dict[str, torch
     return final
 
 
-def _write_snapshot(tmp: Path, pos: Position, adapters, optimizer, lr_scheduler, noise_states) -> None:
+def _write_snapshot(tmp: Path, state: TrainingState, adapters, noise_states) -> None:
     flat = {f"{comp}::{key}": t.detach().cpu().contiguous() for comp, sd in adapters.items()
             for key, t in sd.items()}
     save_file(flat, str(tmp / "adapter.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
     save_file(_rng_tensors(noise_states), str(tmp / "rng.safetensors"))
-    meta = {"position": asdict(pos), "lr_scheduler": lr_scheduler.state_dict()}
+    meta = {"position": asdict(state.pos), "lr_scheduler": state.lr_scheduler.state_dict()}
     (tmp / "trainer.json").write_text(json.dumps(meta, default=_jsonable), encoding="utf-8")
     faults.point("state")
     (tmp / COMPLETE).write_text("ok")

@@ -140,3 +140,25 @@ def test_after_resume_the_last_good_checkpoint_is_still_named(tmp_path, dataset_
     assert "step 8" in err.value.message and "demo-lora-step000006.safetensors" in err.value.hint
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
         "demo-lora-step000004.safetensors", "demo-lora-step000006.safetensors"]
+
+
+def test_a_run_that_fails_still_leaves_its_tensorboard_curves(tmp_path, dataset_dir, monkeypatch):
+    """The TensorBoard log is closed (flushed) on every way out, a crash included: the curves up to the
+    failure are what the user opens to see what went wrong."""
+    import pytest
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from trainer import loop
+
+    def out_of_memory(rt, state, loss, speed, original=loop._report):
+        original(rt, state, loss, speed)
+        if state.pos.step == 3:
+            raise RuntimeError("boom after step 3")
+
+    monkeypatch.setattr(loop, "_report", out_of_memory)
+    cfg = tiny_config(dataset_dir, schedule__max_steps=10)
+    with pytest.raises(RuntimeError, match="boom"):
+        train_in_process(cfg, tmp_path / "run")
+    logs = EventAccumulator(str(tmp_path / "run" / "logs"))
+    logs.Reload()
+    assert [s.step for s in logs.Scalars("loss")] == [1, 2, 3]

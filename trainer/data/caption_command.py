@@ -5,7 +5,8 @@
 With `--events jsonl` stdout carries only events (as for training: the real stdout is claimed first, so a
 library's print cannot corrupt the stream): one `caption` event per image, then `caption_summary` and
 `done`; a failure is an `error` event. `{"cmd": "stop"}` on stdin, SIGTERM or Ctrl+C stop between images
-(between batches of --batch-size images) and every caption already written stays. Exit code: 0 unless nothing could be captioned because of an error
+(between batches of --batch-size images) and every caption already written stays. Errors, stop handling and
+the event stream are `train`'s own (trainer.cli.guarded, trainer.sink.EventSink). Exit code: 0 unless nothing could be captioned because of an error
 (2: the model, dataset or options are wrong; 1: every image failed, or a bug; 130: a second Ctrl+C).
 """
 
@@ -13,13 +14,12 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
 
 from trainer import events as ev
 from trainer.control import Control
 from trainer.errors import DatasetError, UserError
+from trainer.sink import EventSink
 
-EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 EXIT_NOTHING_CAPTIONED = 1
 
 
@@ -57,48 +57,11 @@ def add_arguments(cap) -> None:
                      help="jsonl: one JSON event per image on stdout, commands on stdin (the GUI)")
 
 
-class Output:
-    """JSON lines on the claimed stdout (--events jsonl), or readable lines for a person."""
-
-    def __init__(self, jsonl: bool):
-        self.stream = None
-        if jsonl:
-            from trainer.sink import claim_stdout_for_events
-
-            self.stream = claim_stdout_for_events()
-
-    def emit(self, event: ev.Event) -> None:
-        if self.stream is not None:
-            self.stream.write(event.encode() + "\n")
-            self.stream.flush()
-        elif isinstance(event, ev.Caption):
-            detail = f"skipped: {event.reason}" if event.status == "skipped" else event.caption + \
-                (f"  (note: {event.reason})" if event.reason else "")
-            print(f"[{event.done}/{event.total}] {event.path}: {detail}", flush=True)
-        elif isinstance(event, ev.Error):
-            print(f"error: {event.message}" + (f"\n  hint: {event.hint}" if event.hint else ""),
-                  file=sys.stderr, flush=True)
-
-
 def cmd_autocaption(args) -> int:
-    out = Output(args.events == "jsonl")
-    control = Control()
-    control.install_signal_handlers()
-    if args.events == "jsonl":
-        control.listen_stdin()
-    try:
-        return _caption_dataset(args, out, control)
-    except UserError as exc:
-        out.emit(ev.Error(exc.message, exc.hint, kind=type(exc).__name__))
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        out.emit(ev.Error("interrupted", "every caption already written is kept", kind="interrupted"))
-        return EXIT_INTERRUPTED
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        out.emit(ev.Error(f"{type(exc).__name__}: {exc}", "this is a bug in LoRA Studio; the log has the "
-                                                          "details", kind="bug"))
-        return EXIT_BUG
+    from trainer.cli import guarded
+
+    return guarded(args, lambda sink, control: _caption_dataset(args, sink, control),
+                   "every caption already written is kept")
 
 
 def _load(args):
@@ -123,7 +86,7 @@ def _load(args):
     return captioner, tagger
 
 
-def _caption_dataset(args, out: Output, control: Control) -> int:
+def _caption_dataset(args, out: EventSink, control: Control) -> int:
     from trainer.data.captioning.finish import Finish
     from trainer.data.captioning.run import auto_caption
     from trainer.data.commands import dataset_images
