@@ -185,6 +185,11 @@ class PerformanceConfig:
     cache_text_embeddings: bool = _opt(True, "encode each caption once when the text encoder is frozen")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     num_workers: int = _opt(0, "data-loader worker processes", min=0, max=64)
+    report_every_n_steps: int = _opt(0, "read the loss back from the device (progress, NaN check) every N steps; "
+                                     "0 = auto: every step on CPU, every 10 on a GPU, where each read waits for "
+                                     "the GPU to finish", min=0, max=1000)
+    compile: bool = _opt(False, "torch.compile the UNet's transformer blocks (regional compilation): faster "
+                                "steps on a GPU after a one-time compile (its time is logged)")
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,12 +23,13 @@ from trainer.config import TrainConfig
 from trainer.control import Control
 from trainer.data.records import adopt_caption_trigger, load_records
 from trainer.encode import encode_text, sample_latents, sdxl_time_ids
-from trainer.failures import Diverged, explained
+from trainer.failures import explained
 from trainer.lora.algorithms import lora_up_ids
 from trainer.models.precision import fp8_saved_weights
 from trainer.objective import add_noise, loss_per_sample, prepare_noise_schedule, target_for
 from trainer.offload import Offload
 from trainer.optim import build_lr_scheduler, build_optimizer, param_groups, prodigy_lr_warning
+from trainer.reporting import Reporter
 from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
 from trainer.sink import EventSink
@@ -37,22 +37,6 @@ from trainer.state import Position, TrainingState, latest_snapshot, load_state
 from trainer.validation import Validator, split_validation
 
 log = logging.getLogger("trainer")
-
-
-@dataclass
-class Progress:
-    """Rolling speed so it/s and ETA settle quickly and ignore the slow first steps."""
-
-    last: float = 0.0
-    it_s: float = 0.0
-
-    def tick(self) -> float:
-        now = time.perf_counter()
-        if self.last:
-            rate = 1.0 / max(now - self.last, 1e-9)
-            self.it_s = rate if not self.it_s else 0.8 * self.it_s + 0.2 * rate
-        self.last = now
-        return self.it_s
 
 
 def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool = False,
@@ -86,7 +70,9 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
                              device=str(rt.device), config=cfg.to_dict(), resumed_from=state.pos.step))
         if state.pos.step == 0 and cfg.sampling.at_start and cfg.sampling.every_n_steps:
             saver.sample(0)
-        stopped = _run_steps(rt, data, state, saver, control)
+        reporter = Reporter(rt, state.total)
+        stopped = _run_steps(rt, data, state, saver, control, reporter)
+        reporter.flush(saver.saved_checkpoints)  # a NaN in the last steps stops before the final save
         adapter = saver.final(state)
     sink.emit(ev.Done(adapter=str(adapter), step=state.pos.step, stopped_early=stopped))
     _log_fingerprint(rt)
@@ -167,25 +153,30 @@ def _resume(rt: Runtime, run_dir: Path, state: TrainingState) -> None:
     state.restore(loaded, rt.accelerator.process_index)
 
 
-def _run_steps(rt: Runtime, data: Batches, state: TrainingState, saver: Saver, control: Control) -> bool:
+def _run_steps(rt: Runtime, data: Batches, state: TrainingState, saver: Saver, control: Control,
+               reporter: Reporter) -> bool:
     """Train until `state.total` optimizer steps or a stop request. Returns True if stopped early."""
-    accumulation, speed, micro, pos = rt.cfg.schedule.gradient_accumulation, Progress(), 0, state.pos
+    accumulation, micro, pos, step_loss = rt.cfg.schedule.gradient_accumulation, 0, state.pos, 0.0
     while pos.step < state.total:
         for batch in data.epoch(pos.epoch, start=pos.batch_in_epoch):
             micro += 1
             sync = micro % accumulation == 0
             faults.current_step = pos.step + 1
-            loss = rt.mean_over_processes(_micro_step(rt, batch, state.noise_gen, sync, accumulation))
+            step_loss = step_loss + _micro_step(rt, batch, state.noise_gen, sync, accumulation) / accumulation
             faults.point("step")
-            if not math.isfinite(loss):
-                raise Diverged(pos.step + 1, saver.saved_checkpoints)
             pos.batch_in_epoch += 1
             if not sync:
                 continue
             _optimizer_step(rt, state)
             pos.step += 1
-            _report(rt, state, loss, speed)
-            if saver.after_step(state, control):
+            reporter.add(pos.step, pos.epoch, step_loss, state.lr_scheduler.get_last_lr()[0])
+            step_loss = 0.0
+            if reporter.full:  # before due(): a front end may answer this step's progress with a stop
+                reporter.flush(saver.saved_checkpoints)
+            due = saver.due(state, control)
+            if due:  # files and stops only after the losses so far proved finite
+                reporter.flush(saver.saved_checkpoints)
+            if saver.act(state, due):
                 return pos.step < state.total
             if pos.step >= state.total:
                 return False
@@ -193,7 +184,8 @@ def _run_steps(rt: Runtime, data: Batches, state: TrainingState, saver: Saver, c
     return False
 
 
-def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: int) -> float:
+def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: int) -> torch.Tensor:
+    """Forward and backward of one micro-batch; its loss stays on the device (trainer/reporting.py)."""
     model, cfg = rt.model, rt.cfg
     with rt.no_sync_unless(sync), rt.accelerator.autocast(), fp8_saved_weights(model.precision.fp8):
         latents = _latents(rt, batch, noise_gen)
@@ -205,7 +197,7 @@ def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: 
         loss = (loss_per_sample(pred, target, model.noise_scheduler, timesteps, model.prediction_type,
                                 cfg.loss) * batch.loss_weights.to(pred.device)).mean()
         rt.accelerator.backward(loss / accumulation)
-    return loss.detach().item()
+    return loss.detach()
 
 
 def _latents(rt: Runtime, batch: Batch, noise_gen) -> torch.Tensor:
@@ -236,22 +228,7 @@ def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> tuple[tor
 
 def _optimizer_step(rt: Runtime, state: TrainingState) -> None:
     if rt.cfg.optimizer.max_grad_norm:
-        rt.accelerator.clip_grad_norm_(rt.trainable_params, rt.cfg.optimizer.max_grad_norm)
+        rt.clip_gradients(rt.cfg.optimizer.max_grad_norm)
     state.optimizer.step()
     state.lr_scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
-
-
-def _report(rt: Runtime, state: TrainingState, loss: float, speed: Progress) -> None:
-    pos, total = state.pos, state.total
-    it_s = speed.tick()
-    lr = state.lr_scheduler.get_last_lr()[0]
-    eta = (total - pos.step) / it_s if it_s else 0.0
-    rt.sink.emit(ev.Progress(step=pos.step, total=total, epoch=pos.epoch + 1, loss=_finite(loss), lr=lr,
-                             it_s=round(it_s, 3), eta_s=round(eta, 1)))
-    rt.log_scalars(pos.step, {"loss": loss, "lr/unet": lr, "speed/it_s": it_s})
-
-
-def _finite(value: float) -> float:
-    # JSON has no NaN; the NaN guard in the saver stops the run, the event shows -1 meanwhile
-    return value if math.isfinite(value) else -1.0

@@ -25,6 +25,7 @@ from trainer.sink import EventSink
 
 log = logging.getLogger("trainer")
 TE_NAMES = ("text_encoder", "text_encoder_2")
+SCALARS_PER_WRITE = 50
 
 
 @dataclass
@@ -41,13 +42,16 @@ class Runtime:
     # caption -> (hidden states, pooled): filled once before the first step, when the text encoders are
     # frozen and captions don't vary; this runtime is its one owner (the loop and the validator read it)
     text_cache: dict = field(default_factory=dict)
-    writer: object = None              # TensorBoard, main process only; closed by __exit__ on every path
+    log_dir: Path | None = None        # TensorBoard, main process only
+    writer: object = None              # opened at the first write; closed by __exit__ on every path
     offload: object = None             # trainer.offload.Offload, once the caches are full
+    scalars: list = field(default_factory=list)  # (step, {name: value}) not yet handed to TensorBoard
 
     def __enter__(self) -> Runtime:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.flush_scalars()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -64,11 +68,25 @@ class Runtime:
     def text_cache_in_use(self) -> bool:
         return bool(self.text_cache)
 
+    @property
+    def plain(self) -> bool:
+        """One process, no fp16 loss scaling: accelerate's optimizer wrapper and gradient clipping add
+        nothing then but per-step cost (AcceleratedOptimizer.step probes for an optional package twice a
+        step, accelerate 1.16), so the loop uses torch's directly."""
+        return self.accelerator.num_processes == 1 and self.accelerator.scaler is None
+
     def prepare(self, optimizer):
         modules = [self.model.unet] + (self.model.text_encoders if self.te_params else [])
-        prepared = self.accelerator.prepare(*modules, optimizer)
-        self.unet, self.text_encoders = prepared[0], list(prepared[1:-1])
-        return prepared[-1]
+        prepared = self.accelerator.prepare(*modules, *([] if self.plain else [optimizer]))
+        prepared = prepared if isinstance(prepared, tuple) else (prepared,)
+        self.unet, self.text_encoders = prepared[0], list(prepared[1:len(modules)])
+        return optimizer if self.plain else prepared[-1]
+
+    def clip_gradients(self, max_norm: float) -> None:
+        if self.plain:  # no sync: the norm stays on the device
+            torch.nn.utils.clip_grad_norm_(self.trainable_params, max_norm)
+        else:  # unscales fp16 gradients first, and knows DDP/FSDP
+            self.accelerator.clip_grad_norm_(self.trainable_params, max_norm)
 
     def no_sync_unless(self, sync: bool):
         if sync or self.accelerator.num_processes == 1:
@@ -82,12 +100,12 @@ class Runtime:
                 out[name] = adapter_state_dict(encoder)
         return out
 
-    def mean_over_processes(self, value: float) -> float:
-        """The loss averaged over all processes, so that every process sees a NaN and stops together
+    def mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
+        """Losses averaged over all processes, so that every process sees a NaN and stops together
         (one process stopping alone would leave the others waiting for it forever)."""
         if self.accelerator.num_processes == 1:
-            return value
-        return self.accelerator.reduce(torch.tensor([value], device=self.device), "mean").item()
+            return values
+        return self.accelerator.reduce(values.to(self.device), "mean")
 
     def agree(self, flags: list[bool]) -> list[bool]:
         """Each flag set if any process set it. A stop/sample/save request reaches one process (stdin, a
@@ -115,9 +133,23 @@ class Runtime:
                 load_adapter_state_dict(encoder, adapters[name])
 
     def log_scalars(self, step: int, values: dict[str, float]) -> None:
-        if self.writer is not None:
+        """Buffered: each add_scalar wakes TensorBoard's writer thread, which cost ~4 ms a step on 2 cores."""
+        if self.log_dir is not None:
+            self.scalars.append((step, values))
+            if self.writer is None or len(self.scalars) >= SCALARS_PER_WRITE:  # opened after step 1's event
+                self.flush_scalars()
+
+    def flush_scalars(self) -> None:
+        if not self.scalars:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # here: no TensorBoard import before step 1
+
+            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        for step, values in self.scalars:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
+        self.scalars.clear()
 
 
 def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink) -> Runtime:
@@ -130,11 +162,8 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink) -> Runtime:
     unet_params, te_params = _add_adapters(cfg, model)
     _place(model, accelerator.device, unet_params + te_params)
     _speedups(cfg, model, sink, accelerator.device, bool(te_params))
-    rt = Runtime(cfg, accelerator, model, sink, weight_dtype, unet_params, te_params, unet=model.unet)
-    if accelerator.is_main_process:
-        from torch.utils.tensorboard import SummaryWriter
-
-        rt.writer = SummaryWriter(log_dir=str(Path(run_dir) / "logs"))
+    rt = Runtime(cfg, accelerator, model, sink, weight_dtype, unet_params, te_params, unet=model.unet,
+                 log_dir=Path(run_dir) / "logs" if accelerator.is_main_process else None)
     log.info("model: %s (%s, %s); %d LoRA tensors; device %s, frozen weights %s, mixed precision %s",
              model.description, model.arch, model.prediction_type, len(unet_params) + len(te_params),
              accelerator.device, model.precision.name, accelerator.mixed_precision)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +30,19 @@ from trainer.sink import EventSink
 from trainer.state import Position, TrainingState, save_state
 
 
+@dataclass
+class Due:
+    """What the saver does after this step; the same on every process (the requests are agreed)."""
+
+    validate: bool
+    sample: bool
+    save: bool
+    stop: bool
+
+    def __bool__(self) -> bool:
+        return self.validate or self.sample or self.save or self.stop
+
+
 class Saver:
     def __init__(self, cfg: TrainConfig, rt: Runtime, run_dir: Path, items: list, sink: EventSink):
         self.cfg, self.rt, self.run_dir, self.items, self.sink = cfg, rt, Path(run_dir), items, sink
@@ -39,18 +53,24 @@ class Saver:
         self.saved_checkpoints = sorted((self.run_dir / "checkpoints").glob(
             f"{cfg.saving.output_name}-step[0-9]*.safetensors"))
 
-    def after_step(self, state: TrainingState, control: Control) -> bool:
-        """Samples and checkpoints that are due or asked for; True if the run should stop now."""
+    def due(self, state: TrainingState, control: Control) -> Due:
+        """Validation, samples and checkpoints that are due or asked for after this step, and a stop."""
         s, total = state.pos.step, state.total
         every_sample, every_save = self.cfg.sampling.every_n_steps, self.cfg.saving.every_n_steps
-        if self.validator and self.validator.due(s, total):
-            self.validator.run(s)
         sample, save, stop = self.rt.agree([control.take("sample"), control.take("save"), control.stop_requested])
-        if sample or (every_sample and s % every_sample == 0):
-            self.sample(s)
-        if save or (every_save and s % every_save == 0 and s < total):
+        return Due(validate=bool(self.validator and self.validator.due(s, total)),
+                   sample=sample or bool(every_sample and s % every_sample == 0),
+                   save=save or bool(every_save and s % every_save == 0 and s < total), stop=stop)
+
+    def act(self, state: TrainingState, due: Due) -> bool:
+        """Does what `due` says; True if the run should stop now."""
+        if due.validate:
+            self.validator.run(state.pos.step)
+        if due.sample:
+            self.sample(state.pos.step)
+        if due.save:
             self.checkpoint(state)
-        return stop
+        return due.stop
 
     def sample(self, step: int) -> None:
         if self.main:

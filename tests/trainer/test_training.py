@@ -99,6 +99,7 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_path,
     import pytest
 
     from trainer import loop
+    from trainer.failures import Diverged
 
     calls = []
     original = loop.loss_per_sample
@@ -110,7 +111,7 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_path,
 
     monkeypatch.setattr(loop, "loss_per_sample", failing)
     cfg = tiny_config(dataset_dir, schedule__max_steps=10, saving__every_n_steps=2)
-    with pytest.raises(loop.Diverged) as err:
+    with pytest.raises(Diverged) as err:
         train_in_process(cfg, tmp_path / "run")
     assert "step 5" in err.value.message and "lower the learning rate" in err.value.hint
     assert "step000004" in err.value.hint
@@ -124,6 +125,7 @@ def test_after_resume_the_last_good_checkpoint_is_still_named(tmp_path, dataset_
     import pytest
 
     from trainer import loop
+    from trainer.failures import Diverged
 
     cfg = tiny_config(dataset_dir, schedule__max_steps=10, saving__every_n_steps=2, saving__keep_last=2)
     train_in_process(cfg, tmp_path / "run", stop_at=6)
@@ -135,7 +137,7 @@ def test_after_resume_the_last_good_checkpoint_is_still_named(tmp_path, dataset_
         return loss * float("nan") if len(calls) == 2 else loss
 
     monkeypatch.setattr(loop, "loss_per_sample", failing)
-    with pytest.raises(loop.Diverged) as err:
+    with pytest.raises(Diverged) as err:
         train_in_process(cfg, tmp_path / "run", resume=True)
     assert "step 8" in err.value.message and "demo-lora-step000006.safetensors" in err.value.hint
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
@@ -148,17 +150,50 @@ def test_a_run_that_fails_still_leaves_its_tensorboard_curves(tmp_path, dataset_
     import pytest
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from trainer import loop
+    from trainer.saving import Saver
 
-    def out_of_memory(rt, state, loss, speed, original=loop._report):
-        original(rt, state, loss, speed)
+    def failing(self, state, control, original=Saver.due):
         if state.pos.step == 3:
             raise RuntimeError("boom after step 3")
+        return original(self, state, control)
 
-    monkeypatch.setattr(loop, "_report", out_of_memory)
+    monkeypatch.setattr(Saver, "due", failing)
     cfg = tiny_config(dataset_dir, schedule__max_steps=10)
     with pytest.raises(RuntimeError, match="boom"):
         train_in_process(cfg, tmp_path / "run")
     logs = EventAccumulator(str(tmp_path / "run" / "logs"))
     logs.Reload()
     assert [s.step for s in logs.Scalars("loss")] == [1, 2, 3]
+
+
+def test_reading_the_loss_back_every_few_steps_changes_no_event_and_still_stops_at_the_nan_step(
+        tmp_path, dataset_dir, monkeypatch):
+    """performance.report_every_n_steps (a GPU reads the loss back every 10 steps, not every step): the
+    same progress events, one per step with the same losses; a NaN still names its own step and stops before
+    the checkpoint after it is written."""
+    import pytest
+
+    from trainer import loop
+    from trainer.failures import Diverged
+
+    every_step = tiny_config(dataset_dir, schedule__max_steps=6)
+    batched = tiny_config(dataset_dir, schedule__max_steps=6, performance__report_every_n_steps=4)
+    _, a = train_in_process(every_step, tmp_path / "a")
+    _, b = train_in_process(batched, tmp_path / "b")
+    assert [(e.step, e.loss) for e in a.of_type("progress")] == [(e.step, e.loss) for e in b.of_type("progress")]
+    assert [e.step for e in b.of_type("progress")] == [1, 2, 3, 4, 5, 6]
+
+    calls, original = [], loop.loss_per_sample
+
+    def nan_at_step_5(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs) * (float("nan") if len(calls) == 5 else 1.0)
+
+    monkeypatch.setattr(loop, "loss_per_sample", nan_at_step_5)
+    cfg = tiny_config(dataset_dir, schedule__max_steps=10, saving__every_n_steps=2,
+                      performance__report_every_n_steps=4)
+    with pytest.raises(Diverged) as err:
+        train_in_process(cfg, tmp_path / "run")
+    assert "step 5" in err.value.message and "step000004" in err.value.hint
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == \
+        ["demo-lora-step000002.safetensors", "demo-lora-step000004.safetensors"]
