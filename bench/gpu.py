@@ -29,12 +29,52 @@ TIERS = {"sd15": ["vram-6gb", "vram-8gb", "vram-12gb", "vram-16gb", "vram-24gb"]
          "sdxl": ["sdxl-vram-8gb", "sdxl-vram-12gb", "sdxl-vram-16gb", "sdxl-vram-24gb"]}
 
 
+# Issue 19's CUDA paths, each against the run without it (bf16, no checkpointing): reading the loss back
+# every step instead of every 10; no channels-last / SDPA order / pinned copies ("--plain-cuda", which turns
+# trainer/accel.py's CUDA branches off in the child); regional torch.compile with its compile time.
+SPEED_CASES = [{"label": "speed paths on (default)", "sets": []},
+               {"label": "loss read back every step", "sets": ["performance.report_every_n_steps=1"]},
+               {"label": "no channels-last, SDPA order, pinned copies", "sets": [], "plain_cuda": True},
+               {"label": "performance.compile = true", "sets": ["performance.compile=true"]}]
+
+
 def cases(arch: str, quick: bool) -> list[dict]:
     out = [{"weight_dtype": d, "checkpointing": gc, "preset": None}
            for d in ("bf16", "fp8") for gc in (False, True)]
+    out += [{"weight_dtype": "bf16", "checkpointing": False, "preset": None, **speed} for speed in SPEED_CASES]
     if not quick:
         out += [{"weight_dtype": None, "checkpointing": None, "preset": tier} for tier in TIERS[arch]]
     return out
+
+
+def _plain_cuda() -> None:
+    """The child without trainer/accel.py's CUDA choices: what the speed rows compare against."""
+    from trainer import accel
+
+    accel.preferred_sdpa_backends = lambda device: []
+    accel.channels_last = lambda unet, device: False
+    accel.to_device = lambda tensor, device: tensor.to(device)
+    for name in ("loop", "objective", "encode"):
+        module = __import__(f"trainer.{name}", fromlist=["to_device"])
+        module.to_device = accel.to_device
+
+
+class _CompileLog:
+    """Catches trainer/accel.py's 'compiled in X s' line."""
+
+    def __init__(self):
+        import logging
+
+        self.seconds = float("nan")
+        handler = logging.Handler()
+        handler.emit = self._record
+        logging.getLogger("trainer").addHandler(handler)
+        logging.getLogger("trainer").setLevel(logging.INFO)
+
+    def _record(self, record) -> None:
+        message = record.getMessage()
+        if "compiled in" in message:
+            self.seconds = float(message.split("compiled in ")[1].split(" s")[0])
 
 
 def child(args) -> None:
@@ -46,17 +86,30 @@ def child(args) -> None:
     from trainer.control import Control
     from trainer.loop import train
 
+    if args.plain_cuda:
+        _plain_cuda()
+    compile_log = _CompileLog()
     cfg = config_mod.load_preset(args.preset) if args.preset else config_mod.TrainConfig()
     cfg = config_mod.apply_overrides(cfg, args.set)
     control, sink, stamps = Control(), RecordingSink(), []
     emit = sink.emit
-    sink.emit = lambda event: (stamps.append(time.perf_counter()) if event.type == "progress" else None,
-                               emit(event))
+    sink.emit = lambda event: (stamps.append((event.step, time.perf_counter())) if event.type == "progress"
+                               else None, emit(event))
     torch.cuda.reset_peak_memory_stats()
     train(cfg, Path(args.out), sink, control)
-    steady = stamps[3:]
-    it_s = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else float("nan")
-    print(json.dumps({"it_s": it_s, "peak_gb": torch.cuda.max_memory_allocated() / 1e9}))
+    print(json.dumps({"it_s": steady_it_s(stamps), "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+                      "compile_s": compile_log.seconds}))
+
+
+def steady_it_s(stamps: list[tuple[int, float]]) -> float:
+    """Steps per second after step 3, from (step, time) of each progress event. The events come in bursts
+    (the loss is read back every 10 steps): from the end of the first burst past step 3 to the last event."""
+    later = [(s, t) for s, t in stamps if s > 3]
+    if len(later) < 2:
+        return float("nan")
+    s0, t0 = max((st for st in later if st[1] - later[0][1] < 1e-3), key=lambda st: st[0])
+    s1, t1 = stamps[-1]
+    return (s1 - s0) / (t1 - t0) if s1 > s0 else float("nan")
 
 
 def run_case(models: Path, arch: str, case: dict, steps: int) -> dict:
@@ -68,8 +121,10 @@ def run_case(models: Path, arch: str, case: dict, steps: int) -> dict:
     if case["weight_dtype"]:
         sets += [f"performance.weight_dtype={case['weight_dtype']}",
                  f"performance.gradient_checkpointing={str(case['checkpointing']).lower()}"]
+    sets += case.get("sets", [])
     out = models / f"gpu-run-{arch}-{len(os.listdir(models))}"
     argv = [PY, __file__, "--child", "--out", str(out)] + (["--preset", case["preset"]] if case["preset"] else [])
+    argv += ["--plain-cuda"] if case.get("plain_cuda") else []
     for item in sets:
         argv += ["--set", item]
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT,
@@ -96,13 +151,16 @@ def _dataset(folder: Path, size: int) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | setting | it/s | peak VRAM GB | plan GB |", "|---|---|---|---|---|"]
+    lines = ["| model | setting | it/s | peak VRAM GB | plan GB | compile s |", "|---|---|---|---|---|---|"]
     for r in rows:
         setting = r["preset"] or f"{r['weight_dtype']}, checkpointing {'on' if r['checkpointing'] else 'off'}"
+        setting += f"; {r['label']}" if "label" in r else ""
         if "error" in r:
-            lines.append(f"| {r['arch']} | {setting} | failed: {r['error']} | | |")
+            lines.append(f"| {r['arch']} | {setting} | failed: {r['error']} | | | |")
         else:
-            lines.append(f"| {r['arch']} | {setting} | {r['it_s']:.2f} | {r['peak_gb']:.2f} | {r['plan_gb']:.2f} |")
+            compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") == r.get("compile_s") else ""
+            lines.append(f"| {r['arch']} | {setting} | {r['it_s']:.2f} | {r['peak_gb']:.2f} | {r['plan_gb']:.2f} "
+                         f"| {compile_s} |")
     return "\n".join(lines)
 
 
@@ -116,6 +174,7 @@ def main() -> None:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--preset", help=argparse.SUPPRESS)
+    p.add_argument("--plain-cuda", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:

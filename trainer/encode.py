@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from trainer.accel import to_device
 from trainer.models.load import BaseModel
 
 
@@ -60,6 +61,6 @@ def sample_latents(vae, params: torch.Tensor, generator: torch.Generator | None)
     mean, logvar = params.chunk(2, dim=1)
     std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
     noise = torch.randn(mean.shape, generator=generator, device=generator.device if generator else None)
-    latents = mean + std * noise.to(mean.device)
+    latents = mean + std * to_device(noise, mean.device)
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return (latents - shift) * vae.config.scaling_factor

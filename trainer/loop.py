@@ -18,6 +18,7 @@ import torch
 
 from trainer import events as ev
 from trainer import faults
+from trainer.accel import CompileClock, attention_kernels, to_device
 from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
@@ -157,12 +158,15 @@ def _run_steps(rt: Runtime, data: Batches, state: TrainingState, saver: Saver, c
                reporter: Reporter) -> bool:
     """Train until `state.total` optimizer steps or a stop request. Returns True if stopped early."""
     accumulation, micro, pos, step_loss = rt.cfg.schedule.gradient_accumulation, 0, state.pos, 0.0
+    compile_clock = CompileClock(rt.cfg.performance.compile, rt.device)
     while pos.step < state.total:
         for batch in data.epoch(pos.epoch, start=pos.batch_in_epoch):
             micro += 1
             sync = micro % accumulation == 0
             faults.current_step = pos.step + 1
+            compile_clock.start()
             step_loss = step_loss + _micro_step(rt, batch, state.noise_gen, sync, accumulation) / accumulation
+            compile_clock.stop()
             faults.point("step")
             pos.batch_in_epoch += 1
             if not sync:
@@ -187,7 +191,8 @@ def _run_steps(rt: Runtime, data: Batches, state: TrainingState, saver: Saver, c
 def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: int) -> torch.Tensor:
     """Forward and backward of one micro-batch; its loss stays on the device (trainer/reporting.py)."""
     model, cfg = rt.model, rt.cfg
-    with rt.no_sync_unless(sync), rt.accelerator.autocast(), fp8_saved_weights(model.precision.fp8):
+    with rt.no_sync_unless(sync), rt.accelerator.autocast(), fp8_saved_weights(model.precision.fp8), \
+            attention_kernels(rt.device):
         latents = _latents(rt, batch, noise_gen)
         noisy, noise, timesteps = add_noise(model.noise_scheduler, latents, noise_gen, cfg.loss)
         hidden, added = _conditioning(rt, batch, latents)
@@ -195,7 +200,7 @@ def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: 
                        added_cond_kwargs=added).sample
         target = target_for(model.noise_scheduler, model.prediction_type, latents, noise, timesteps)
         loss = (loss_per_sample(pred, target, model.noise_scheduler, timesteps, model.prediction_type,
-                                cfg.loss) * batch.loss_weights.to(pred.device)).mean()
+                                cfg.loss) * to_device(batch.loss_weights, pred.device)).mean()
         rt.accelerator.backward(loss / accumulation)
     return loss.detach()
 
@@ -203,7 +208,7 @@ def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: 
 def _latents(rt: Runtime, batch: Batch, noise_gen) -> torch.Tensor:
     vae = rt.model.vae
     if batch.latent_params is not None:
-        params = batch.latent_params.to(rt.device)
+        params = to_device(batch.latent_params, rt.device)
     else:
         from trainer.encode import latent_distribution
 
@@ -215,8 +220,8 @@ def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> tuple[tor
     model, device = rt.model, rt.device
     if rt.text_cache_in_use and all(c in rt.text_cache for c in batch.captions):  # held-out ones aren't
         cached = [rt.text_cache[c] for c in batch.captions]
-        hidden = torch.stack([h for h, _ in cached]).to(device)
-        pooled = torch.stack([p for _, p in cached]).to(device) if model.is_sdxl else None
+        hidden = to_device(torch.stack([h for h, _ in cached]), device)
+        pooled = to_device(torch.stack([p for _, p in cached]), device) if model.is_sdxl else None
     else:
         hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders, rt.cfg.model.clip_skip)
     if not model.is_sdxl:

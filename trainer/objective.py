@@ -14,24 +14,26 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from trainer.accel import to_device
 from trainer.errors import ConfigError
 
 
 def add_noise(scheduler, latents: torch.Tensor, generator: torch.Generator, loss):
     """Return (noisy latents, noise, timesteps) for one batch, drawing from `generator` only."""
     b, c = latents.shape[:2]
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    noise = to_device(torch.randn(latents.shape, generator=generator), latents.device)
     if loss.noise_offset:
         # A per-channel constant shift lets the model learn overall brightness (Guttenberg's noise offset).
-        noise = noise + loss.noise_offset * torch.randn((b, c, 1, 1), generator=generator).to(latents.device)
+        noise = noise + loss.noise_offset * to_device(torch.randn((b, c, 1, 1), generator=generator), latents.device)
     if loss.multires_noise_iterations:
         noise = pyramid_noise(noise, generator, loss.multires_noise_iterations, loss.multires_noise_discount)
-    timesteps = torch.randint(loss.min_timestep, loss.max_timestep, (b,), generator=generator).to(latents.device)
+    timesteps = to_device(torch.randint(loss.min_timestep, loss.max_timestep, (b,), generator=generator),
+                          latents.device)  # pinned, non-blocking: a pageable copy would wait for the GPU
     noised_with = noise
     if loss.input_perturbation:
         # Input perturbation (Ning et al. 2023, kohya's ip_noise_gamma): the model sees slightly different noise
         # than the target names, which reduces the exposure bias between training and sampling.
-        extra = torch.randn(latents.shape, generator=generator).to(latents.device)
+        extra = to_device(torch.randn(latents.shape, generator=generator), latents.device)
         noised_with = noise + loss.input_perturbation * extra
     return scheduler.add_noise(latents, noised_with, timesteps), noise, timesteps
 

@@ -213,6 +213,13 @@ def _speedups(cfg: TrainConfig, model: BaseModel, sink: EventSink, device, train
         except Exception as exc:  # ImportError, or xformers built for another torch
             sink.emit(ev.Warning(message=f"xformers unavailable ({exc}); using PyTorch SDPA attention",
                                  hint="SDPA is as fast on recent PyTorch; set performance.attention = \"sdpa\""))
+    from trainer.accel import channels_last, compile_blocks
+
+    if channels_last(model.unet, device):
+        log.info("UNet in channels-last memory format")
+    if cfg.performance.compile:
+        log.info("torch.compile: %d transformer blocks of the UNet (compiled at the first step)",
+                 compile_blocks(model.unet))
     if cfg.performance.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
         if train_te:
