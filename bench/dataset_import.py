@@ -75,11 +75,11 @@ def cache_figures(steps: int = 6) -> dict:
 
 def _step_seconds(steps: int) -> float:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from step_overhead import InterleavedSink, low_quartile, reduced_sd15_folder
+    from step_overhead import Interleaved, low_quartile, reduced_sd15_folder
 
-    from tests.support.engine import make_dataset, tiny_config
+    from tests.support.engine import RecordingSink, make_dataset, tiny_config
+    from trainer import loop
     from trainer.control import Control
-    from trainer.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -87,9 +87,13 @@ def _step_seconds(steps: int) -> float:
                           model__path=str(reduced_sd15_folder(root)), dataset__resolution=256,
                           schedule__batch_size=2, schedule__max_steps=steps)
         (root / "run").mkdir()
-        sink = InterleavedSink(lambda: 0.0)
-        train(cfg, root / "run", sink, Control())
-        return low_quartile(sink.trainer_times[1:])
+        timer, original = Interleaved(lambda: (0.0, 0.0)), loop._micro_step  # times whole steps, no bare one
+        loop._micro_step = timer.wrap(original)
+        try:
+            loop.train(cfg, root / "run", RecordingSink(), Control())
+        finally:
+            loop._micro_step = original
+        return low_quartile(timer.trainer_times[1:])
 
 
 def main() -> None:
