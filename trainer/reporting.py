@@ -20,6 +20,7 @@ from trainer import events as ev
 from trainer.failures import Diverged
 
 GPU_REPORT_EVERY = 10
+MAX_DELAY_S = 1.0  # one process: progress never waits longer than this, so slow steps still show at once
 
 
 @dataclass
@@ -54,21 +55,26 @@ class Reporter:
         self.every = every or (1 if rt.device.type == "cpu" else GPU_REPORT_EVERY)
         self.pending: list[_Step] = []
         self.speed = Speed()
+        self.single = rt.accelerator.num_processes == 1
+        self.flushed_at = time.perf_counter()
 
     def add(self, step: int, epoch: int, loss: torch.Tensor, lr: float) -> None:
         self.pending.append(_Step(step, epoch, loss, lr, self.speed.tick()))
 
     @property
     def full(self) -> bool:
-        """Same answer on every process (it counts steps), so their flushes, a collective, line up."""
-        return len(self.pending) >= self.every
+        """Every `every` steps; with one process also once MAX_DELAY_S has passed. Several processes count
+        steps only: their answers must agree, since a flush is a collective."""
+        if len(self.pending) >= self.every:
+            return True
+        return self.single and bool(self.pending) and time.perf_counter() - self.flushed_at >= MAX_DELAY_S
 
     def flush(self, saved_checkpoints: list) -> None:
         """Read the pending losses (one sync, one all-reduce), emit their events; Diverged on NaN/inf."""
         if not self.pending:
             return
         losses = self.rt.mean_over_processes(torch.stack([p.loss for p in self.pending]).float()).tolist()
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.flushed_at = self.pending, [], time.perf_counter()
         for p, loss in zip(pending, losses):
             if not math.isfinite(loss):
                 raise Diverged(p.step, saved_checkpoints)
