@@ -74,7 +74,6 @@ def _run_options(p: argparse.ArgumentParser, out: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _yielding_cpu_threads()
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv == list(GUI_OPTIONS):  # the app's own option (app/__main__.py) passes through
         return _launch_gui(argv)
@@ -94,14 +93,6 @@ def main(argv: list[str] | None = None) -> int:
                "system": cmd_system, "plan": _user_errors(cmd_plan),
                "generate": cmd_generate, "serve": cmd_serve, "merge": cmd_merge}[args.command]
     return handler(args)
-
-
-def _yielding_cpu_threads() -> None:
-    """OpenMP threads that wait by spinning (libgomp's default) fight each other and every other program for
-    the cores: on a busy 2-core machine a tiny-model UNet forward took 360 ms instead of 9 ms (bench/speed.py's
-    notes). Waiting passively costs next to nothing on an idle machine. OpenMP reads this once, when torch
-    loads it, so it is set before any command imports torch; a value the user set wins."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _user_errors(handler):
