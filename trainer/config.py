@@ -134,6 +134,9 @@ class LossConfig:
                                      "alternative to min_snr_gamma")
     zero_terminal_snr: bool = _opt(False, "rescale the noise schedule to reach pure noise (zero terminal SNR, "
                                    "v-prediction only); on by itself for checkpoints that say so (ztsnr key)")
+    timestep_shift: float = _opt(1.0, "shift the drawn timesteps toward noisier ones: t' = s·t / (1 + (s-1)·t) "
+                                 "within min/max timestep (SD3's shift); 2-3 helps composition at high "
+                                 "resolution, below 1 favours detail; 1 = off", min=0.1, max=10.0)
 
 
 @dataclass

@@ -26,7 +26,7 @@ def add_noise(scheduler, latents: torch.Tensor, generator: torch.Generator, loss
         noise = noise + loss.noise_offset * torch.randn((b, c, 1, 1), generator=generator).to(latents.device)
     if loss.multires_noise_iterations:
         noise = pyramid_noise(noise, generator, loss.multires_noise_iterations, loss.multires_noise_discount)
-    timesteps = torch.randint(loss.min_timestep, loss.max_timestep, (b,), generator=generator).to(latents.device)
+    timesteps = draw_timesteps(b, generator, loss).to(latents.device)
     noised_with = noise
     if loss.input_perturbation:
         # Input perturbation (Ning et al. 2023, kohya's ip_noise_gamma): the model sees slightly different noise
@@ -34,6 +34,18 @@ def add_noise(scheduler, latents: torch.Tensor, generator: torch.Generator, loss
         extra = torch.randn(latents.shape, generator=generator).to(latents.device)
         noised_with = noise + loss.input_perturbation * extra
     return scheduler.add_noise(latents, noised_with, timesteps), noise, timesteps
+
+
+def draw_timesteps(count: int, generator: torch.Generator, loss) -> torch.Tensor:
+    """Uniform timesteps in [min_timestep, max_timestep); with loss.timestep_shift s != 1, the position u in
+    that window becomes s·u / (1 + (s−1)·u) (SD3's shift, Esser et al. 2024): s > 1 trains noisier steps more."""
+    shift = loss.timestep_shift
+    if shift == 1.0:  # exactly the draw runs made before the option existed
+        return torch.randint(loss.min_timestep, loss.max_timestep, (count,), generator=generator)
+    u = torch.rand((count,), generator=generator, dtype=torch.float64)
+    shifted = shift * u / (1 + (shift - 1) * u)
+    span = loss.max_timestep - loss.min_timestep
+    return (loss.min_timestep + (shifted * span).long()).clamp(max=loss.max_timestep - 1)
 
 
 def pyramid_noise(noise: torch.Tensor, generator: torch.Generator, iterations: int, discount: float):
