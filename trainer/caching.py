@@ -55,6 +55,8 @@ def _center_crop(record, bucket) -> tuple[int, int]:
 @torch.no_grad()
 def fill_text_cache(data: Batches, model, device) -> None:
     rng = random.Random(0)  # captions don't vary when this cache is used, so the rng is never consulted
-    for caption in sorted({data.caption_for(i, rng) for i in data.active}):
-        hidden, pooled = encode_text(model, [caption], device, clip_skip=data.cfg.model.clip_skip)
+    # "" too: its one chunk pads shorter captions when a batch mixes chunk counts (encode.pad_chunks)
+    for caption in sorted({data.caption_for(i, rng) for i in data.active} | {""}):
+        hidden, pooled = encode_text(model, [caption], device, clip_skip=data.cfg.model.clip_skip,
+                                     max_tokens=data.cfg.dataset.max_token_length)
         data.text_cache[caption] = (hidden[0].cpu(), None if pooled is None else pooled[0].cpu())

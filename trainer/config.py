@@ -57,6 +57,8 @@ class DatasetConfig:
     shuffle_tags: bool = _opt(False, "shuffle comma-separated tags each time (after keep_tokens)")
     caption_dropout: float = _opt(0.0, "chance to train an image with an empty caption", min=0.0, max=1.0)
     tag_dropout: float = _opt(0.0, "chance to drop each tag (after keep_tokens)", min=0.0, max=1.0)
+    max_token_length: int = _opt(225, "longest caption read, in tokens: 75, 150 or 225 (kohya max_token_length); "
+                                 "longer captions are encoded in 75-token chunks as A1111 does", min=75, max=225)
 
 
 @dataclass
@@ -313,6 +315,9 @@ def validate(cfg: TrainConfig) -> None:
                           f"'{cfg.lora.algorithm}'", "LoRA+ speeds up plain LoRA's B matrices: set lora.algorithm "
                           "= \"lora\" or loraplus_ratio = 0")
     _validate_loss(cfg.loss)
+    if cfg.dataset.max_token_length % 75:
+        raise ConfigError(f"config key 'dataset.max_token_length' is {cfg.dataset.max_token_length}; "
+                          "allowed: 75, 150, 225", "captions are encoded in chunks of 75 tokens")
     for index, prompt in enumerate(cfg.sampling.prompts):  # a bad --w/--s fails now, not at the first preview
         parse_prompt(prompt, cfg.sampling, cfg.dataset.resolution, index)
     if not cfg.sampling.prompts and cfg.sampling.every_n_steps:

@@ -23,7 +23,7 @@ from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
 from trainer.data.records import adopt_caption_trigger, load_records
-from trainer.encode import encode_text, sample_latents, sdxl_time_ids
+from trainer.encode import encode_text, pad_chunks, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
 from trainer.lora.algorithms import lora_up_ids
 from trainer.models.precision import fp8_saved_weights
@@ -220,10 +220,11 @@ def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> tuple[tor
     model, device = rt.model, rt.device
     if rt.text_cache_in_use and all(c in rt.text_cache for c in batch.captions):  # held-out ones aren't
         cached = [rt.text_cache[c] for c in batch.captions]
-        hidden = torch.stack([h for h, _ in cached]).to(device)
+        hidden = pad_chunks([h for h, _ in cached], rt.text_cache[""][0]).to(device)
         pooled = torch.stack([p for _, p in cached]).to(device) if model.is_sdxl else None
     else:
-        hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders, rt.cfg.model.clip_skip)
+        hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders, rt.cfg.model.clip_skip,
+                                     rt.cfg.dataset.max_token_length)
     if not model.is_sdxl:
         return hidden, None
     target = (latents.shape[-2] * 8, latents.shape[-1] * 8)  # the bucket, in pixels

@@ -68,7 +68,7 @@ class Saver:
             out = self.run_dir / "samples"
             for index, (path, prompt, seed) in enumerate(
                     render_samples(self.rt.model, self.cfg.sampling, self.cfg.dataset.resolution, step, out,
-                                   self.rt.device, self.cfg.model.clip_skip)):
+                                   self.rt.device, self.cfg.model.clip_skip, self.cfg.dataset.max_token_length)):
                 self.sink.emit(ev.Sample(path=str(path), prompt=prompt, seed=seed, step=step, index=index))
                 faults.point("sample")
 

@@ -60,3 +60,58 @@ def test_timestep_shift_changes_what_a_run_learns(runs):
     shifted = modules_of(load_file(str(adapter)))
     module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
     assert not torch.equal(shifted[module]["lora_up.weight"], plain[module]["lora_up.weight"])
+
+
+# --- long captions ----------------------------------------------------------------------------------------
+
+LONG = ", ".join(f"tag{i} red circle" for i in range(20))  # 109 tokens: two chunks
+
+
+@pytest.fixture(scope="module", params=["demo:sd15", "demo:sdxl"])
+def tiny_model(request):
+    from trainer.models.load import load_base_model
+
+    return load_base_model(request.param)
+
+
+@torch.no_grad()
+def test_long_captions_encode_in_75_token_chunks_and_short_ones_as_before(tiny_model):
+    from trainer.encode import encode_text, pad_chunks
+
+    model = tiny_model
+    tok = model.tokenizers[0]
+    assert len(tok(LONG, add_special_tokens=False).input_ids) > 75
+    short, short_pooled = encode_text(model, ["a red circle"], "cpu", max_tokens=225)
+    old, old_pooled = encode_text(model, ["a red circle"], "cpu", max_tokens=75)
+    assert short.shape[1] == 77 and torch.equal(short, old)
+    if model.is_sdxl:
+        assert torch.equal(short_pooled, old_pooled)
+    long, long_pooled = encode_text(model, [LONG], "cpu", max_tokens=225)
+    truncated, truncated_pooled = encode_text(model, [LONG], "cpu", max_tokens=75)
+    assert long.shape[1] == 154  # two chunks of 77 hidden states
+    assert torch.allclose(long[:, :77], truncated, atol=1e-5)  # the first chunk is the caption's first 75 tokens
+    assert not torch.allclose(long[:, 77:], encode_text(model, [""], "cpu")[0], atol=1e-3)  # the rest is read
+    if model.is_sdxl:
+        assert torch.allclose(long_pooled, truncated_pooled, atol=1e-5)  # pooled: the first chunk's, as kohya
+    # a batch mixing both encodes as the two padded with the empty caption's chunk (what the text cache does)
+    together, _ = encode_text(model, ["a red circle", LONG], "cpu", max_tokens=225)
+    apart = pad_chunks([short[0], long[0]], encode_text(model, [""], "cpu")[0][0])
+    assert torch.allclose(together, apart, atol=1e-5)
+
+
+def test_max_token_length_must_be_whole_chunks(tmp_path):
+    from tests.support.engine import tiny_config
+    from trainer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset.max_token_length"):
+        tiny_config(tmp_path, dataset__max_token_length=100)
+
+
+@pytest.mark.parametrize("spec", ["demo:sd15", "demo:sdxl"])
+def test_long_captions_train_with_the_text_cache_and_preview(tmp_path, spec):
+    data = make_dataset(tmp_path / "data", count=4)
+    (data / "img_00.txt").write_text(LONG, encoding="utf-8")  # one long caption among short ones
+    events, _ = _train(tmp_path, "long", f"model.path={spec}", "schedule.batch_size=2", "sampling.every_n_steps=2",
+                       "sampling.steps=2", f'sampling.prompts=["{LONG} --n blurry", "short --n {LONG}"]', steps=2)
+    assert len([e for e in events if e.type == "sample"]) == 4
+    assert len([e for e in events if e.type == "progress"]) == 2
