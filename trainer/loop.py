@@ -23,6 +23,7 @@ from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
 from trainer.data.records import adopt_caption_trigger, load_records
+from trainer.ema import resume_ema
 from trainer.encode import encode_text, pad_chunks, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
 from trainer.lora.algorithms import lora_up_ids
@@ -91,6 +92,7 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
     pos = Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
     if resume:
         pos = _resume(rt, run_dir, optimizer, lr_scheduler, noise_gen)
+        resume_ema(saver.ema, run_dir, sink)
     saver.started_at = pos.started_at
     sink.emit(ev.Started(run_dir=str(run_dir), total_steps=total, arch=rt.model.arch, device=str(rt.device),
                          config=cfg.to_dict(), resumed_from=pos.step))
@@ -180,6 +182,8 @@ def _run_steps(cfg, rt: Runtime, data: Batches, pos: Position, total: int, optim
             if not sync:
                 continue
             _optimizer_step(cfg, rt, optimizer, lr_scheduler)
+            if saver.ema:
+                saver.ema.step()
             pos.step += 1
             _report(rt, pos, total, loss, lr_scheduler, speed)
             if saver.after_step(pos, total, control, optimizer, lr_scheduler, noise_gen):

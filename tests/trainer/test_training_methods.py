@@ -115,3 +115,47 @@ def test_long_captions_train_with_the_text_cache_and_preview(tmp_path, spec):
                        "sampling.steps=2", f'sampling.prompts=["{LONG} --n blurry", "short --n {LONG}"]', steps=2)
     assert len([e for e in events if e.type == "sample"]) == 4
     assert len([e for e in events if e.type == "progress"]) == 2
+
+
+# --- EMA --------------------------------------------------------------------------------------------------
+
+def test_ema_file_lags_the_trained_adapter_and_loads_everywhere(tmp_path):
+    make_dataset(tmp_path / "data", count=4)
+    events, adapter = _train(tmp_path, "ema", "lora.ema_decay=0.9", "saving.every_n_steps=2", "saving.keep_last=1",
+                             "optimizer.lr=1e-2", steps=6)
+    ema = adapter.with_name("demo-lora.ema.safetensors")
+    assert verify_file(ema).ok
+    trained, averaged = load_file(str(adapter)), load_file(str(ema))
+    assert trained.keys() == averaged.keys()
+    ups = [k for k in trained if k.endswith("lora_up.weight")]
+    # B starts at zero and grows each step; the average of its recent values is smaller than its last one
+    assert sum(averaged[k].norm() for k in ups) < 0.95 * sum(trained[k].norm() for k in ups)
+    assert _meta(ema)["ss_network_dim"] == _meta(adapter)["ss_network_dim"]
+    # checkpoints carry their average too, and keep_last prunes the pair
+    names = sorted(p.name for p in (tmp_path / "ema" / "checkpoints").iterdir())
+    assert names == ["demo-lora-step000004.ema.safetensors", "demo-lora-step000004.safetensors"]
+
+
+def test_ema_is_kept_across_a_resume_and_previews_can_use_it(tmp_path, dataset_dir):
+    from tests.support.engine import tiny_config, train_in_process
+
+    cfg = tiny_config(dataset_dir, schedule__max_steps=6, lora__ema_decay=0.8, saving__dtype="fp32",
+                      optimizer__lr=1e-2)
+    straight, _ = train_in_process(cfg, tmp_path / "straight")
+    train_in_process(cfg, tmp_path / "cut", stop_at=3)
+    resumed, second = train_in_process(cfg, tmp_path / "cut", resume=True)
+    assert not second.of_type("warning")
+    a, b = load_file(str(straight.with_name("demo-lora.ema.safetensors"))), \
+        load_file(str(resumed.with_name("demo-lora.ema.safetensors")))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    pixels = {}
+    for use_ema in (False, True):
+        cfg = tiny_config(dataset_dir, schedule__max_steps=2, lora__ema_decay=0.5, optimizer__lr=5e-2,
+                          sampling__every_n_steps=2, sampling__at_start=False, sampling__steps=2,
+                          sampling__use_ema=use_ema)
+        _, sink = train_in_process(cfg, tmp_path / f"preview-{use_ema}")
+        from PIL import Image
+
+        pixels[use_ema] = Image.open(sink.of_type("sample")[0].path).tobytes()
+    assert pixels[False] != pixels[True]
