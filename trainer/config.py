@@ -85,6 +85,10 @@ class LoraConfig:
     ema_decay: float = _opt(0.0, "keep an exponential moving average of the LoRA weights, saved beside the adapter "
                             "as NAME.ema.safetensors (smoother, less overfit); 0.999 is usual, 0 = off",
                             min=0.0, max=0.99999)
+    block_ranks: list = _opt([], "rank per UNet block group as [down, mid, up], e.g. [8, 16, 32] (kohya block_dims); "
+                             "[] = lora.rank everywhere; each module's rank is saved, every UI reads it")
+    block_alphas: list = _opt([], "alpha per UNet block group as [down, mid, up] (kohya block_alphas); "
+                              "[] = lora.alpha everywhere")
 
 
 @dataclass
@@ -98,6 +102,8 @@ class OptimizerConfig:
     max_grad_norm: float = _opt(1.0, "gradient clipping norm; 0 disables", min=0.0, max=1000.0)
     loraplus_ratio: float = _opt(0.0, "LoRA+: the B (up) matrices learn this many times faster than A (kohya "
                                  "loraplus_lr_ratio; 16 is the paper's choice); 0 = off", min=0.0, max=1000.0)
+    block_lr: list = _opt([], "learning-rate multipliers per UNet block group as [down, mid, up], e.g. [0.5, 1, 1] "
+                          "(kohya down_lr_weight / mid_lr_weight / up_lr_weight); 0 freezes a group; [] = 1 everywhere")
 
 
 @dataclass
@@ -319,6 +325,7 @@ def validate(cfg: TrainConfig) -> None:
                           f"'{cfg.lora.algorithm}'", "LoRA+ speeds up plain LoRA's B matrices: set lora.algorithm "
                           "= \"lora\" or loraplus_ratio = 0")
     _validate_loss(cfg.loss)
+    _check_blocks("optimizer.block_lr", cfg.optimizer.block_lr, (int, float), 0)
     if cfg.sampling.use_ema and not cfg.lora.ema_decay:
         raise ConfigError("config key 'sampling.use_ema' is true while lora.ema_decay is 0 (no EMA is kept)",
                           "set lora.ema_decay (0.999 is usual) or sampling.use_ema = false")
@@ -348,10 +355,22 @@ def _validate_adapter(lc: LoraConfig) -> None:
     if lc.rslora and lc.algorithm != "lora":
         raise ConfigError(f"config key 'lora.rslora' is true while lora.algorithm is '{lc.algorithm}'",
                           "rsLoRA is a scaling rule of plain LoRA: set lora.algorithm = \"lora\" or rslora = false")
+    _check_blocks("lora.block_ranks", lc.block_ranks, int, 1)
+    _check_blocks("lora.block_alphas", lc.block_alphas, (int, float), 0)
     if (lc.conv_rank or lc.conv_alpha) and lc.targets != "full":
         raise ConfigError(f"config key 'lora.conv_rank'/'lora.conv_alpha' is set while lora.targets is "
                           f"'{lc.targets}', which trains no convolution", "set lora.targets = \"full\" "
                           "(LoCon) or conv_rank = 0 and conv_alpha = 0")
+
+
+def _check_blocks(key: str, values: list, kinds, lowest: float) -> None:
+    """A per-block list: empty (off) or three numbers for the UNet's down, mid and up blocks."""
+    if not values:
+        return
+    if len(values) != 3 or not all(isinstance(v, kinds) and not isinstance(v, bool) and v >= lowest for v in values):
+        kind = "whole numbers from 1" if kinds is int else f"numbers from {lowest}"
+        raise ConfigError(f"config key '{key}' is {values!r}; it takes three {kind}: [down, mid, up]",
+                          "for example [8, 16, 32], or [] to use one value everywhere")
 
 
 def read_toml(path: Path) -> dict:

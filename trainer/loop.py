@@ -26,7 +26,7 @@ from trainer.data.records import adopt_caption_trigger, load_records
 from trainer.ema import resume_ema
 from trainer.encode import encode_text, pad_chunks, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
-from trainer.lora.algorithms import lora_up_ids
+from trainer.lora.algorithms import block_lr_groups, lora_up_ids
 from trainer.models.precision import fp8_saved_weights
 from trainer.objective import add_noise, loss_per_sample, prepare_noise_schedule, target_for
 from trainer.offload import Offload
@@ -78,7 +78,8 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
     _fill_caches(rt, data)
     total = total_steps(cfg, data.batches_per_epoch())
     lora_up = lora_up_ids([rt.model.unet, *rt.model.text_encoders])
-    optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params, lora_up), rt.device)
+    groups = block_lr_groups(cfg, param_groups(cfg, rt.unet_params, rt.te_params, lora_up), rt.model.unet)
+    optimizer = build_optimizer(cfg, groups, rt.device)
     if warning := prodigy_lr_warning(cfg):
         sink.emit(warning)
     lr_scheduler = build_lr_scheduler(cfg, optimizer, total)

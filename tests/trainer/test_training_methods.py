@@ -159,3 +159,38 @@ def test_ema_is_kept_across_a_resume_and_previews_can_use_it(tmp_path, dataset_d
 
         pixels[use_ema] = Image.open(sink.of_type("sample")[0].path).tobytes()
     assert pixels[False] != pixels[True]
+
+
+# --- per-block rank, alpha and learning rate --------------------------------------------------------------
+
+def test_block_ranks_alphas_and_learning_rates_reach_the_file(runs):
+    root, plain, run = runs
+    _, adapter = run("blocks", "lora.targets=full", "lora.conv_rank=6", "lora.block_ranks=[2, 3, 5]",
+                     "lora.block_alphas=[1.0, 4.0, 2.5]", "optimizer.block_lr=[0, 1, 2]")
+    modules = modules_of(load_file(str(adapter)))
+
+    def rank_alpha(name):
+        return modules[name]["lora_down.weight"].shape[0], float(modules[name]["alpha"])
+
+    attn = "transformer_blocks_0_attn1_to_q"
+    assert rank_alpha(f"lora_unet_down_blocks_0_attentions_0_{attn}") == (2, 1.0)
+    assert rank_alpha(f"lora_unet_mid_block_attentions_0_{attn}") == (3, 4.0)
+    assert rank_alpha(f"lora_unet_up_blocks_1_attentions_0_{attn}") == (5, 2.5)
+    assert rank_alpha("lora_unet_up_blocks_1_resnets_0_conv1") == (6, 2.5)  # conv_rank; the block's alpha
+    # block_lr: the down blocks do not move (B stays zero), the up blocks move twice as far as the mid ones'
+    assert all(parts["lora_up.weight"].abs().max() == 0 for m, parts in modules.items() if "_down_blocks_" in m)
+    assert all(parts["lora_up.weight"].abs().max() > 0 for m, parts in modules.items() if "_up_blocks_" in m)
+    up_move = float(modules["lora_unet_up_blocks_1_resnets_0_conv1"]["lora_up.weight"].abs().max())
+    mid_move = float(modules["lora_unet_mid_block_resnets_0_conv1"]["lora_up.weight"].abs().max())
+    assert up_move == pytest.approx(2 * mid_move, rel=0.05)  # one Adam step moves each weight by about lr
+
+
+def test_block_lists_take_three_values(tmp_path):
+    from tests.support.engine import tiny_config
+    from trainer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lora.block_ranks") as err:
+        tiny_config(tmp_path, lora__block_ranks=[4, 8])
+    assert "[down, mid, up]" in err.value.message
+    with pytest.raises(ConfigError, match="optimizer.block_lr"):
+        tiny_config(tmp_path, optimizer__block_lr=[1, -1, 1])
