@@ -89,6 +89,8 @@ class LoraConfig:
                              "[] = lora.rank everywhere; each module's rank is saved, every UI reads it")
     block_alphas: list = _opt([], "alpha per UNet block group as [down, mid, up] (kohya block_alphas); "
                               "[] = lora.alpha everywhere")
+    init_from: str = _opt("", "start from this LoRA file (.safetensors, kohya or diffusers layout) instead of "
+                          "zero, to continue an earlier or downloaded LoRA; its rank is adopted; \"\" = fresh")
 
 
 @dataclass
@@ -355,6 +357,10 @@ def _validate_adapter(lc: LoraConfig) -> None:
     if lc.rslora and lc.algorithm != "lora":
         raise ConfigError(f"config key 'lora.rslora' is true while lora.algorithm is '{lc.algorithm}'",
                           "rsLoRA is a scaling rule of plain LoRA: set lora.algorithm = \"lora\" or rslora = false")
+    if lc.init_from and (lc.algorithm != "lora" or lc.dora):
+        raise ConfigError(f"config key 'lora.init_from' is set while lora.algorithm is '{lc.algorithm}'"
+                          f"{' with DoRA' if lc.dora else ''}", "a LoRA file continues as plain LoRA: set "
+                          "lora.algorithm = \"lora\" and dora = false, or leave init_from empty")
     _check_blocks("lora.block_ranks", lc.block_ranks, int, 1)
     _check_blocks("lora.block_alphas", lc.block_alphas, (int, float), 0)
     if (lc.conv_rank or lc.conv_alpha) and lc.targets != "full":

@@ -27,6 +27,7 @@ from trainer.ema import resume_ema
 from trainer.encode import encode_text, pad_chunks, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
 from trainer.lora.algorithms import block_lr_groups, lora_up_ids
+from trainer.lora.init_from import load_init_weights, read_init_file
 from trainer.models.precision import fp8_saved_weights
 from trainer.objective import add_noise, loss_per_sample, prepare_noise_schedule, target_for
 from trainer.offload import Offload
@@ -70,7 +71,9 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
 
 def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool,
            items: list, held_out: list) -> Path:
+    init = read_init_file(cfg, sink)  # before the adapter is built: it adopts the file's rank
     rt = setup_runtime(cfg, run_dir, sink)
+    load_init_weights(rt, init)
     prepare_noise_schedule(rt.model, cfg.loss, sink)
     if resume and rt.accelerator.is_main_process:
         remove_stale_temp_files(run_dir)

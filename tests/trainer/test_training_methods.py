@@ -194,3 +194,58 @@ def test_block_lists_take_three_values(tmp_path):
     assert "[down, mid, up]" in err.value.message
     with pytest.raises(ConfigError, match="optimizer.block_lr"):
         tiny_config(tmp_path, optimizer__block_lr=[1, -1, 1])
+
+
+# --- start from an existing LoRA file ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def earlier(tmp_path_factory):
+    """An earlier LoRA (rank 4, alpha 2, attention, text encoder trained) and its diffusers-layout export."""
+    root = tmp_path_factory.mktemp("earlier")
+    make_dataset(root / "data", count=4)
+    _, adapter = _train(root, "first", "lora.rank=4", "lora.alpha=2", "lora.train_text_encoder=true",
+                        "optimizer.lr=1e-2", steps=2)
+    done = run_cli_plain("export", str(adapter), "--format", "diffusers", "--to", str(root / "diffusers"))
+    assert done.returncode == 0, done.stderr
+    return root, adapter, next((root / "diffusers").rglob("*.safetensors"))
+
+
+def run_cli_plain(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("layout", ["kohya", "diffusers"])
+def test_training_starts_from_the_file_and_adopts_its_rank(earlier, layout):
+    root, adapter, diffusers_file = earlier
+    start = adapter if layout == "kohya" else diffusers_file
+    # learning rate (about) 0: the adapter written after one step is the file it started from
+    events, continued = _train(root, f"cont-{layout}", f"lora.init_from={start}", "lora.rank=16",
+                               "lora.train_text_encoder=true", "optimizer.lr=0", "optimizer.text_encoder_lr=1e-12")
+    assert any("rank 4" in e.message and "lora.rank" in e.message for e in events if e.type == "warning")
+    before, after = load_file(str(adapter)), load_file(str(continued))
+    assert before.keys() == after.keys()
+    # the same update by the UIs' formula (the alphas differ: the config's alpha/rank scale is the new one)
+    deltas = {m: p["lora_up.weight"].flatten(1) @ p["lora_down.weight"].flatten(1) * p["alpha"] / 4
+              for m, p in modules_of(before).items()}
+    for m, p in modules_of(after).items():
+        got = p["lora_up.weight"].flatten(1) @ p["lora_down.weight"].flatten(1) * p["alpha"] / 4
+        assert torch.allclose(got, deltas[m], atol=1e-6), m
+
+
+def test_a_file_that_does_not_fit_is_refused_with_its_name(earlier, tmp_path):
+    root, adapter, _ = earlier
+
+    def refused(*sets):
+        code, _, stderr = run_cli("train", "--demo", "--out", str(tmp_path / "r"), "--set",
+                                  f"dataset.path={root / 'data'}", *[a for s in sets for a in ("--set", s)])
+        assert code != 0 and (adapter.name in stderr or "not found" in stderr), stderr
+        return stderr
+
+    assert "lora.train_text_encoder" in refused(f"lora.init_from={adapter}")        # the file has TE weights
+    assert "lora.targets" in refused(f"lora.init_from={adapter}", "lora.train_text_encoder=true",
+                                     "lora.targets=attention+ff")                  # modules the file lacks
+    assert "SD 1.x" in refused(f"lora.init_from={adapter}", "lora.train_text_encoder=true", "model.path=demo:sdxl")
+    assert "not found" in refused(f"lora.init_from={tmp_path / 'missing.safetensors'}")
