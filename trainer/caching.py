@@ -14,6 +14,7 @@ from trainer import events as ev
 from trainer.batches import Batches
 from trainer.data.folder import load_bucket
 from trainer.data.latent_cache import LatentCache, default_cache_dir, file_sha256, vae_identity
+from trainer.data.masks import load_mask
 from trainer.encode import encode_text, latent_distribution
 
 
@@ -38,6 +39,8 @@ def fill_latent_cache(data: Batches, vae, sink, cache_dir=None) -> LatentCache |
                     break
                 disk.put(key, params)
             data.latent_cache[(i, flip)] = params
+            if data.cfg.loss.masked:
+                data.mask_cache[(i, flip)] = load_mask(record, bucket, _center_crop(record, bucket), flip)
         data.sizes[i] = ((record.height, record.width), _center_crop(record, bucket))
     for i in bad:
         data.active.remove(i)

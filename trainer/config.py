@@ -150,6 +150,8 @@ class LossConfig:
     timestep_shift: float = _opt(1.0, "shift the drawn timesteps toward noisier ones: t' = s·t / (1 + (s-1)·t) "
                                  "within min/max timestep (SD3's shift); 2-3 helps composition at high "
                                  "resolution, below 1 favours detail; 1 = off", min=0.1, max=10.0)
+    masked: bool = _opt(False, "masked loss: only the white parts of each image's mask count (a same-named image "
+                        "in a masks/ folder in the dataset, else the image's alpha channel; none = whole image)")
 
 
 @dataclass

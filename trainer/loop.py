@@ -208,7 +208,7 @@ def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: 
                        added_cond_kwargs=added).sample
         target = target_for(model.noise_scheduler, model.prediction_type, latents, noise, timesteps)
         loss = (loss_per_sample(pred, target, model.noise_scheduler, timesteps, model.prediction_type,
-                                cfg.loss) * batch.loss_weights.to(pred.device)).mean()
+                                cfg.loss, batch.masks) * batch.loss_weights.to(pred.device)).mean()
         rt.accelerator.backward(loss / accumulation)
     return loss.detach().item()
 

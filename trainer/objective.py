@@ -74,9 +74,12 @@ def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
     return (alphas_cumprod / (1.0 - alphas_cumprod)).clamp(min=1e-8)
 
 
-def loss_per_sample(pred, target, scheduler, timesteps, prediction_type: str, loss) -> torch.Tensor:
-    """The loss of each sample, weighted as configured."""
+def loss_per_sample(pred, target, scheduler, timesteps, prediction_type: str, loss, masks=None) -> torch.Tensor:
+    """The loss of each sample, weighted as configured. `masks` (loss.masked): (B, 1, h, w) weights on the
+    latent grid; masked-out latents add nothing (kohya's masked loss: not renormalised by the mask's area)."""
     per_element = elementwise_loss(pred.float(), target.float(), scheduler, timesteps, loss)
+    if masks is not None:
+        per_element = per_element * masks.to(per_element.device, per_element.dtype)
     value = per_element.mean(dim=list(range(1, pred.dim())))
     v_pred = prediction_type == "v_prediction"
     if loss.min_snr_gamma:  # Hang et al. 2023

@@ -249,3 +249,70 @@ def test_a_file_that_does_not_fit_is_refused_with_its_name(earlier, tmp_path):
                                      "lora.targets=attention+ff")                  # modules the file lacks
     assert "SD 1.x" in refused(f"lora.init_from={adapter}", "lora.train_text_encoder=true", "model.path=demo:sdxl")
     assert "not found" in refused(f"lora.init_from={tmp_path / 'missing.safetensors'}")
+
+
+# --- masked loss ------------------------------------------------------------------------------------------
+
+def _masked_dataset(folder):
+    """Four images: two with black masks in masks/, two whose alpha channel is fully transparent."""
+    import numpy as np
+    from PIL import Image
+
+    make_dataset(folder, count=4)
+    (folder / "masks").mkdir()
+    for i in (0, 1):
+        with Image.open(folder / f"img_{i:02d}.png") as im:
+            Image.new("L", im.size, 0).save(folder / "masks" / f"img_{i:02d}.png")
+    for i in (2, 3):
+        path = folder / f"img_{i:02d}.png"
+        with Image.open(path) as im:
+            rgba = np.dstack([np.asarray(im.convert("RGB")), np.zeros(im.size[::-1], np.uint8)])
+        Image.fromarray(rgba, "RGBA").save(path)
+    return folder
+
+
+def test_masks_come_from_the_masks_folder_or_alpha_and_follow_crop_and_flip(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from trainer.data.masks import load_mask
+    from trainer.data.spec import list_images, read_dataset
+
+    folder = make_dataset(tmp_path / "d", count=2, size=64)
+    (folder / "masks").mkdir()
+    left_white = np.zeros((64, 64), np.uint8)
+    left_white[:, :32] = 255
+    Image.fromarray(left_white).save(folder / "masks" / "img_00.png")
+    records = list_images(read_dataset(folder))
+    assert [r.path.name for r in records] == ["img_00.png", "img_01.png"]  # masks/ is not training data
+    mask = load_mask(records[0], (64, 64), (0, 0), flip=False)
+    assert mask.shape == (1, 8, 8) and mask[0, :, :4].min() == 1 and mask[0, :, 4:].max() == 0
+    assert torch.equal(load_mask(records[0], (64, 64), (0, 0), flip=True), mask.flip(-1))
+    assert torch.equal(load_mask(records[1], (64, 64), (0, 0), flip=False), torch.ones(1, 8, 8))
+
+
+def test_masked_loss_counts_only_the_white_part(tmp_path):
+    from diffusers import DDPMScheduler
+
+    from trainer.objective import loss_per_sample
+
+    pred, target = torch.zeros(1, 4, 8, 8), torch.ones(1, 4, 8, 8)
+    target[..., :4] = 3.0  # the left half is far off
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 4:] = 1.0    # ...and ignored
+    args = (DDPMScheduler(), torch.tensor([10]), "epsilon", LossConfig())
+    assert loss_per_sample(pred, target, *args).item() == pytest.approx(5.0)  # (9 + 1) / 2
+    assert loss_per_sample(pred, target, *args, masks=mask).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_fully_masked_images_teach_nothing_and_dataset_check_counts_masks(tmp_path, cached):
+    _masked_dataset(tmp_path / "data")
+    events, adapter = _train(tmp_path, "masked", "loss.masked=true", f"dataset.center_crop={str(cached).lower()}",
+                             steps=2)
+    assert [e.loss for e in events if e.type == "progress"] == [0.0, 0.0]
+    assert all(t.abs().max() == 0 for k, t in load_file(str(adapter)).items() if k.endswith("lora_up.weight"))
+    if cached:
+        done = run_cli_plain("dataset", "check", str(tmp_path / "data"))
+        assert done.returncode == 0 and ": 4 images," in done.stdout  # the masks are not training images
+        assert "loss masks (loss.masked): 2 from masks/, 2 from the alpha channel, 0 without" in done.stdout

@@ -16,6 +16,7 @@ from PIL import Image
 
 from trainer.data.buckets import BASE_BY_ARCH, bucket_plan
 from trainer.data.captions import split_tags
+from trainer.data.masks import mask_source
 from trainer.data.spec import ImageRecord, list_images, read_dataset
 
 CLIP_TOKENS = 75  # one CLIP chunk; captioners trim to it (captioning.finish)
@@ -40,6 +41,7 @@ class HealthReport:
     bucket_plan: dict
     steps_per_epoch: int
     warnings: list[Warning] = field(default_factory=list)
+    masks: dict[str, int] = field(default_factory=dict)  # loss.masked: images by mask source
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -52,6 +54,9 @@ class HealthReport:
         lines.append("  buckets: " + ", ".join(f"{k}: {v}" for k, v in self.bucket_plan["buckets"].items()))
         top = ", ".join(f"{t} ({n})" for t, n in list(self.tag_frequency.items())[:12])
         lines.append(f"  top tags: {top or '(no captions)'}")
+        if self.masks.get("masks folder") or self.masks.get("alpha"):
+            lines.append(f"  loss masks (loss.masked): {self.masks.get('masks folder', 0)} from masks/, "
+                         f"{self.masks.get('alpha', 0)} from the alpha channel, {self.masks.get('', 0)} without")
         for w in self.warnings:
             lines.append(f"  ! {w.message}")
             lines.extend(f"      {f}" for f in w.files[:10])
@@ -72,6 +77,12 @@ def check_dataset(root: Path, arch: str = "sd15", batch_size: int = 1, min_side:
         tag_frequency=dict(Counter(t for r in records for t in split_tags(r.caption)).most_common(100)),
         bucket_plan=plan.to_dict(), steps_per_epoch=plan.steps_per_epoch)
     report.warnings = _warnings(records, min_side, base, plan.upscaled, max_tokens)
+    sources = {r.path: mask_source(r) for r in records if r.width}
+    report.masks = dict(Counter(sources.values()))
+    unmasked = [str(p) for p, source in sources.items() if not source]
+    if unmasked and len(unmasked) < len(sources):
+        report.warnings.append(Warning("no_mask", f"{len(unmasked)} images have no loss mask (masks/ folder or "
+                                                  "alpha channel): with loss.masked they train whole", unmasked))
     return report
 
 
