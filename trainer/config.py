@@ -70,9 +70,10 @@ class LoraConfig:
     targets: str = _opt("attention", "which UNet layers get LoRA",
                         choices=("attention", "attention+ff", "full"))
     train_text_encoder: bool = _opt(False, "also train LoRA on the text encoder(s)")
-    algorithm: str = _opt("lora", "adapter type: lora (plain), loha (Hadamard product, LyCORIS) or lokr "
-                          "(Kronecker product, LyCORIS; small files for styles); every UI loads all three",
-                          choices=("lora", "loha", "lokr"))
+    algorithm: str = _opt("lora", "adapter type: lora (plain), loha (Hadamard product, LyCORIS), lokr "
+                          "(Kronecker product, LyCORIS; small files for styles) or adalora (ranks move to the layers "
+                          "that need them; saved as a plain LoRA); every UI loads all four",
+                          choices=("lora", "loha", "lokr", "adalora"))
     lokr_factor: int = _opt(-1, "LoKr: size of the small Kronecker factor (LyCORIS factor); -1 = balanced. "
                             "LyCORIS suggests 4-8 with a high rank for detail, larger for smaller files",
                             min=-1, max=64)
@@ -89,6 +90,12 @@ class LoraConfig:
                              "[] = lora.rank everywhere; each module's rank is saved, every UI reads it")
     block_alphas: list = _opt([], "alpha per UNet block group as [down, mid, up] (kohya block_alphas); "
                               "[] = lora.alpha everywhere")
+    adalora_init_rank: int = _opt(0, "AdaLoRA: rank every layer starts with before the budget is cut to lora.rank on "
+                                  "average; 0 = 1.5 x lora.rank", min=0, max=1024)
+    adalora_warmup: float = _opt(0.1, "AdaLoRA: share of the steps trained at the initial rank before pruning starts",
+                                 min=0.0, max=0.9)
+    adalora_final: float = _opt(0.3, "AdaLoRA: share of the steps, at the end, trained with the final ranks fixed",
+                                min=0.0, max=0.9)
     init_from: str = _opt("", "start from this LoRA file (.safetensors, kohya or diffusers layout) instead of "
                           "zero, to continue an earlier or downloaded LoRA; its rank is adopted; \"\" = fresh")
 
@@ -363,12 +370,28 @@ def _validate_adapter(lc: LoraConfig) -> None:
         raise ConfigError(f"config key 'lora.init_from' is set while lora.algorithm is '{lc.algorithm}'"
                           f"{' with DoRA' if lc.dora else ''}", "a LoRA file continues as plain LoRA: set "
                           "lora.algorithm = \"lora\" and dora = false, or leave init_from empty")
+    if lc.algorithm == "adalora":
+        _validate_adalora(lc)
     _check_blocks("lora.block_ranks", lc.block_ranks, int, 1)
     _check_blocks("lora.block_alphas", lc.block_alphas, (int, float), 0)
     if (lc.conv_rank or lc.conv_alpha) and lc.targets != "full":
         raise ConfigError(f"config key 'lora.conv_rank'/'lora.conv_alpha' is set while lora.targets is "
                           f"'{lc.targets}', which trains no convolution", "set lora.targets = \"full\" "
                           "(LoCon) or conv_rank = 0 and conv_alpha = 0")
+
+
+def _validate_adalora(lc: LoraConfig) -> None:
+    if lc.targets == "full" or lc.conv_rank or lc.block_ranks or lc.block_alphas:
+        raise ConfigError("config key 'lora.algorithm' is 'adalora' with convolutions or per-block ranks "
+                          "(lora.targets = \"full\", conv_rank, block_ranks, block_alphas)",
+                          "AdaLoRA adapts linear layers and sets each layer's rank itself: use lora.targets = "
+                          "\"attention\" or \"attention+ff\" and leave the per-block ranks empty")
+    if lc.adalora_init_rank and lc.adalora_init_rank <= lc.rank:
+        raise ConfigError(f"config key 'lora.adalora_init_rank' is {lc.adalora_init_rank}, not above lora.rank "
+                          f"({lc.rank})", "AdaLoRA starts above the target rank and prunes down to it; 0 = 1.5 x rank")
+    if lc.adalora_warmup + lc.adalora_final >= 1:
+        raise ConfigError("config keys 'lora.adalora_warmup' + 'lora.adalora_final' reach 1",
+                          "leave part of the run for moving the budget, e.g. 0.1 and 0.3")
 
 
 def _check_blocks(key: str, values: list, kinds, lowest: float) -> None:

@@ -26,6 +26,7 @@ from trainer.data.records import adopt_caption_trigger, load_records
 from trainer.ema import resume_ema
 from trainer.encode import encode_text, pad_chunks, sample_latents, sdxl_time_ids
 from trainer.failures import Diverged, explained
+from trainer.lora.adalora import AdaLoraBudget
 from trainer.lora.algorithms import block_lr_groups, lora_up_ids
 from trainer.lora.init_from import load_init_weights, read_init_file
 from trainer.models.precision import fp8_saved_weights
@@ -98,6 +99,7 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
         pos = _resume(rt, run_dir, optimizer, lr_scheduler, noise_gen)
         resume_ema(saver.ema, run_dir, sink)
     saver.started_at = pos.started_at
+    AdaLoraBudget.attach(cfg, rt, optimizer, total, pos.step)  # lora.algorithm = "adalora" only
     sink.emit(ev.Started(run_dir=str(run_dir), total_steps=total, arch=rt.model.arch, device=str(rt.device),
                          config=cfg.to_dict(), resumed_from=pos.step))
     if pos.step == 0 and cfg.sampling.at_start and cfg.sampling.every_n_steps:

@@ -20,7 +20,7 @@ from peft import LoHaConfig, LoKrConfig, LoraConfig
 
 ADAPTER = "default"
 # the name prefixes of trainable adapter parameters, one per algorithm
-PARAM_PREFIXES = ("lora_", "hada_", "lokr_")
+PARAM_PREFIXES = ("lora_", "hada_", "lokr_")  # AdaLoRA's lora_A / lora_B / lora_E included
 
 
 def peft_config(lc, target_regex: str, conv_regex: str | None = None):
@@ -33,6 +33,11 @@ def peft_config(lc, target_regex: str, conv_regex: str | None = None):
         ranks, alphas = rank_patterns(lc, conv_regex)
         if ranks:
             common.update(rank_pattern=ranks, alpha_pattern=alphas)
+    if lc.algorithm == "adalora":
+        from trainer.lora.adalora import adalora_config
+
+        # a placeholder length: trainer.lora.adalora.AdaLoraBudget sets the run's own once the data is read
+        return adalora_config(lc, target_regex, 1000)
     if lc.algorithm == "loha":
         # init_weights=True zeroes W2b, lokr's zeroes W1: step 0 reproduces the base model (baseline samples)
         return LoHaConfig(alpha=lc.alpha, rank_dropout=lc.dropout, use_effective_conv2d=False,
@@ -104,7 +109,10 @@ def module_scales(model: torch.nn.Module) -> dict[str, tuple[int, float]]:
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, BaseTunerLayer) and ADAPTER in getattr(module, "scaling", {}):
-            out[name] = (int(module.r[ADAPTER]), float(module.scaling[ADAPTER]))
+            scale = float(module.scaling[ADAPTER])
+            if hasattr(module, "ranknum"):  # AdaLoRA layers divide by their starting rank, held in ranknum
+                scale /= float(module.ranknum[ADAPTER]) + 1e-5
+            out[name] = (int(module.r[ADAPTER]), scale)
     return out
 
 
