@@ -291,6 +291,18 @@ def test_masks_come_from_the_masks_folder_or_alpha_and_follow_crop_and_flip(tmp_
     assert torch.equal(load_mask(records[1], (64, 64), (0, 0), flip=False), torch.ones(1, 8, 8))
 
 
+def test_masked_loss_without_any_mask_is_warned(tmp_path):
+    from trainer.config import TrainConfig
+    from trainer.data.masks import no_masks_warning
+    from trainer.data.spec import list_images, read_dataset
+
+    records = list_images(read_dataset(make_dataset(tmp_path / "d", count=2)))
+    cfg = TrainConfig()
+    assert no_masks_warning(cfg, records) is None
+    cfg.loss.masked = True
+    assert "loss.masked" in no_masks_warning(cfg, records).message
+
+
 def test_masked_loss_counts_only_the_white_part(tmp_path):
     from diffusers import DDPMScheduler
 

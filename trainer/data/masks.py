@@ -48,6 +48,17 @@ def mask_source(record) -> str:
     return "alpha" if has_alpha(record.path) else ""
 
 
+def no_masks_warning(cfg, records: list):
+    """A Warning event when loss.masked is on but no image has a mask (the option would change nothing)."""
+    if not cfg.loss.masked or any(mask_source(r) for r in records):
+        return None
+    from trainer import events as ev
+
+    return ev.Warning(message="loss.masked is on but no image has a mask (a masks/ folder of same-named images "
+                              "or an alpha channel): every image trains whole",
+                      hint="add black-and-white masks in a masks/ folder of the dataset, or turn loss.masked off")
+
+
 def load_mask(record, bucket: tuple[int, int], crop_top_left: tuple[int, int], flip: bool) -> torch.Tensor:
     """(1, bucket_h / 8, bucket_w / 8) weights in [0, 1]; all ones when the image has no mask."""
     latent = (bucket[1] // LATENT_FACTOR, bucket[0] // LATENT_FACTOR)
