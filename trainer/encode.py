@@ -55,9 +55,10 @@ def encode_text(model: BaseModel, captions: list[str], device, encoders: list | 
     hidden, pooled = [], None
     for tokenizer, encoder in zip(model.tokenizers, encoders):
         ids = tokenize(tokenizer, captions, chunks).to(device)
-        states, first = _encode_chunks(model, encoder, ids.flatten(0, 1), clip_skip)
+        states, pooled = _encode_chunks(model, encoder, ids.flatten(0, 1), clip_skip)  # the last encoder's counts
         hidden.append(states.reshape(len(captions), -1, states.shape[-1]))  # chunks side by side
-        pooled = None if first is None else first.view(len(captions), chunks, -1)[:, 0]
+    if pooled is not None:
+        pooled = pooled.view(len(captions), chunks, -1)[:, 0]  # each caption's first chunk
     return torch.cat(hidden, dim=-1), pooled
 
 
