@@ -389,6 +389,10 @@ def _validate_adalora(lc: LoraConfig) -> None:
     if lc.adalora_init_rank and lc.adalora_init_rank <= lc.rank:
         raise ConfigError(f"config key 'lora.adalora_init_rank' is {lc.adalora_init_rank}, not above lora.rank "
                           f"({lc.rank})", "AdaLoRA starts above the target rank and prunes down to it; 0 = 1.5 x rank")
+    if lc.ema_decay:  # the average would keep the triplets the allocator pruned, at ever smaller values
+        raise ConfigError("config key 'lora.ema_decay' is set while lora.algorithm is 'adalora'",
+                          "AdaLoRA prunes ranks as it trains, which a moving average cannot follow: set "
+                          "lora.ema_decay = 0 or use lora.algorithm = \"lora\"")
     if lc.adalora_warmup + lc.adalora_final >= 1:
         raise ConfigError("config keys 'lora.adalora_warmup' + 'lora.adalora_final' reach 1",
                           "leave part of the run for moving the budget, e.g. 0.1 and 0.3")

@@ -383,13 +383,15 @@ def test_adalora_moves_the_budget_and_exports_a_plain_lora(tmp_path, spec):
     assert meta["ss_network_module"] == "networks.lora" and "adalora" in meta["ss_network_args"]
 
 
-def test_adalora_refuses_convolutions(tmp_path):
+def test_adalora_refuses_convolutions_and_ema(tmp_path):
     from tests.support.engine import tiny_config
     from trainer.errors import ConfigError
 
     with pytest.raises(ConfigError, match="adalora") as err:
         tiny_config(tmp_path, lora__algorithm="adalora", lora__targets="full")
     assert "attention" in err.value.hint
+    with pytest.raises(ConfigError, match="lora.ema_decay"):
+        tiny_config(tmp_path, lora__algorithm="adalora", lora__ema_decay=0.99)
 
 
 def test_adalora_resumes_with_its_final_allocation(tmp_path, dataset_dir):
