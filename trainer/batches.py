@@ -18,6 +18,7 @@ from trainer.config import TrainConfig
 from trainer.data.buckets import choose_bucket, make_buckets
 from trainer.data.captions import process_caption
 from trainer.data.folder import load_bucket
+from trainer.data.masks import load_mask
 from trainer.data.spec import ImageRecord
 
 
@@ -30,6 +31,7 @@ class Batch:
     original_sizes: list[tuple[int, int]]
     crops: list[tuple[int, int]]
     loss_weights: torch.Tensor            # prior_loss_weight for regularisation images, else 1
+    masks: torch.Tensor | None = None     # loss.masked: (B, 1, h, w) weights on the latent grid
 
 
 class Batches:
@@ -42,6 +44,7 @@ class Batches:
         self.active = list(range(len(records)))     # images dropped for NaN latents leave this list
         self.latent_cache: dict[tuple[int, bool], torch.Tensor] = {}
         self.sizes: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
+        self.mask_cache: dict[tuple[int, bool], torch.Tensor] = {}  # loss.masked, beside the latent cache
 
     @property
     def cacheable_latents(self) -> bool:
@@ -100,8 +103,12 @@ class Batches:
         if self.cacheable_latents:
             params = torch.stack([self.latent_cache[(i, f)] for i, f in zip(indices, flips)])
             sizes = [self.sizes[i] for i in indices]
-            return Batch(indices, captions, params, None, [s[0] for s in sizes], [s[1] for s in sizes], weights)
+            masks = torch.stack([self.mask_cache[(i, f)] for i, f in zip(indices, flips)]) if self.mask_cache else None
+            return Batch(indices, captions, params, None, [s[0] for s in sizes], [s[1] for s in sizes], weights,
+                         masks)
         prepared = [load_bucket(self.records[i].path, self.buckets[i], self.cfg.dataset.center_crop, f, rng)
                     for i, f in zip(indices, flips)]
+        masks = torch.stack([load_mask(self.records[i], self.buckets[i], p.crop_top_left, f) for i, f, p in
+                             zip(indices, flips, prepared)]) if self.cfg.loss.masked else None
         return Batch(indices, captions, None, torch.stack([p.pixels for p in prepared]),
-                     [p.original_size for p in prepared], [p.crop_top_left for p in prepared], weights)
+                     [p.original_size for p in prepared], [p.crop_top_left for p in prepared], weights, masks)

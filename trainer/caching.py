@@ -14,6 +14,7 @@ from trainer import events as ev
 from trainer.batches import Batches
 from trainer.data.folder import load_bucket
 from trainer.data.latent_cache import LatentCache, default_cache_dir, file_sha256, vae_identity
+from trainer.data.masks import load_mask
 from trainer.encode import encode_text, latent_distribution
 
 
@@ -38,6 +39,8 @@ def fill_latent_cache(data: Batches, vae, sink, cache_dir=None) -> LatentCache |
                     break
                 disk.put(key, params)
             data.latent_cache[(i, flip)] = params
+            if data.cfg.loss.masked:
+                data.mask_cache[(i, flip)] = load_mask(record, bucket, _center_crop(record, bucket), flip)
         data.sizes[i] = ((record.height, record.width), _center_crop(record, bucket))
     for i in bad:
         data.active.remove(i)
@@ -56,6 +59,8 @@ def _center_crop(record, bucket) -> tuple[int, int]:
 def fill_text_cache(data: Batches, model, device, cache: dict) -> None:
     """Adds the conditioning of `data`'s captions to `cache` (the runtime's, its one owner)."""
     rng = random.Random(0)  # captions don't vary when this cache is used, so the rng is never consulted
-    for caption in sorted({data.caption_for(i, rng) for i in data.active} - cache.keys()):
-        hidden, pooled = encode_text(model, [caption], device, clip_skip=data.cfg.model.clip_skip)
+    # "" too: its one chunk pads shorter captions when a batch mixes chunk counts (encode.pad_chunks)
+    for caption in sorted(({data.caption_for(i, rng) for i in data.active} | {""}) - cache.keys()):
+        hidden, pooled = encode_text(model, [caption], device, clip_skip=data.cfg.model.clip_skip,
+                                     max_tokens=data.cfg.dataset.max_token_length)
         cache[caption] = (hidden[0].cpu(), None if pooled is None else pooled[0].cpu())

@@ -57,6 +57,8 @@ class DatasetConfig:
     shuffle_tags: bool = _opt(False, "shuffle comma-separated tags each time (after keep_tokens)")
     caption_dropout: float = _opt(0.0, "chance to train an image with an empty caption", min=0.0, max=1.0)
     tag_dropout: float = _opt(0.0, "chance to drop each tag (after keep_tokens)", min=0.0, max=1.0)
+    max_token_length: int = _opt(225, "longest caption read, in tokens: 75, 150 or 225 (kohya max_token_length); "
+                                 "longer captions are encoded in 75-token chunks as A1111 does", min=75, max=225)
 
 
 @dataclass
@@ -68,9 +70,10 @@ class LoraConfig:
     targets: str = _opt("attention", "which UNet layers get LoRA",
                         choices=("attention", "attention+ff", "full"))
     train_text_encoder: bool = _opt(False, "also train LoRA on the text encoder(s)")
-    algorithm: str = _opt("lora", "adapter type: lora (plain), loha (Hadamard product, LyCORIS) or lokr "
-                          "(Kronecker product, LyCORIS; small files for styles); every UI loads all three",
-                          choices=("lora", "loha", "lokr"))
+    algorithm: str = _opt("lora", "adapter type: lora (plain), loha (Hadamard product, LyCORIS), lokr "
+                          "(Kronecker product, LyCORIS; small files for styles) or adalora (ranks move to the layers "
+                          "that need them; saved as a plain LoRA); every UI loads all four",
+                          choices=("lora", "loha", "lokr", "adalora"))
     lokr_factor: int = _opt(-1, "LoKr: size of the small Kronecker factor (LyCORIS factor); -1 = balanced. "
                             "LyCORIS suggests 4-8 with a high rank for detail, larger for smaller files",
                             min=-1, max=64)
@@ -80,6 +83,21 @@ class LoraConfig:
                           "0 = lora.rank", min=0, max=1024)
     conv_alpha: float = _opt(0.0, "alpha of the 3x3 convolutions (kohya conv_alpha); 0 = lora.alpha",
                              min=0.0, max=4096.0)
+    ema_decay: float = _opt(0.0, "keep an exponential moving average of the LoRA weights, saved beside the adapter "
+                            "as NAME.ema.safetensors (smoother, less overfit); 0.999 is usual, 0 = off",
+                            min=0.0, max=0.99999)
+    block_ranks: list = _opt([], "rank per UNet block group as [down, mid, up], e.g. [8, 16, 32] (kohya block_dims); "
+                             "[] = lora.rank everywhere; each module's rank is saved, every UI reads it")
+    block_alphas: list = _opt([], "alpha per UNet block group as [down, mid, up] (kohya block_alphas); "
+                              "[] = lora.alpha everywhere")
+    adalora_init_rank: int = _opt(0, "AdaLoRA: rank every layer starts with before the budget is cut to lora.rank on "
+                                  "average; 0 = 1.5 x lora.rank", min=0, max=1024)
+    adalora_warmup: float = _opt(0.1, "AdaLoRA: share of the steps trained at the initial rank before pruning starts",
+                                 min=0.0, max=0.9)
+    adalora_final: float = _opt(0.3, "AdaLoRA: share of the steps, at the end, trained with the final ranks fixed",
+                                min=0.0, max=0.9)
+    init_from: str = _opt("", "start from this LoRA file (.safetensors, kohya or diffusers layout) instead of "
+                          "zero, to continue an earlier or downloaded LoRA; its rank is adopted; \"\" = fresh")
 
 
 @dataclass
@@ -93,6 +111,8 @@ class OptimizerConfig:
     max_grad_norm: float = _opt(1.0, "gradient clipping norm; 0 disables", min=0.0, max=1000.0)
     loraplus_ratio: float = _opt(0.0, "LoRA+: the B (up) matrices learn this many times faster than A (kohya "
                                  "loraplus_lr_ratio; 16 is the paper's choice); 0 = off", min=0.0, max=1000.0)
+    block_lr: list = _opt([], "learning-rate multipliers per UNet block group as [down, mid, up], e.g. [0.5, 1, 1] "
+                          "(kohya down_lr_weight / mid_lr_weight / up_lr_weight); 0 freezes a group; [] = 1 everywhere")
 
 
 @dataclass
@@ -134,6 +154,11 @@ class LossConfig:
                                      "alternative to min_snr_gamma")
     zero_terminal_snr: bool = _opt(False, "rescale the noise schedule to reach pure noise (zero terminal SNR, "
                                    "v-prediction only); on by itself for checkpoints that say so (ztsnr key)")
+    timestep_shift: float = _opt(1.0, "shift the drawn timesteps toward noisier ones: t' = s·t / (1 + (s-1)·t) "
+                                 "within min/max timestep (SD3's shift); 2-3 helps composition at high "
+                                 "resolution, below 1 favours detail; 1 = off", min=0.1, max=10.0)
+    masked: bool = _opt(False, "masked loss: only the white parts of each image's mask count (a same-named image "
+                        "in a masks/ folder in the dataset, else the image's alpha channel; none = whole image)")
 
 
 @dataclass
@@ -149,6 +174,7 @@ class SamplingConfig:
     guidance_scale: float = _opt(7.0, "classifier-free guidance scale", min=0.0, max=50.0)
     width: int = _opt(0, "preview width; 0 = dataset.resolution", min=0, max=4096)
     height: int = _opt(0, "preview height; 0 = dataset.resolution", min=0, max=4096)
+    use_ema: bool = _opt(False, "previews show the EMA weights (lora.ema_decay) instead of the trained ones")
 
 
 @dataclass
@@ -315,6 +341,13 @@ def validate(cfg: TrainConfig) -> None:
                           f"'{cfg.lora.algorithm}'", "LoRA+ speeds up plain LoRA's B matrices: set lora.algorithm "
                           "= \"lora\" or loraplus_ratio = 0")
     _validate_loss(cfg.loss)
+    _check_blocks("optimizer.block_lr", cfg.optimizer.block_lr, (int, float), 0)
+    if cfg.sampling.use_ema and not cfg.lora.ema_decay:
+        raise ConfigError("config key 'sampling.use_ema' is true while lora.ema_decay is 0 (no EMA is kept)",
+                          "set lora.ema_decay (0.999 is usual) or sampling.use_ema = false")
+    if cfg.dataset.max_token_length % 75:
+        raise ConfigError(f"config key 'dataset.max_token_length' is {cfg.dataset.max_token_length}; "
+                          "allowed: 75, 150, 225", "captions are encoded in chunks of 75 tokens")
     for index, prompt in enumerate(cfg.sampling.prompts):  # a bad --w/--s fails now, not at the first preview
         parse_prompt(prompt, cfg.sampling, cfg.dataset.resolution, index)
     if not cfg.sampling.prompts and cfg.sampling.every_n_steps:
@@ -338,10 +371,46 @@ def _validate_adapter(lc: LoraConfig) -> None:
     if lc.rslora and lc.algorithm != "lora":
         raise ConfigError(f"config key 'lora.rslora' is true while lora.algorithm is '{lc.algorithm}'",
                           "rsLoRA is a scaling rule of plain LoRA: set lora.algorithm = \"lora\" or rslora = false")
+    if lc.init_from and (lc.algorithm != "lora" or lc.dora):
+        raise ConfigError(f"config key 'lora.init_from' is set while lora.algorithm is '{lc.algorithm}'"
+                          f"{' with DoRA' if lc.dora else ''}", "a LoRA file continues as plain LoRA: set "
+                          "lora.algorithm = \"lora\" and dora = false, or leave init_from empty")
+    if lc.algorithm == "adalora":
+        _validate_adalora(lc)
+    _check_blocks("lora.block_ranks", lc.block_ranks, int, 1)
+    _check_blocks("lora.block_alphas", lc.block_alphas, (int, float), 0)
     if (lc.conv_rank or lc.conv_alpha) and lc.targets != "full":
         raise ConfigError(f"config key 'lora.conv_rank'/'lora.conv_alpha' is set while lora.targets is "
                           f"'{lc.targets}', which trains no convolution", "set lora.targets = \"full\" "
                           "(LoCon) or conv_rank = 0 and conv_alpha = 0")
+
+
+def _validate_adalora(lc: LoraConfig) -> None:
+    if lc.targets == "full" or lc.conv_rank or lc.block_ranks or lc.block_alphas:
+        raise ConfigError("config key 'lora.algorithm' is 'adalora' with convolutions or per-block ranks "
+                          "(lora.targets = \"full\", conv_rank, block_ranks, block_alphas)",
+                          "AdaLoRA adapts linear layers and sets each layer's rank itself: use lora.targets = "
+                          "\"attention\" or \"attention+ff\" and leave the per-block ranks empty")
+    if lc.adalora_init_rank and lc.adalora_init_rank <= lc.rank:
+        raise ConfigError(f"config key 'lora.adalora_init_rank' is {lc.adalora_init_rank}, not above lora.rank "
+                          f"({lc.rank})", "AdaLoRA starts above the target rank and prunes down to it; 0 = 1.5 x rank")
+    if lc.ema_decay:  # the average would keep the triplets the allocator pruned, at ever smaller values
+        raise ConfigError("config key 'lora.ema_decay' is set while lora.algorithm is 'adalora'",
+                          "AdaLoRA prunes ranks as it trains, which a moving average cannot follow: set "
+                          "lora.ema_decay = 0 or use lora.algorithm = \"lora\"")
+    if lc.adalora_warmup + lc.adalora_final >= 1:
+        raise ConfigError("config keys 'lora.adalora_warmup' + 'lora.adalora_final' reach 1",
+                          "leave part of the run for moving the budget, e.g. 0.1 and 0.3")
+
+
+def _check_blocks(key: str, values: list, kinds, lowest: float) -> None:
+    """A per-block list: empty (off) or three numbers for the UNet's down, mid and up blocks."""
+    if not values:
+        return
+    if len(values) != 3 or not all(isinstance(v, kinds) and not isinstance(v, bool) and v >= lowest for v in values):
+        kind = "whole numbers from 1" if kinds is int else f"numbers from {lowest}"
+        raise ConfigError(f"config key '{key}' is {values!r}; it takes three {kind}: [down, mid, up]",
+                          "for example [8, 16, 32], or [] to use one value everywhere")
 
 
 def read_toml(path: Path) -> dict:

@@ -22,10 +22,14 @@ from trainer.accel import CompileClock, attention_kernels, to_device
 from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
+from trainer.data.masks import no_masks_warning
 from trainer.data.records import adopt_caption_trigger, load_records
-from trainer.encode import encode_text, sample_latents, sdxl_time_ids
+from trainer.ema import resume_ema
+from trainer.encode import encode_text, pad_chunks, sample_latents, sdxl_time_ids
 from trainer.failures import explained
-from trainer.lora.algorithms import lora_up_ids
+from trainer.lora.adalora import AdaLoraBudget
+from trainer.lora.algorithms import block_lr_groups, lora_up_ids
+from trainer.lora.init_from import load_init_weights, read_init_file
 from trainer.models.precision import fp8_saved_weights
 from trainer.objective import add_noise, loss_per_sample, prepare_noise_schedule, target_for
 from trainer.offload import Offload
@@ -45,6 +49,8 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
     items = load_records(cfg) if records is None else records  # before the model: errors come at once
     items, held_out = split_validation(cfg, items)
     _warn_unreadable_captions(items, sink)
+    if warning := no_masks_warning(cfg, items):
+        sink.emit(warning)
     adopted = adopt_caption_trigger(cfg, items)
     if adopted:
         sink.emit(ev.Warning(message=adopted, hint="set saving.trigger_phrase and sampling.prompts to choose"))
@@ -54,7 +60,9 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
 
 def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool,
            items: list, held_out: list) -> Path:
+    init = read_init_file(cfg, sink)  # before the adapter is built: it adopts the file's rank
     with setup_runtime(cfg, run_dir, sink) as rt:  # closes the TensorBoard log on every way out
+        load_init_weights(rt, init)
         prepare_noise_schedule(rt.model, cfg.loss, sink)
         if resume and rt.accelerator.is_main_process:
             remove_stale_temp_files(run_dir)
@@ -66,7 +74,9 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
         rt.offload = Offload.after_caching(rt, data, control.listening)  # caches full: encoders give memory back
         if resume:
             _resume(rt, run_dir, state)
+            resume_ema(saver.ema, run_dir, sink)
         saver.started_at = state.pos.started_at
+        AdaLoraBudget.attach(cfg, rt, state.optimizer, state.total, state.pos.step)  # lora.algorithm = "adalora"
         sink.emit(ev.Started(run_dir=str(run_dir), total_steps=state.total, arch=rt.model.arch,
                              device=str(rt.device), config=cfg.to_dict(), resumed_from=state.pos.step))
         if state.pos.step == 0 and cfg.sampling.at_start and cfg.sampling.every_n_steps:
@@ -83,7 +93,8 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
 def _training_state(rt: Runtime, total: int) -> TrainingState:
     cfg = rt.cfg
     lora_up = lora_up_ids([rt.model.unet, *rt.model.text_encoders])
-    optimizer = build_optimizer(cfg, param_groups(cfg, rt.unet_params, rt.te_params, lora_up), rt.device)
+    groups = block_lr_groups(cfg, param_groups(cfg, rt.unet_params, rt.te_params, lora_up), rt.model.unet)
+    optimizer = build_optimizer(cfg, groups, rt.device)
     if warning := prodigy_lr_warning(cfg):
         rt.sink.emit(warning)
     lr_scheduler = build_lr_scheduler(cfg, optimizer, total)
@@ -172,6 +183,8 @@ def _run_steps(rt: Runtime, data: Batches, state: TrainingState, saver: Saver, c
             if not sync:
                 continue
             _optimizer_step(rt, state)
+            if saver.ema:
+                saver.ema.step()
             pos.step += 1
             reporter.add(pos.step, pos.epoch, step_loss, state.lr_scheduler.get_last_lr()[0])
             step_loss = 0.0
@@ -200,7 +213,7 @@ def _micro_step(rt: Runtime, batch: Batch, noise_gen, sync: bool, accumulation: 
                        added_cond_kwargs=added).sample
         target = target_for(model.noise_scheduler, model.prediction_type, latents, noise, timesteps)
         loss = (loss_per_sample(pred, target, model.noise_scheduler, timesteps, model.prediction_type,
-                                cfg.loss) * to_device(batch.loss_weights, pred.device)).mean()
+                                cfg.loss, batch.masks) * to_device(batch.loss_weights, pred.device)).mean()
         rt.accelerator.backward(loss / accumulation)
     return loss.detach()
 
@@ -220,10 +233,11 @@ def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> tuple[tor
     model, device = rt.model, rt.device
     if rt.text_cache_in_use and all(c in rt.text_cache for c in batch.captions):  # held-out ones aren't
         cached = [rt.text_cache[c] for c in batch.captions]
-        hidden = to_device(torch.stack([h for h, _ in cached]), device)
+        hidden = to_device(pad_chunks([h for h, _ in cached], rt.text_cache[""][0]), device)
         pooled = to_device(torch.stack([p for _, p in cached]), device) if model.is_sdxl else None
     else:
-        hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders, rt.cfg.model.clip_skip)
+        hidden, pooled = encode_text(model, batch.captions, device, rt.text_encoders, rt.cfg.model.clip_skip,
+                                     rt.cfg.dataset.max_token_length)
     if not model.is_sdxl:
         return hidden, None
     target = (latents.shape[-2] * 8, latents.shape[-1] * 8)  # the bucket, in pixels

@@ -27,8 +27,8 @@ def add_noise(scheduler, latents: torch.Tensor, generator: torch.Generator, loss
         noise = noise + loss.noise_offset * to_device(torch.randn((b, c, 1, 1), generator=generator), latents.device)
     if loss.multires_noise_iterations:
         noise = pyramid_noise(noise, generator, loss.multires_noise_iterations, loss.multires_noise_discount)
-    timesteps = to_device(torch.randint(loss.min_timestep, loss.max_timestep, (b,), generator=generator),
-                          latents.device)  # pinned, non-blocking: a pageable copy would wait for the GPU
+    # pinned, non-blocking: a pageable copy would wait for the GPU
+    timesteps = to_device(draw_timesteps(b, generator, loss), latents.device)
     noised_with = noise
     if loss.input_perturbation:
         # Input perturbation (Ning et al. 2023, kohya's ip_noise_gamma): the model sees slightly different noise
@@ -36,6 +36,18 @@ def add_noise(scheduler, latents: torch.Tensor, generator: torch.Generator, loss
         extra = to_device(torch.randn(latents.shape, generator=generator), latents.device)
         noised_with = noise + loss.input_perturbation * extra
     return scheduler.add_noise(latents, noised_with, timesteps), noise, timesteps
+
+
+def draw_timesteps(count: int, generator: torch.Generator, loss) -> torch.Tensor:
+    """Uniform timesteps in [min_timestep, max_timestep); with loss.timestep_shift s != 1, the position u in
+    that window becomes s·u / (1 + (s−1)·u) (SD3's shift, Esser et al. 2024): s > 1 trains noisier steps more."""
+    shift = loss.timestep_shift
+    if shift == 1.0:  # exactly the draw runs made before the option existed
+        return torch.randint(loss.min_timestep, loss.max_timestep, (count,), generator=generator)
+    u = torch.rand((count,), generator=generator, dtype=torch.float64)
+    shifted = shift * u / (1 + (shift - 1) * u)
+    span = loss.max_timestep - loss.min_timestep
+    return (loss.min_timestep + (shifted * span).long()).clamp(max=loss.max_timestep - 1)
 
 
 def pyramid_noise(noise: torch.Tensor, generator: torch.Generator, iterations: int, discount: float):
@@ -64,9 +76,12 @@ def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
     return (alphas_cumprod / (1.0 - alphas_cumprod)).clamp(min=1e-8)
 
 
-def loss_per_sample(pred, target, scheduler, timesteps, prediction_type: str, loss) -> torch.Tensor:
-    """The loss of each sample, weighted as configured."""
+def loss_per_sample(pred, target, scheduler, timesteps, prediction_type: str, loss, masks=None) -> torch.Tensor:
+    """The loss of each sample, weighted as configured. `masks` (loss.masked): (B, 1, h, w) weights on the
+    latent grid; masked-out latents add nothing (kohya's masked loss: not renormalised by the mask's area)."""
     per_element = elementwise_loss(pred.float(), target.float(), scheduler, timesteps, loss)
+    if masks is not None:
+        per_element = per_element * masks.to(per_element.device, per_element.dtype)
     value = per_element.mean(dim=list(range(1, pred.dim())))
     v_pred = prediction_type == "v_prediction"
     if loss.min_snr_gamma:  # Hang et al. 2023

@@ -118,7 +118,8 @@ def _bytes(module: torch.nn.Module, precision, name: str) -> int:
 
 # Parameters of LoHa (two rank-r pairs) and LoKr (Kronecker factors) next to a plain LoRA of the same rank:
 # LoHa exactly twice; LoKr depends on the factor, a fraction at most (counted as half, an upper estimate).
-ALGORITHM_SIZE = {"lora": 1.0, "loha": 2.0, "lokr": 0.5}
+# AdaLoRA starts at 1.5x the rank (its init rank) and holds E and a moving importance score for each tensor
+ALGORITHM_SIZE = {"lora": 1.0, "loha": 2.0, "lokr": 0.5, "adalora": 4.5}
 
 
 def _lora_params(cfg: TrainConfig, components: dict) -> int:

@@ -46,6 +46,7 @@ class Runtime:
     writer: object = None              # opened at the first write; closed by __exit__ on every path
     offload: object = None             # trainer.offload.Offload, once the caches are full
     scalars: list = field(default_factory=list)  # (step, {name: value}) not yet handed to TensorBoard
+    threads_before: int = 0            # torch's thread count before _threads_for; given back on exit
 
     def __enter__(self) -> Runtime:
         return self
@@ -55,6 +56,8 @@ class Runtime:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.threads_before:  # an in-process caller (tests, `serve`) gets its thread count back
+            torch.set_num_threads(self.threads_before)
 
     @property
     def device(self) -> torch.device:
@@ -159,24 +162,27 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink) -> Runtime:
     model = load_base_model(cfg.model.path, cfg.model.prediction_type, cfg.performance.weight_dtype,
                             accelerator.device)
     weight_dtype = model.precision.compute  # what inputs are cast to; fp8 layers upcast to it themselves
-    _threads_for(model, accelerator.device)
+    threads_before = _threads_for(model, accelerator.device)
     unet_params, te_params = _add_adapters(cfg, model)
     _place(model, accelerator.device, unet_params + te_params)
     _speedups(cfg, model, sink, accelerator.device, bool(te_params))
     rt = Runtime(cfg, accelerator, model, sink, weight_dtype, unet_params, te_params, unet=model.unet,
-                 log_dir=Path(run_dir) / "logs" if accelerator.is_main_process else None)
+                 log_dir=Path(run_dir) / "logs" if accelerator.is_main_process else None,
+                 threads_before=threads_before)
     log.info("model: %s (%s, %s); %d LoRA tensors; device %s, frozen weights %s, mixed precision %s",
              model.description, model.arch, model.prediction_type, len(unet_params) + len(te_params),
              accelerator.device, model.precision.name, accelerator.mixed_precision)
     return rt
 
 
-def _threads_for(model: BaseModel, device) -> None:
+def _threads_for(model: BaseModel, device) -> int:
     """A tiny model on a CPU trains fastest on one thread: its ops are too small to split, and OpenMP's
     waiting threads only cost (2 cores, 64 px UNet forward: 6.6 ms on one thread, 6.9 ms on two when idle,
     18-360 ms on two while other programs, or other torch processes, keep the cores busy)."""
+    before = torch.get_num_threads()
     if device.type == "cpu" and model.is_tiny:
         torch.set_num_threads(1)
+    return before
 
 
 def _accelerator(cfg: TrainConfig):

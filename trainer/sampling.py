@@ -13,7 +13,7 @@ import torch
 from PIL.PngImagePlugin import PngInfo
 
 from trainer.config import SamplingConfig
-from trainer.encode import encode_text
+from trainer.encode import encode_text, pad_chunks
 from trainer.fsutil import atomic_write
 from trainer.models.load import BaseModel
 from trainer.prompts import PromptSettings, parse_prompt
@@ -47,7 +47,7 @@ def build_pipeline(model: BaseModel, sampler: str):
 
 @torch.no_grad()
 def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step: int, out_dir: Path,
-                   device, clip_skip: int = 1) -> list[tuple[Path, str, int]]:
+                   device, clip_skip: int = 1, max_tokens: int = 75) -> list[tuple[Path, str, int]]:
     """Render one image per prompt; return [(path, prompt, seed)]. Training modes are restored after."""
     pipe = build_pipeline(model, cfg.sampler)
     pipe.set_progress_bar_config(disable=True)
@@ -62,7 +62,7 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
         for index, text in enumerate(cfg.prompts):
             s = parse_prompt(text, cfg, resolution, index)  # kohya's per-prompt --n --w --h --s --l --d
             generator = torch.Generator(device="cpu").manual_seed(s.seed)
-            embeds = prompt_embeds(model, s.prompt, s.negative, device, clip_skip)
+            embeds = prompt_embeds(model, s.prompt, s.negative, device, clip_skip, max_tokens)
             latents = pipe(**embeds, num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
                            guidance_rescale=rescale, width=s.width, height=s.height, generator=generator,
                            output_type="latent").images
@@ -88,19 +88,20 @@ def decode_latents(pipe, latents: torch.Tensor) -> list:
     return pipe.image_processor.postprocess(pixels.float(), output_type="pil")
 
 
-def prompt_embeds(model: BaseModel, prompt: str, negative: str, device, clip_skip: int) -> dict:
+def prompt_embeds(model: BaseModel, prompt: str, negative: str, device, clip_skip: int, max_tokens: int = 75) -> dict:
     """The pipeline's conditioning, encoded as in training (diffusers' own clip_skip path reaches for
-    `text_encoder.text_model`, which transformers 5 removed)."""
-    hidden, pooled = encode_text(model, [prompt], device, clip_skip=clip_skip)
-    kwargs = {"prompt_embeds": hidden}
-    if model.is_sdxl:
-        kwargs["pooled_prompt_embeds"] = pooled
-        if not negative:  # SDXL's empty negative is zeros (force_zeros_for_empty_prompt), as before
-            return kwargs
-    neg_hidden, neg_pooled = encode_text(model, [negative], device, clip_skip=clip_skip)
-    kwargs["negative_prompt_embeds"] = neg_hidden
-    if model.is_sdxl:
-        kwargs["negative_pooled_prompt_embeds"] = neg_pooled
+    `text_encoder.text_model`, which transformers 5 removed; its prompt encoder also stops at 77 tokens).
+    Prompt and negative are padded to the same number of 75-token chunks, as the pipeline requires."""
+    hidden, pooled = encode_text(model, [prompt], device, clip_skip=clip_skip, max_tokens=max_tokens)
+    kwargs = {"prompt_embeds": hidden, "pooled_prompt_embeds": pooled}
+    if model.is_sdxl and not negative:  # SDXL's empty negative is zeros (force_zeros_for_empty_prompt)
+        return kwargs
+    neg_hidden, neg_pooled = encode_text(model, [negative], device, clip_skip=clip_skip, max_tokens=max_tokens)
+    empty, _ = encode_text(model, [""], device, clip_skip=clip_skip)
+    both = pad_chunks([hidden[0], neg_hidden[0]], empty[0])
+    kwargs.update(prompt_embeds=both[:1], negative_prompt_embeds=both[1:], negative_pooled_prompt_embeds=neg_pooled)
+    if not model.is_sdxl:
+        del kwargs["pooled_prompt_embeds"], kwargs["negative_pooled_prompt_embeds"]
     return kwargs
 
 

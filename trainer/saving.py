@@ -19,6 +19,7 @@ from trainer import faults
 from trainer.config import TrainConfig
 from trainer.control import Control
 from trainer.data.captions import split_tags
+from trainer.ema import LoraEma, ema_path, is_ema_file
 from trainer.export.kohya import to_kohya
 from trainer.export.metadata import TrainingFacts, build_metadata
 from trainer.export.save import SAVE_DTYPES, NonFiniteWeights, write_safetensors
@@ -48,10 +49,11 @@ class Saver:
         self.cfg, self.rt, self.run_dir, self.items, self.sink = cfg, rt, Path(run_dir), items, sink
         self.main = rt.accelerator.is_main_process
         self.validator = None  # trainer.validation.Validator when images are held out
+        self.ema = LoraEma.create(cfg, rt.trainable_params)  # None unless lora.ema_decay is set
         self.started_at = time.time()
         # checkpoints of earlier sessions of this run count too: for keep_last, and as "the last good one"
-        self.saved_checkpoints = sorted((self.run_dir / "checkpoints").glob(
-            f"{cfg.saving.output_name}-step[0-9]*.safetensors"))
+        self.saved_checkpoints = sorted(p for p in (self.run_dir / "checkpoints").glob(
+            f"{cfg.saving.output_name}-step[0-9]*.safetensors") if not is_ema_file(p))
 
     def due(self, state: TrainingState, control: Control) -> Due:
         """Validation, samples and checkpoints that are due or asked for after this step, and a stop."""
@@ -79,7 +81,8 @@ class Saver:
 
     def _render(self, step: int) -> None:
         offload = self.rt.offload
-        with offload.for_previews() if offload else contextlib.nullcontext(True) as available:
+        use_ema = self.ema.applied() if self.ema and self.cfg.sampling.use_ema else contextlib.nullcontext()
+        with offload.for_previews() if offload else contextlib.nullcontext(True) as available, use_ema:
             if not available:
                 self.sink.emit(ev.Warning(message="no preview: previews are off for this run, so the text "
                                                   "encoders and VAE were unloaded to save memory",
@@ -88,7 +91,7 @@ class Saver:
             out = self.run_dir / "samples"
             for index, (path, prompt, seed) in enumerate(
                     render_samples(self.rt.model, self.cfg.sampling, self.cfg.dataset.resolution, step, out,
-                                   self.rt.device, self.cfg.model.clip_skip)):
+                                   self.rt.device, self.cfg.model.clip_skip, self.cfg.dataset.max_token_length)):
                 self.sink.emit(ev.Sample(path=str(path), prompt=prompt, seed=seed, step=step, index=index))
                 faults.point("sample")
 
@@ -97,7 +100,7 @@ class Saver:
         if self.main:
             name = f"{self.cfg.saving.output_name}-step{pos.step:06d}.safetensors"
             path = self.write_adapter(self.run_dir / "checkpoints" / name, pos)
-            save_state(self.run_dir, state, self.finite_adapters(pos), noise_states)
+            save_state(self.run_dir, state, self._state_adapters(pos), noise_states)
             self.saved_checkpoints = [p for p in self.saved_checkpoints if p != path] + [path]
             self._prune_checkpoints()
             self.sink.emit(ev.Checkpoint(path=str(path), step=pos.step))
@@ -108,7 +111,7 @@ class Saver:
         pos, noise_states = state.pos, self._noise_states(state.noise_gen)
         if self.main:  # adapter first: its checks (finite, fits the save dtype) must pass before the state
             self.write_adapter(path, pos)
-            save_state(self.run_dir, state, self.finite_adapters(pos), noise_states)
+            save_state(self.run_dir, state, self._state_adapters(pos), noise_states)
         self.rt.accelerator.wait_for_everyone()
         return path
 
@@ -129,7 +132,18 @@ class Saver:
             raise Diverged(pos.step, self.saved_checkpoints, "the LoRA weights became NaN/inf")
         return adapters
 
+    def _state_adapters(self, pos: Position) -> dict[str, dict[str, torch.Tensor]]:
+        return self.finite_adapters(pos) | (self.ema.state() if self.ema else {})
+
     def write_adapter(self, path: Path, pos: Position) -> Path:
+        """The adapter at `path` and, with lora.ema_decay set, its average beside it (trainer.ema)."""
+        written = self._write_one(path, pos)
+        if self.ema:
+            with self.ema.applied():
+                self._write_one(ema_path(path), pos)
+        return written
+
+    def _write_one(self, path: Path, pos: Position) -> Path:
         model = self.rt.model
         tensors = to_kohya(self.finite_adapters(pos), model.arch, dict(model.unet.config), self._scales(),
                            SAVE_DTYPES[self.cfg.saving.dtype])
@@ -177,4 +191,6 @@ class Saver:
     def _prune_checkpoints(self) -> None:
         keep = self.cfg.saving.keep_last
         while keep and len(self.saved_checkpoints) > keep:
-            self.saved_checkpoints.pop(0).unlink(missing_ok=True)
+            old = self.saved_checkpoints.pop(0)
+            old.unlink(missing_ok=True)
+            ema_path(old).unlink(missing_ok=True)

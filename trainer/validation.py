@@ -97,5 +97,5 @@ class Validator:
                                      added_cond_kwargs=added).sample
                 target = target_for(scheduler, rt.model.prediction_type, latents, noise, timesteps)
                 out.append(loss_per_sample(pred, target, scheduler, timesteps, rt.model.prediction_type,
-                                           rt.cfg.loss)[0])
+                                           rt.cfg.loss, batch.masks)[0])  # masked as in training
         return out

@@ -37,7 +37,9 @@ def _random_adapter(cfg):
 @pytest.mark.parametrize("algorithm,options", [
     ("lora", {}), ("loha", {}), ("lokr", {}),
     ("lora", {"lora__rslora": True, "lora__conv_rank": 2, "lora__conv_alpha": 3.0}),
-    ("loha", {"lora__conv_rank": 2, "lora__conv_alpha": 1.0}), ("lokr", {"lora__lokr_factor": 4})])
+    ("loha", {"lora__conv_rank": 2, "lora__conv_alpha": 1.0}), ("lokr", {"lora__lokr_factor": 4}),
+    ("lora", {"lora__block_ranks": [2, 3, 5], "lora__block_alphas": [1.0, 4.0, 2.5], "lora__conv_rank": 6}),
+    ("loha", {"lora__block_ranks": [2, 3, 5]})])
 def test_exported_tensors_give_the_trained_update_by_the_uis_formulas(tmp_path, algorithm, options):
     # alpha != rank, so a wrong scale anywhere (LoKr's full factors, rsLoRA, conv alphas) shows
     cfg = tiny_config(tmp_path, lora__algorithm=algorithm, lora__targets="full", lora__rank=4, lora__alpha=2.0,

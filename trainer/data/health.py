@@ -1,7 +1,7 @@
 """`lora-studio dataset check`: what a user wants to know before training, each warning naming its files.
 
 Counts per subset, resolutions, too-small images, near-duplicates (difference hash), missing and
-unreadable captions, captions past CLIP's 75 tokens, tag frequency, the bucket plan and steps per epoch.
+unreadable captions, captions past dataset.max_token_length (225) tokens, tag frequency, the bucket plan and steps per epoch.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from PIL import Image
 
 from trainer.data.buckets import BASE_BY_ARCH, bucket_plan
 from trainer.data.captions import split_tags
+from trainer.data.masks import mask_source
 from trainer.data.spec import ImageRecord, list_images, read_dataset
 
-CLIP_TOKENS = 75
+CLIP_TOKENS = 75  # one CLIP chunk; captioners trim to it (captioning.finish)
 NEAR_DUPLICATE_BITS = 6  # of 64: dHashes this close are the same picture, resized or re-encoded
 
 
@@ -40,6 +41,7 @@ class HealthReport:
     bucket_plan: dict
     steps_per_epoch: int
     warnings: list[Warning] = field(default_factory=list)
+    masks: dict[str, int] = field(default_factory=dict)  # loss.masked: images by mask source
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -52,6 +54,9 @@ class HealthReport:
         lines.append("  buckets: " + ", ".join(f"{k}: {v}" for k, v in self.bucket_plan["buckets"].items()))
         top = ", ".join(f"{t} ({n})" for t, n in list(self.tag_frequency.items())[:12])
         lines.append(f"  top tags: {top or '(no captions)'}")
+        if self.masks.get("masks folder") or self.masks.get("alpha"):
+            lines.append(f"  loss masks (loss.masked): {self.masks.get('masks folder', 0)} from masks/, "
+                         f"{self.masks.get('alpha', 0)} from the alpha channel, {self.masks.get('', 0)} without")
         for w in self.warnings:
             lines.append(f"  ! {w.message}")
             lines.extend(f"      {f}" for f in w.files[:10])
@@ -60,7 +65,9 @@ class HealthReport:
         return "\n".join(lines)
 
 
-def check_dataset(root: Path, arch: str = "sd15", batch_size: int = 1, min_side: int = 256) -> HealthReport:
+def check_dataset(root: Path, arch: str = "sd15", batch_size: int = 1, min_side: int = 256,
+                  max_tokens: int = 225) -> HealthReport:
+    """`max_tokens`: dataset.max_token_length (225 by default: three 75-token chunks)."""
     records = list_images(read_dataset(root))
     base = BASE_BY_ARCH[arch]
     plan = bucket_plan([(r.width, r.height, r.subset.repeats) for r in records if r.width], base, batch_size)
@@ -69,7 +76,13 @@ def check_dataset(root: Path, arch: str = "sd15", batch_size: int = 1, min_side:
         resolutions=dict(Counter(f"{r.width}x{r.height}" for r in records).most_common(20)),
         tag_frequency=dict(Counter(t for r in records for t in split_tags(r.caption)).most_common(100)),
         bucket_plan=plan.to_dict(), steps_per_epoch=plan.steps_per_epoch)
-    report.warnings = _warnings(records, min_side, base, plan.upscaled)
+    report.warnings = _warnings(records, min_side, base, plan.upscaled, max_tokens)
+    sources = {r.path: mask_source(r) for r in records if r.width}
+    report.masks = dict(Counter(sources.values()))
+    unmasked = [str(p) for p, source in sources.items() if not source]
+    if unmasked and len(unmasked) < len(sources):
+        report.warnings.append(Warning("no_mask", f"{len(unmasked)} images have no loss mask (masks/ folder or "
+                                                  "alpha channel): with loss.masked they train whole", unmasked))
     return report
 
 
@@ -81,7 +94,8 @@ def _subsets(records: list[ImageRecord]) -> dict[str, dict]:
     return out
 
 
-def _warnings(records: list[ImageRecord], min_side: int, base: int, upscaled: int) -> list[Warning]:
+def _warnings(records: list[ImageRecord], min_side: int, base: int, upscaled: int,
+              max_tokens: int) -> list[Warning]:
     found = []
 
     def add(kind: str, message: str, files: list) -> None:
@@ -99,13 +113,13 @@ def _warnings(records: list[ImageRecord], min_side: int, base: int, upscaled: in
                                                              and not r.caption_problem])
     add("bad_caption", "{n} caption files are not UTF-8 and will be ignored",
         [r.path.with_suffix(".txt") for r in records if r.caption_problem])
-    add("long_caption", f"{{n}} captions are longer than {CLIP_TOKENS} CLIP tokens (the rest is cut off)",
-        _long_captions(records))
+    add("long_caption", f"{{n}} captions are longer than {max_tokens} CLIP tokens (dataset.max_token_length; "
+        "the rest is cut off)", _long_captions(records, max_tokens))
     add("near_duplicate", "{n} images look like another image in the dataset", _near_duplicates(records))
     return found
 
 
-def _long_captions(records: list[ImageRecord]) -> list[Path]:
+def _long_captions(records: list[ImageRecord], max_tokens: int) -> list[Path]:
     captioned = [r for r in records if r.caption]
     if not captioned:
         return []
@@ -113,7 +127,7 @@ def _long_captions(records: list[ImageRecord]) -> list[Path]:
 
     tokenizer = load_tokenizer()
     lengths = tokenizer([r.caption for r in captioned], add_special_tokens=False).input_ids
-    return [r.path for r, ids in zip(captioned, lengths) if len(ids) > CLIP_TOKENS]
+    return [r.path for r, ids in zip(captioned, lengths) if len(ids) > max_tokens]
 
 
 def dhash(path: Path) -> int:

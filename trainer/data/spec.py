@@ -92,8 +92,10 @@ def list_images(subsets: list[Subset]) -> list[ImageRecord]:
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
     pattern = folder.rglob("*") if recursive else folder.glob("*")
+    # masks/ holds loss masks (trainer.data.masks), not training images
     return sorted(p for p in pattern if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                  and "masks" not in p.relative_to(folder).parts[:-1])
 
 
 def _record(path: Path, subset: Subset) -> ImageRecord:

@@ -67,9 +67,9 @@ def export_adapter(adapter: Path, fmt: str = "kohya", to: Path | None = None, na
 
 
 def resolve_adapter(path: Path) -> Path:
-    """A run folder stands for its final adapter."""
+    """A run folder stands for its final adapter (not its EMA twin, NAME.ema.safetensors: give that by name)."""
     if path.is_dir():
-        candidates = sorted(p for p in path.glob("*.safetensors"))
+        candidates = sorted(p for p in path.glob("*.safetensors") if not p.name.endswith(".ema.safetensors"))
         if not candidates:
             raise UserError(f"run folder {path} holds no adapter yet", "finish or stop the run first")
         return candidates[0]

@@ -11,6 +11,8 @@ Key rules (taken from kohya sd-scripts' networks/lora.py and checked against the
 - LoHa / LoKr (LyCORIS layout, built into A1111 since 1.5, Forge, ComfyUI, InvokeAI): the same module
   names with `.hada_w1_a`, `.hada_w1_b`, `.hada_w2_a`, `.hada_w2_b` / `.lokr_w1`, `.lokr_w2_a`, ... and
   `.alpha`. A1111 picks the algorithm by these names (extensions-builtin/Lora/network_hada.py, network_lokr.py).
+- AdaLoRA (SVD form P·diag(E)·Q) is written as plain LoRA with each module's own rank (pruned triplets
+  folded away); the per-module `.alpha` keeps each module's trained scale.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ PEFT_SUFFIX = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.we
 # LyCORIS parameter names: peft's LoHa/LoKr layers use them too, so they are exported unchanged
 LYCORIS_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
                  "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+ADALORA_PARTS = ("lora_A", "lora_B", "lora_E")  # peft's AdaLoRA parameters (no `.weight`): folded on export
 TE_PREFIXES = {("sd1", "text_encoder"): "lora_te", ("sd2", "text_encoder"): "lora_te",
                ("sdxl", "text_encoder"): "lora_te1", ("sdxl", "text_encoder_2"): "lora_te2"}
 _RESNET_TO_SGM = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
@@ -84,6 +87,10 @@ def to_kohya(adapters: dict[str, dict[str, torch.Tensor]], arch: str, unet_confi
         for module, parts in _group_peft(state).items():
             name = kohya_module_name(component, module, arch, unet_config)
             rank, scale = scales[component][module]
+            if "lora_E" in parts:
+                parts, rank = fold_triplets(parts)
+                if not rank:
+                    continue  # AdaLoRA pruned every triplet: the module adds nothing
             for part, tensor in _module_parts(parts, module, state, rank, scale).items():
                 out[f"{name}.{part}"] = tensor.to(dtype).contiguous()
     return out
@@ -117,10 +124,19 @@ def _module_parts(parts: dict, module: str, state: dict, rank: int, scale: float
 
 
 def _split_peft_key(key: str) -> tuple[str, str]:
-    for suffix in ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector", *LYCORIS_PARTS):
+    for suffix in ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector", *LYCORIS_PARTS, *ADALORA_PARTS):
         if key.endswith("." + suffix):
             return key[: -len(suffix) - 1], suffix
     raise ValueError(f"unexpected adapter key '{key}'")
+
+
+def fold_triplets(parts: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """One AdaLoRA module, P·diag(E)·Q (lora_B, lora_E, lora_A), as plain LoRA tensors with the triplets the
+    allocator pruned (E = 0) removed: down = diag(E)·Q[kept], up = P[:, kept]. Returns (tensors, rank)."""
+    e = parts["lora_E"].float().view(-1)
+    kept = (e != 0).nonzero().view(-1)
+    down = parts["lora_A"].float()[kept] * e[kept, None]
+    return {"lora_A.weight": down, "lora_B.weight": parts["lora_B"].float()[:, kept]}, int(kept.numel())
 
 
 def lycoris_algorithm(keys) -> str | None:

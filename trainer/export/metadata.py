@@ -67,12 +67,15 @@ def build_metadata(f: TrainingFacts) -> dict[str, str]:
         network_args["rs_lora"] = "True"  # LyCORIS' name; the alphas in the file already include it
     if f.dora:
         network_args["dora_wd"] = "True"
-    if f.algorithm != "lora":
+    lycoris = f.algorithm in ("loha", "lokr")
+    if lycoris:
         network_args["algo"] = f.algorithm  # LyCORIS' own key, shown by A1111's and civitai's LoRA cards
+    elif f.algorithm != "lora":
+        network_args["trained_as"] = f.algorithm  # AdaLoRA: a plain LoRA file of per-module ranks
     meta = {
         "ss_base_model_version": BASE_MODEL_VERSION[key],
         "ss_v2": str(f.arch == "sd2"),
-        "ss_network_module": "networks.lora" if f.algorithm == "lora" else "lycoris.kohya",
+        "ss_network_module": "lycoris.kohya" if lycoris else "networks.lora",
         "ss_network_dim": str(f.rank),
         "ss_network_alpha": _num(f.alpha),
         "ss_network_args": json.dumps(network_args),

@@ -13,22 +13,31 @@ Conv layers use the flattened (non-Tucker) form: that is LyCORIS' default and ev
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from peft import LoHaConfig, LoKrConfig, LoraConfig
 
 ADAPTER = "default"
 # the name prefixes of trainable adapter parameters, one per algorithm
-PARAM_PREFIXES = ("lora_", "hada_", "lokr_")
+PARAM_PREFIXES = ("lora_", "hada_", "lokr_")  # AdaLoRA's lora_A / lora_B / lora_E included
 
 
 def peft_config(lc, target_regex: str, conv_regex: str | None = None):
-    """The peft config for `lc` (trainer.config.LoraConfig) on the modules matched by `target_regex`;
-    modules matched by `conv_regex` get lc.conv_rank / lc.conv_alpha where those are set (kohya's conv_dim)."""
+    """The peft config for `lc` (trainer.config.LoraConfig) on the modules matched by `target_regex`.
+
+    `conv_regex` is given for the UNet: the modules it matches get lc.conv_rank / lc.conv_alpha where those
+    are set (kohya's conv_dim), and the UNet's down / mid / up blocks get lc.block_ranks / block_alphas."""
     common = dict(r=lc.rank, target_modules=target_regex)
-    if conv_regex and (lc.conv_rank or lc.conv_alpha):
-        common.update(rank_pattern={conv_regex: lc.conv_rank or lc.rank},
-                      alpha_pattern={conv_regex: lc.conv_alpha or lc.alpha})
+    if conv_regex:
+        ranks, alphas = rank_patterns(lc, conv_regex)
+        if ranks:
+            common.update(rank_pattern=ranks, alpha_pattern=alphas)
+    if lc.algorithm == "adalora":
+        from trainer.lora.adalora import adalora_config
+
+        # a placeholder length: trainer.lora.adalora.AdaLoraBudget sets the run's own once the data is read
+        return adalora_config(lc, target_regex, 1000)
     if lc.algorithm == "loha":
         # init_weights=True zeroes W2b, lokr's zeroes W1: step 0 reproduces the base model (baseline samples)
         return LoHaConfig(alpha=lc.alpha, rank_dropout=lc.dropout, use_effective_conv2d=False,
@@ -38,6 +47,50 @@ def peft_config(lc, target_regex: str, conv_regex: str | None = None):
                           decompose_both=False, decompose_factor=lc.lokr_factor, init_weights=True, **common)
     return LoraConfig(lora_alpha=lc.alpha, lora_dropout=lc.dropout, use_dora=lc.dora, use_rslora=lc.rslora,
                       init_lora_weights=True, **common)
+
+
+# diffusers' UNet module names of each block group (every adapted UNet module lies in one of them)
+UNET_BLOCKS = {"down": r"down_blocks\.\d+\.", "mid": r"mid_block\.", "up": r"up_blocks\.\d+\."}
+
+
+def rank_patterns(lc, conv_regex: str) -> tuple[dict[str, int], dict[str, float]]:
+    """peft rank_pattern / alpha_pattern (regexes matched against module paths, first match wins, so the
+    more specific conv entry of each block comes before the block's own).
+
+    A block's convolutions take conv_rank/conv_alpha when set, else the block's rank/alpha (kohya's
+    conv_dim applies to every block alike); without block_ranks the blocks take lora.rank/alpha."""
+    ranks: dict[str, int] = {}
+    alphas: dict[str, float] = {}
+    for index, prefix in enumerate(UNET_BLOCKS.values()):
+        rank = lc.block_ranks[index] if lc.block_ranks else lc.rank
+        alpha = lc.block_alphas[index] if lc.block_alphas else lc.alpha
+        if lc.conv_rank or lc.conv_alpha or lc.block_ranks or lc.block_alphas:
+            conv = f"{prefix}(?:{conv_regex})"
+            ranks[conv], alphas[conv] = lc.conv_rank or rank, lc.conv_alpha or alpha
+        if lc.block_ranks or lc.block_alphas:
+            ranks[f"{prefix}.*"], alphas[f"{prefix}.*"] = rank, alpha
+    return ranks, alphas
+
+
+def block_lr_groups(cfg, groups: list[dict], unet: torch.nn.Module) -> list[dict]:
+    """optimizer.block_lr: each UNet parameter group split by block, at lr x that block's multiplier
+    (the LR schedules scale every group alike, so the ratios hold throughout)."""
+    multipliers = cfg.optimizer.block_lr
+    if not multipliers:
+        return groups
+    block_of = {id(p): block for n, p in unet.named_parameters() for block, prefix in UNET_BLOCKS.items()
+                if re.match(prefix, n)}
+    out = []
+    for group in groups:
+        if not group["name"].startswith("unet"):
+            out.append(group)
+            continue
+        for index, block in enumerate(UNET_BLOCKS):
+            params = [p for p in group["params"] if block_of.get(id(p)) == block]
+            if params:
+                out.append(dict(group, params=params, lr=group["lr"] * multipliers[index],
+                                name=f"{group['name']}_{block}"))
+    return out
 
 
 def exported_alpha(alpha: float, rank: int, rslora: bool) -> float:
@@ -56,7 +109,10 @@ def module_scales(model: torch.nn.Module) -> dict[str, tuple[int, float]]:
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, BaseTunerLayer) and ADAPTER in getattr(module, "scaling", {}):
-            out[name] = (int(module.r[ADAPTER]), float(module.scaling[ADAPTER]))
+            scale = float(module.scaling[ADAPTER])
+            if hasattr(module, "ranknum"):  # AdaLoRA layers divide by their starting rank, held in ranknum
+                scale /= float(module.ranknum[ADAPTER]) + 1e-5
+            out[name] = (int(module.r[ADAPTER]), scale)
     return out
 
 

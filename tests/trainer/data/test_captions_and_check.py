@@ -61,7 +61,7 @@ def test_buckets_follow_the_base_area_without_upscaling():
 
 
 def test_health_report_names_the_offending_files(tmp_path):
-    root = _dataset(tmp_path / "d", {"a": b"zkx, " + b"very long caption words " * 20, "b": None,
+    root = _dataset(tmp_path / "d", {"a": b"zkx, " + b"very long caption words " * 60, "b": None,
                                      "c": b"zkx, hat"})
     Image.new("RGB", (100, 100)).save(root / "small.png")
     Image.new("RGB", (512, 512), (0, 100, 200)).save(root / "a_copy.png")
