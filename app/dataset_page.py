@@ -6,13 +6,11 @@ Caption edits are saved atomically shortly after typing stops (undo/redo: Ctrl+Z
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -31,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine_client import EngineCall
 from app.import_job import ImportJob
 from app.widgets.tag_chips import TagChips, split_tags
 from app.widgets.thumbnails import ThumbnailGrid
@@ -82,7 +81,7 @@ class DatasetPage(QWidget):
 
     def __init__(self, parent=None, engine: list[str] | None = None):
         super().__init__(parent)
-        self.engine = engine or [sys.executable, "-m", "trainer"]
+        self.engine = engine
         self.folder: Path | None = None
         self.job: ImportJob | None = None
         self.current: Path | None = None
@@ -178,15 +177,13 @@ class DatasetPage(QWidget):
                 self.bulk_state.setText("select images first")
                 return
             args += ["--only", *map(str, selected)]
-        proc = QProcess(self)
-        proc.finished.connect(lambda code, _s: self._bulk_done(proc, code))
-        proc.start(self.engine[0], self.engine[1:] + args)
+        self.bulk_call = EngineCall(args, self, self.engine)
+        self.bulk_call.done.connect(self._bulk_done)
 
-    def _bulk_done(self, proc: QProcess, code: int) -> None:
-        if code != 0:
-            self.bulk_state.setText(bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip())
+    def _bulk_done(self, result: dict | None, error: str) -> None:
+        if result is None:
+            self.bulk_state.setText(error)
         else:
-            result = json.loads(bytes(proc.readAllStandardOutput()).decode("utf-8"))
             skipped = f", {len(result['skipped'])} skipped (not UTF-8)" if result["skipped"] else ""
             self.bulk_state.setText(f"{len(result['changed'])} captions changed{skipped}")
         if self.current is not None:
@@ -251,6 +248,12 @@ class DatasetPage(QWidget):
             tags = dataset_tags(self.folder)
             self.completer.model().setStringList(tags)
             self.chips.completer.model().setStringList(tags)
+
+    def shutdown(self) -> None:
+        """The window is closing: thumbnails not started are dropped, running ones finish first (their
+        signals object must outlive them)."""
+        self.grid.pool.clear()
+        self.grid.pool.waitForDone(5000)
 
     # -- import --------------------------------------------------------------------------------------
     def import_paths(self, sources: list[Path]) -> None:
@@ -343,22 +346,17 @@ class DatasetPage(QWidget):
     def run_check(self) -> None:
         if self.folder is None:
             return
-        proc = self._check_proc = QProcess(self)
+        self.check_call = EngineCall(["dataset", "check", str(self.folder), "--json"], self, self.engine)
         # a bound method, not a lambda: Qt drops the connection if the page is deleted before the check ends
-        proc.finished.connect(self._check_finished)
-        proc.start(self.engine[0], self.engine[1:] + ["dataset", "check", str(self.folder), "--json"])
+        self.check_call.done.connect(self._check_done)
         self.health.clear()
         self.health.addItem("checking…")
 
-    def _check_finished(self, code: int, _status) -> None:
-        self._check_done(self.sender(), code)
-
-    def _check_done(self, proc: QProcess, code: int) -> None:
+    def _check_done(self, report: dict | None, error: str) -> None:
         self.health.clear()
-        if code != 0:
-            self.health.addItem(bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip())
+        if report is None:
+            self.health.addItem(error)
             return
-        report = json.loads(bytes(proc.readAllStandardOutput()).decode("utf-8"))
         buckets = ", ".join(f"{k}: {v}" for k, v in report["bucket_plan"]["buckets"].items())
         self.health.addItem(f"{report['images']} images · {report['steps_per_epoch']} steps per epoch · "
                             f"buckets {buckets}")

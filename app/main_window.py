@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtCore import QStandardPaths, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -19,16 +19,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import settings
 from app.dataset_page import DatasetPage
+from app.engine_client import EngineProcess
 from app.project import Project, ProjectError
 from app.project_lock import ProjectLocked, lock_project
 from app.run_page import RunPage
+from app.system_probe import SystemProbe, system_probe
 from app.test_page import TestPage
 from app.training_page import TrainingPage
 from app.widgets.system_facts import SystemFacts, facts_html
 from app.wizard.wizard import NewLoraWizard
-from app.worker import EngineProcess
-from trainer import config as config_mod
 
 DEMO_TEXT = ("The demo trains a tiny built-in model with random weights on a few bundled images, so you can "
              "see the whole flow (live previews, loss, checkpoints, the adapter file) in under a minute on "
@@ -36,10 +37,11 @@ DEMO_TEXT = ("The demo trains a tiny built-in model with random weights on a few
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, engine: EngineProcess | None = None, data_dir: Path | None = None):
+    def __init__(self, engine: EngineProcess | None = None, data_dir: Path | None = None,
+                 probe: SystemProbe | None = None):
         super().__init__()
+        self.probe = probe or system_probe()
         self.setWindowTitle("LoRA Studio")
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
         self.data_dir = Path(data_dir or QStandardPaths.writableLocation(
             QStandardPaths.StandardLocation.AppDataLocation) or Path.home() / ".lora-studio")
         self.project: Project | None = None
@@ -62,7 +64,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self._menus()
         self.resize(1180, 760)
-        geometry = self.settings.value("geometry")
+        geometry = settings.raw(settings.GEOMETRY)
         if geometry is not None:
             self.restoreGeometry(geometry)
 
@@ -91,7 +93,7 @@ class MainWindow(QMainWindow):
         for button in (demo, open_run, new_project, open_project):
             button.setMinimumHeight(44)
         title.setWordWrap(True)
-        self.facts = SystemFacts(column)
+        self.facts = SystemFacts(self.probe, column)
         for widget in (title, new_project, open_project, demo, note, open_run, self.facts):
             layout.addWidget(widget)
             layout.addSpacing(8)
@@ -116,19 +118,24 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("This &computer…", self.show_system_facts)
 
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        # the probe's child imports torch (seconds): ask once the window is on screen, not before
+        QTimer.singleShot(0, self.probe.start)
+
     def show_system_facts(self) -> None:
         report = self.facts.report
         QMessageBox.information(self, "This computer", facts_html(report) if report is not None else
                                 "Still asking the engine; try again in a moment.")
 
     def restore_last_project(self) -> None:
-        last = self.settings.value("last_project", "")
+        last = settings.text(settings.LAST_PROJECT)
         if last and (Path(last) / "project.toml").exists():
             self.open_project(Path(last))
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
-        for folder in self.settings.value("recent", [], type=list):
+        for folder in settings.recent(settings.RECENT_PROJECTS):
             self.recent_menu.addAction(folder, lambda f=folder: self.open_project(Path(f)))
 
     def new_project(self) -> None:
@@ -137,22 +144,22 @@ class MainWindow(QMainWindow):
             self.open_project(Path(folder), create=True)
 
     def projects_dir(self) -> Path:
-        saved = self.settings.value("projects_dir", "")
+        saved = settings.text(settings.PROJECTS_DIR)
         documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
         return Path(saved or (Path(documents) / "LoRA Studio" if documents else self.data_dir / "projects"))
 
     def new_lora(self, system=None) -> NewLoraWizard:
-        self.wizard = NewLoraWizard(self.projects_dir(), system, self)
+        self.wizard = NewLoraWizard(self.projects_dir(), system, self, self.probe)
         self.wizard.start_training.connect(self.start_project_run)
         self.wizard.open_expert.connect(self._open_expert)
         self.wizard.finished.connect(
-            lambda _r: self.settings.setValue("projects_dir", str(self.wizard.state.projects_dir)))
+            lambda _r: settings.put(settings.PROJECTS_DIR, str(self.wizard.state.projects_dir)))
         self.wizard.show()
         return self.wizard
 
     def start_project_run(self, folder: Path) -> None:
         self.open_project(folder)
-        if self.run_page.engine.running:
+        if self.run_page.running:
             QMessageBox.information(self, "A run is going", "Another run is still training; start this one "
                                     "from the Run page when it has finished.")
             return
@@ -181,15 +188,11 @@ class MainWindow(QMainWindow):
         if not same and self.project_lock is not None:
             self.project_lock.unlock()
         self.project, self.project_lock = project, lock
-        recent = [str(folder)] + [f for f in self.settings.value("recent", [], type=list) if f != str(folder)]
-        self.settings.setValue("recent", recent[:10])
-        self.settings.setValue("last_project", str(folder))
+        settings.remember(settings.RECENT_PROJECTS, str(folder))
+        settings.put(settings.LAST_PROJECT, str(folder))
         self.setWindowTitle(f"LoRA Studio — {self.project.name}")
         self.dataset_page.set_folder(self.project.dataset)
-        self.training_page.dataset, self.training_page.target = self.project.dataset, self.project.config_path
-        if self.project.config_path.exists():
-            self.training_page.load(config_mod.load(self.project.config_path))
-        self.training_page.revalidate()
+        self.training_page.open_project(self.project.dataset, self.project.config_path)
         self.prepare_project_run()
         self.tabs.setCurrentWidget(self.dataset_page)
 
@@ -218,7 +221,7 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     def try_demo(self) -> None:
-        if self.run_page.engine.running:
+        if self.run_page.running:
             return
         run_dir = self.data_dir / "demo-runs" / time.strftime("demo-%Y%m%d-%H%M%S")
         self.run_page.prepare(run_dir, demo=True)
@@ -231,11 +234,7 @@ class MainWindow(QMainWindow):
             self.show_run(Path(folder))
 
     def show_run(self, folder: Path) -> None:
-        self.run_page.prepare(folder)
-        self.run_page.gallery.clear()
-        self.run_page.gallery.load_folder(folder / "samples")
-        self.run_page.status.setText(f"Past run: {folder}")
-        self.run_page.resume_button.setVisible((folder / "state").is_dir())
+        self.run_page.show_past_run(folder)
         self.tabs.setCurrentWidget(self.run_page)
 
     def test_adapter(self, adapter: str) -> None:
@@ -244,7 +243,7 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.test_page)
 
     def closeEvent(self, event) -> None:
-        if self.run_page.engine.running:
+        if self.run_page.running:
             answer = QMessageBox.question(
                 self, "Training is running",
                 "Stop the run and save a checkpoint first? (You can resume it later.)",
@@ -252,13 +251,10 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
-            self.run_page.engine.stop()
-            self.run_page.engine.proc.waitForFinished(60_000)
+            self.run_page.stop_and_wait(60_000)
         self.test_page.shutdown()
-        self.settings.setValue("geometry", self.saveGeometry())
+        settings.put(settings.GEOMETRY, self.saveGeometry())
         if self.project_lock is not None:
             self.project_lock.unlock()
-        pool = self.dataset_page.grid.pool
-        pool.clear()            # thumbnails not started yet are not needed any more
-        pool.waitForDone(5000)  # running ones must finish before their signals object goes away
+        self.dataset_page.shutdown()
         super().closeEvent(event)

@@ -21,11 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.dialogs.export_dialog import ExportDialog, adapters_in, checkpoint_for_step
+from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.image_viewer import ImageViewer
+from app.engine_client import EngineProcess
 from app.widgets.gallery import SampleGallery
 from app.widgets.loss_chart import LossChart
-from app.worker import EngineProcess
+from trainer.run_folder import STATE_DIR, adapters_in, checkpoint_for_step
 
 
 class RunPage(QWidget):
@@ -100,6 +101,23 @@ class RunPage(QWidget):
         if not keep_status:  # after a run, its outcome ("Done at step N. Adapter: …") stays readable
             self.status.setText(f"Ready to train into {self.run_dir}")
 
+    def show_past_run(self, folder: Path) -> None:
+        """A finished (or stopped) run: its previews, and Resume when it saved a state to resume from."""
+        self.prepare(folder)
+        self.gallery.clear()
+        self.gallery.load_run(folder)
+        self.status.setText(f"Past run: {folder}")
+        self.resume_button.setVisible((Path(folder) / STATE_DIR).is_dir())
+
+    def stop_and_wait(self, ms: int) -> None:
+        """A clean stop (the engine saves a checkpoint first), waiting at most MS ms: the window is closing."""
+        self.engine.stop()
+        self.engine.wait(ms)
+
+    @property
+    def running(self) -> bool:
+        return self.engine.running
+
     def start(self) -> None:
         if self.run_dir is None:
             return
@@ -120,16 +138,14 @@ class RunPage(QWidget):
             ImageViewer(paths[:2], self).exec()
 
     def export_dialog(self) -> ExportDialog:
-        selected = self.gallery.selected_paths()
-        preview = selected[0] if selected else None
-        step = int(Path(preview).stem[4:10]) if preview else None
-        return ExportDialog(self.run_dir, preview, step, self)
+        selected, steps = self.gallery.selected_paths(), self.gallery.selected_steps()
+        return ExportDialog(self.run_dir, selected[0] if selected else None, steps[0] if steps else None, self)
 
     def test_checkpoint(self) -> None:
         if self.run_dir is None:
             return
-        selected = self.gallery.selected_paths()
-        adapter = checkpoint_for_step(self.run_dir, int(Path(selected[0]).stem[4:10])) if selected else None
+        steps = self.gallery.selected_steps()
+        adapter = checkpoint_for_step(self.run_dir, steps[0]) if steps else None
         adapter = adapter or next(iter(adapters_in(self.run_dir)), None)
         if adapter is None:
             self.status.setText("No adapter or checkpoint in this run yet: wait for the first checkpoint.")

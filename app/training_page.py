@@ -3,14 +3,12 @@ Advanced. Values are checked by trainer.config itself, so the messages are the e
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import tomli_w
-from PySide6.QtCore import QProcess, QSettings, QTimer, Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,16 +23,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine_call import EngineCall
+from app import settings
+from app.engine_client import EngineCall
+from app.model_check import ModelCheck, describe
 from app.widgets.config_form import KeyEditor, all_keys
 from app.widgets.rows import row
 from trainer import config as config_mod
+from trainer.errors import UserError
+from trainer.shared import steps as step_count
 
 MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
              "schedule.batch_size", "schedule.epochs", "schedule.max_steps", "optimizer.name",
              "schedule.lr_scheduler", "performance.weight_dtype", "performance.gradient_checkpointing"]
 HIDDEN = {"model.path", "dataset.path", "lora.targets", "lora.train_text_encoder"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 class TrainingPage(QWidget):
@@ -43,10 +44,13 @@ class TrainingPage(QWidget):
 
     def __init__(self, presets_dir: Path, parent=None, engine: list[str] | None = None):
         super().__init__(parent)
-        self.engine = engine or [sys.executable, "-m", "trainer"]
+        self.engine = engine
         self.user_presets = Path(presets_dir)
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
+        self.model_check = ModelCheck(self, engine)
+        self.model_check.checked.connect(self._model_checked)
         self.dataset: Path | None = None
+        self.scanned: list = []      # the dataset's images with sizes and subsets (trainer.shared.steps.scan)
+        self.scan_problem = ""
         self.target: Path | None = None
         self.editors = {key: KeyEditor(key) for key in all_keys() if key not in HIDDEN}
         for editor in self.editors.values():
@@ -56,7 +60,7 @@ class TrainingPage(QWidget):
 
     def _build(self) -> None:
         self.model = QComboBox(editable=True)
-        self.model.addItems(self.settings.value("recent_models", [], type=list))
+        self.model.addItems(settings.recent(settings.RECENT_MODELS))
         self.model.currentTextChanged.connect(self.check_model)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_model)
@@ -115,7 +119,16 @@ class TrainingPage(QWidget):
         scroll.setWidget(body)
         QVBoxLayout(self).addWidget(scroll)
 
+    def open_project(self, dataset: Path, config: Path) -> None:
+        """The project's dataset (for the step estimate) and config.toml (loaded when it exists, saved to)."""
+        self.dataset, self.target = Path(dataset), Path(config)
+        self.rescan()
+        if self.target.exists():
+            self.load(config_mod.load(self.target))
+        self.revalidate()
+
     def showEvent(self, event) -> None:
+        self.rescan()
         self.revalidate()  # the dataset may have grown since: refresh the step estimate
         super().showEvent(event)
 
@@ -177,14 +190,23 @@ class TrainingPage(QWidget):
         self.memory.setText(f"Memory: {answer['summary']} (frozen weights {answer['weight_dtype']})" + warnings)
         self.memory.setStyleSheet("color: #b00020;" if warnings else "")
 
+    def rescan(self) -> None:
+        """Read the dataset's images again (sizes, subsets, repeats): after an import, an exclude, a new
+        dataset.toml. Settings edits reuse the scan, so typing never re-reads image files."""
+        try:
+            self.scanned, self.scan_problem = step_count.scan(self.dataset) if self.dataset else [], ""
+        except UserError as exc:
+            self.scanned, self.scan_problem = [], exc.message
+
     def _estimate(self, cfg: config_mod.TrainConfig) -> str:
-        images = sum(1 for p in self.dataset.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if self.dataset and self.dataset.is_dir() else 0
-        per_epoch = -(-images * cfg.dataset.repeats // cfg.schedule.batch_size) if images else 0
+        """The step count `train` will report: the engine's own rule (trainer.shared.steps)."""
+        if self.scan_problem:
+            return f"Steps: cannot count ({self.scan_problem})"
+        per_epoch, total = step_count.steps_for(cfg, self.scanned) if self.scanned else (0, 0)
+        images = f"{len(self.scanned)} images"
         if cfg.schedule.epochs and per_epoch:
-            total = -(-cfg.schedule.epochs * per_epoch // cfg.schedule.gradient_accumulation)
-            return f"≈ {total} steps: {cfg.schedule.epochs} epochs of {per_epoch} steps ({images} images)"
-        epochs = f" ≈ {cfg.schedule.max_steps / per_epoch:.1f} epochs of {images} images" if per_epoch else ""
+            return f"≈ {total} steps: {cfg.schedule.epochs} epochs of {per_epoch} steps ({images})"
+        epochs = f" ≈ {cfg.schedule.max_steps / per_epoch:.1f} epochs of {images}" if per_epoch else ""
         return f"{cfg.schedule.max_steps} steps{epochs}"
 
     def save(self) -> None:
@@ -224,29 +246,22 @@ class TrainingPage(QWidget):
     def check_model(self, text: str) -> None:
         path = text.strip()
         if not path or path.startswith("demo:"):
+            self.model_check.path = ""  # an answer still on its way is for a model no longer chosen
             self.arch.setText("built-in tiny demo model" if path else "")
             return
-        proc = QProcess(self)
-        proc.finished.connect(lambda code, _s: self._model_checked(proc, code, path))
-        proc.start(self.engine[0], self.engine[1:] + ["inspect", path, "--json", "--require-base"])
+        self.model_check.check(path)
         self.arch.setText("checking…")
 
-    def _model_checked(self, proc: QProcess, code: int, path: str) -> None:
+    def _model_checked(self, path: str, info: dict | None, error: str) -> None:
         if path != self.model.currentText().strip():
             return  # the user picked another file meanwhile
-        if code != 0:
-            message = bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip()
-            self.arch.setText(message.removeprefix("error: "))
+        if info is None:
+            self.arch.setText(error)
             self.arch.setStyleSheet("color: #b00020;")
-            self.model_checked.emit({"ok": False, "message": message})
+            self.model_checked.emit({"ok": False, "message": error})
             return
-        info = json.loads(bytes(proc.readAllStandardOutput()).decode("utf-8"))
-        names = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-        self.arch.setText(f"{names.get(info['arch'], info['arch'])} · {info['prediction_type']} · "
-                          f"{info['format']}")
+        self.arch.setText(describe(info))
         self.arch.setStyleSheet("")
-        recent = [path] + [p for p in self.settings.value("recent_models", [], type=list) if p != path]
-        self.settings.setValue("recent_models", recent[:10])
         self.model_checked.emit({"ok": True, **info})
 
 

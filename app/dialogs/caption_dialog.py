@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -27,13 +27,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import settings
 from app.caption_job import CaptionJob, CaptionRequest
 from app.widgets.rows import row
 
 MODES = [("Only images without a caption", "fill"), ("Add to existing captions", "append"),
          ("Replace captions", "overwrite")]
 LENGTHS = [("Paragraph", "paragraph"), ("Short: one sentence", "short"), ("Long: every detail", "long")]
-MODEL_KEY, TAGS_MODEL_KEY = "caption_model_folder", "caption_tags_model_folder"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # The config.json model types the engine captions with a prompt (trainer/data/captioning/prompts.py, which
 # the GUI may not import): only to show the right fields, the engine decides for real.
@@ -72,12 +72,11 @@ class CaptionDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Auto-caption")
         self.folder, self.selection, self.engine = Path(folder), selection, engine
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
         self.job: CaptionJob | None = None
         self.preview_job: CaptionJob | None = None
         self._build()
-        self.model.setText(self.settings.value(MODEL_KEY, "", type=str))
-        self.tags_model.setText(self.settings.value(TAGS_MODEL_KEY, "", type=str))
+        self.model.setText(settings.text(settings.CAPTION_MODEL))
+        self.tags_model.setText(settings.text(settings.CAPTION_TAGS_MODEL))
 
     def _build(self) -> None:
         self.model = QLineEdit(placeholderText="a folder with a captioning model on this computer")
@@ -201,9 +200,9 @@ class CaptionDialog(QDialog):
         return self.tags_model.text().strip() if self.tags_model.isVisibleTo(self) else ""
 
     def _remember(self, request: CaptionRequest) -> None:
-        self.settings.setValue(MODEL_KEY, str(request.model))
+        settings.put(settings.CAPTION_MODEL, str(request.model))
         if request.tags_model:
-            self.settings.setValue(TAGS_MODEL_KEY, request.tags_model)
+            settings.put(settings.CAPTION_TAGS_MODEL, request.tags_model)
 
     def preview(self) -> None:
         request = self.request(preview=True)

@@ -12,8 +12,11 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QTableView
 
+from trainer.run_folder import samples_in
+
 THUMB = 128
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+STEP_ROLE = Qt.ItemDataRole.UserRole + 2
 
 
 class SampleGallery(QTableView):
@@ -43,6 +46,7 @@ class SampleGallery(QTableView):
         item = QStandardItem(QIcon(pixmap.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
                                                  Qt.TransformationMode.SmoothTransformation)), "")
         item.setData(path, PATH_ROLE)
+        item.setData(step, STEP_ROLE)
         item.setToolTip(f"step {step}\n{prompt}\n{path}")
         self.model_.setItem(row, col, item)
 
@@ -53,12 +57,15 @@ class SampleGallery(QTableView):
     def selected_paths(self) -> list[str]:
         return [i.data(PATH_ROLE) for i in self.selectedIndexes() if i.data(PATH_ROLE)]
 
-    def load_folder(self, samples: Path) -> None:
-        """Show the samples of a finished run (names: stepNNNNNN_pNN.png)."""
+    def selected_steps(self) -> list[int]:
+        """The training step of each selected preview (as the `sample` event said)."""
+        return [i.data(STEP_ROLE) for i in self.selectedIndexes() if i.data(PATH_ROLE)]
+
+    def load_run(self, run_dir: Path) -> None:
+        """Show the samples of a finished run (the run folder's layout: trainer.run_folder)."""
         from PIL import Image
 
-        for png in sorted(Path(samples).glob("step*_p*.png")):
-            step, index = int(png.stem[4:10]), int(png.stem.split("_p")[1])
+        for png, step, index in samples_in(run_dir):
             with Image.open(png) as im:
                 prompt = im.text.get("prompt", f"prompt {index + 1}")
             self.add_sample(str(png), prompt, step, index)

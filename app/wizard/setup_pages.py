@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -20,12 +20,13 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from app.engine_call import EngineCall
+from app import settings
+from app.engine_client import EngineCall
 from app.import_job import ImportJob
+from app.model_check import ARCH_NAMES, ModelCheck, describe
 from app.project import Project, ProjectError
 from app.wizard.state import DEMO_MODEL, WizardState
 
-ARCH_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 BLOCKING = {"empty": "Add at least one image to train on."}
 
 
@@ -104,12 +105,13 @@ class ModelPage(QWizardPage):
         self.setTitle("Base model")
         self.setSubTitle("The Stable Diffusion checkpoint your LoRA is trained on and will be used with: a "
                          ".safetensors or .ckpt file (SD 1.x, SD 2.x or SDXL), or a diffusers folder.")
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
+        self.model_check = ModelCheck(self)
+        self.model_check.checked.connect(self._checked)
         self.own = QRadioButton("My model file")
         self.demo = QRadioButton("The built-in demo model (tiny, random weights: shows the whole flow in a "
                                  "minute, its pictures are noise)")
         self.model = QComboBox(editable=True)
-        self.model.addItems(self.settings.value("recent_models", [], type=list))
+        self.model.addItems(settings.recent(settings.RECENT_MODELS))
         self.model.setCurrentText("")
         self.model.currentTextChanged.connect(self._check)
         browse = QPushButton("Browse…")
@@ -159,8 +161,7 @@ class ModelPage(QWizardPage):
             self.info.setText("")
             return
         self.info.setText("Checking the file…")
-        call = EngineCall(["inspect", path, "--json", "--require-base"], self)
-        call.done.connect(lambda info, error: self._checked(path, info, error))
+        self.model_check.check(path)
 
     def _checked(self, path: str, info: dict | None, error: str) -> None:
         if path != self.model.currentText().strip():
@@ -170,11 +171,9 @@ class ModelPage(QWizardPage):
             return
         arch = ARCH_NAMES.get(info["arch"], info["arch"])
         self.state.model_path, self.state.arch = path, info["arch"]
-        self.state.model_text = f"{arch} · {info.get('prediction_type', '')} · {Path(path).name}"
+        self.state.model_text = describe(info, path)
         self.info.setText(f"✓ {arch} ({info.get('prediction_type', '')})")
         self.checked_ok = True
-        recent = [path] + [p for p in self.settings.value("recent_models", [], type=list) if p != path]
-        self.settings.setValue("recent_models", recent[:10])
         self.completeChanged.emit()
 
     def isComplete(self) -> bool:

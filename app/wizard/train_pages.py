@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from app.engine_call import EngineCall
+from app.engine_client import EngineCall
 from app.widgets.prompt_table import PromptTable
 from app.wizard.plan import default_prompts, format_duration, make_plan
 from app.wizard.state import WizardState

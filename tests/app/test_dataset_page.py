@@ -7,6 +7,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from app import settings
 from app.main_window import MainWindow
 
 
@@ -92,7 +93,7 @@ def test_reopening_a_project_restores_its_dataset(qtbot, tmp_path):
     qtbot.addWidget(second)
     second.open_project(tmp_path / "proj")
     assert second.dataset_page.grid.model_.rowCount() == 1
-    assert second.settings.value("recent", [], type=list)[0] == str(tmp_path / "proj")
+    assert settings.recent(settings.RECENT_PROJECTS)[0] == str(tmp_path / "proj")
 
 
 def _project_with_images(qtbot, tmp_path):

@@ -83,3 +83,47 @@ def test_memory_line_follows_the_settings_and_warns_when_it_cannot_fit(qtbot, tm
                    "warnings": ["needs ≈ 9.7 GB of GPU memory but 7.5 GB is free: turn on gradient checkpointing"]},
                   "")
     assert "7.5 GB is free" in page.memory.text() and "b00020" in page.memory.styleSheet()
+
+
+def _total_steps_train_reports(config, run_dir) -> int:
+    """Start the real engine on CONFIG and read `total_steps` from its `started` event (then stop it)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "train", str(config), "--out", str(run_dir),
+                             "--events", "jsonl"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            event = json.loads(line)
+            assert event["type"] != "error", event
+            if event["type"] == "started":
+                return event["total_steps"]
+        raise AssertionError("the engine ended without a started event")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_step_estimate_is_what_train_reports(qtbot, tmp_path):
+    """Repeats from an `N_name` folder count; images set aside in `.excluded` do not (they did, once)."""
+    from PIL import Image
+
+    window, page = _window(qtbot, tmp_path)
+    dataset = tmp_path / "proj" / "dataset"
+    shapes = dataset / "10_shapes"
+    (shapes / ".excluded").mkdir(parents=True)
+    for name, size in (("a", (64, 64)), ("b", (64, 64)), ("wide", (128, 64))):
+        Image.new("RGB", size, (200, 30, 30)).save(shapes / f"{name}.png")
+        (shapes / f"{name}.txt").write_text("zkx, shape", encoding="utf-8")
+    Image.new("RGB", (64, 64)).save(shapes / ".excluded" / "set-aside.png")   # what "Exclude selected" does
+    window.show()
+    window.tabs.setCurrentWidget(page)   # showing the page reads the dataset again
+    page.editors["dataset.resolution"].editor.setValue(64)
+    page.editors["schedule.batch_size"].editor.setValue(2)
+    page.editors["schedule.epochs"].editor.setValue(2)
+    page.save()
+    expected = _total_steps_train_reports(tmp_path / "proj" / "config.toml", tmp_path / "run")
+    # 2 square images x 10 repeats = 10 batches of 2, the wide one x 10 = 5 more; 2 epochs
+    assert expected == 30
+    assert page.estimate.text().startswith(f"≈ {expected} steps: 2 epochs of 15 steps (3 images)")
