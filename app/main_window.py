@@ -50,6 +50,7 @@ class MainWindow(QMainWindow):
         self.dataset_page = DatasetPage()
         self.training_page = TrainingPage(self.data_dir / "presets")
         self.training_page.saved.connect(lambda _path: self.prepare_project_run())
+        self.dataset_page.dataset_changed.connect(self.training_page.dataset_changed)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._start_page(), "Start")
         self.tabs.addTab(self.dataset_page, "Dataset")

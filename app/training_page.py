@@ -127,6 +127,11 @@ class TrainingPage(QWidget):
             self.load(config_mod.load(self.target))
         self.revalidate()
 
+    def dataset_changed(self) -> None:
+        """Images were added or set aside on the dataset page: count them again."""
+        self.rescan()
+        self.revalidate()
+
     def showEvent(self, event) -> None:
         self.rescan()
         self.revalidate()  # the dataset may have grown since: refresh the step estimate

@@ -30,11 +30,11 @@ from PySide6.QtWidgets import (
 from app import settings
 from app.caption_job import CaptionJob, CaptionRequest
 from app.widgets.rows import row
+from trainer.shared.images import images_in
 
 MODES = [("Only images without a caption", "fill"), ("Add to existing captions", "append"),
          ("Replace captions", "overwrite")]
 LENGTHS = [("Paragraph", "paragraph"), ("Short: one sentence", "short"), ("Long: every detail", "long")]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # The config.json model types the engine captions with a prompt (trainer/data/captioning/prompts.py, which
 # the GUI may not import): only to show the right fields, the engine decides for real.
 FLORENCE_TYPES, CHAT_TYPES = {"florence2"}, {"qwen2_vl", "qwen2_5_vl", "llava", "llava_next", "llava_onevision"}
@@ -185,8 +185,7 @@ class CaptionDialog(QDialog):
         """The image a preview captions: the first selected one, else the dataset's first."""
         if self.selection:
             return Path(self.selection[0])
-        images = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if self.folder.is_dir() else []
+        images = images_in(self.folder, recursive=False) if self.folder.is_dir() else []
         return images[0] if images else None
 
     def request(self, preview: bool = False) -> CaptionRequest:
@@ -236,7 +235,7 @@ class CaptionDialog(QDialog):
     def start(self) -> None:
         request = self.request()
         self._remember(request)
-        total = len(request.only) or sum(1 for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        total = len(request.only) or len(images_in(self.folder, recursive=False))
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(0)
         self.results.clear()

@@ -72,3 +72,12 @@ def subset_images(subsets: list[Subset]) -> list[tuple[Path, Subset]]:
     """Every image with its subset; a lone subset (the folder itself) includes plain subfolders."""
     nested = len(subsets) == 1
     return [(path, subset) for subset in subsets for path in images_in(subset.folder, recursive=nested)]
+
+
+def dataset_images(root: Path) -> list[Path]:
+    """The images training would use, for a browser of the dataset: a broken dataset.toml shows the
+    folder's own images instead (the health check names the problem)."""
+    try:
+        return [path for path, _subset in subset_images(read_dataset(root))]
+    except DatasetError:
+        return images_in(root, recursive=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+EXCLUDED_DIR = ".excluded"   # "Exclude" moves an image (and its caption) here, beside it: a hidden folder
 
 
 def is_image(path: Path) -> bool:
