@@ -13,6 +13,16 @@ from app.engine_client import EngineCall
 ARCH_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 
 
+def native_resolution(arch: str, prediction_type: str = "") -> int:
+    """The resolution a base was trained at: SDXL 1024, SD 2.x 768 (its 512 base is epsilon-predicting),
+    SD 1.x 512."""
+    if arch == "sdxl":
+        return 1024
+    if arch == "sd2" and prediction_type != "epsilon" or "768" in arch:
+        return 768
+    return 512
+
+
 def describe(info: dict, path: str = "") -> str:
     """'SDXL · epsilon · safetensors' (with the file name when given)."""
     parts = [ARCH_NAMES.get(info["arch"], info["arch"]), info.get("prediction_type", "")]

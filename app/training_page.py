@@ -25,8 +25,9 @@ from PySide6.QtWidgets import (
 
 from app import settings
 from app.engine_client import EngineCall
-from app.model_check import ModelCheck, describe
-from app.widgets.config_form import KeyEditor, all_keys
+from app.model_check import ModelCheck, describe, native_resolution
+from app.widgets.config_form import KeyEditor, all_keys, field_info
+from app.widgets.prompt_table import PromptTable
 from app.widgets.rows import row
 from trainer import config as config_mod
 from trainer.errors import UserError
@@ -35,7 +36,7 @@ from trainer.shared import steps as step_count
 MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
              "schedule.batch_size", "schedule.epochs", "schedule.max_steps", "optimizer.name",
              "schedule.lr_scheduler", "performance.weight_dtype", "performance.gradient_checkpointing"]
-HIDDEN = {"model.path", "dataset.path", "lora.targets", "lora.train_text_encoder"}
+HIDDEN = {"model.path", "dataset.path", "lora.targets", "lora.train_text_encoder", "sampling.prompts"}
 
 
 class TrainingPage(QWidget):
@@ -55,6 +56,9 @@ class TrainingPage(QWidget):
         self.editors = {key: KeyEditor(key) for key in all_keys() if key not in HIDDEN}
         for editor in self.editors.values():
             editor.changed.connect(self.revalidate)
+        self.loaded_model = ""
+        self.resolution_chosen = False   # typed by the user (or loaded as an unusual value): a base never moves it
+        self.editors["dataset.resolution"].changed.connect(lambda: setattr(self, "resolution_chosen", True))
         self._build()
         self.load(config_mod.TrainConfig())
 
@@ -83,18 +87,13 @@ class TrainingPage(QWidget):
         form.addRow("Preset", row(self.preset, save_preset))
         form.addRow("Train layers", row(*self.targets.values()))
         for key in MAIN_KEYS:
-            form.addRow(_label(key), self.editors[key])
-        self.advanced = QGroupBox("Advanced")
-        self.advanced.setCheckable(True)
-        self.advanced.setChecked(False)
-        advanced_form = QFormLayout(self.advanced)
-        for key, editor in self.editors.items():
-            if key not in MAIN_KEYS:
-                advanced_form.addRow(key, editor)
-        self.advanced.toggled.connect(lambda on: [advanced_form.itemAt(i).widget().setVisible(on)
-                                                  for i in range(advanced_form.count())
-                                                  if advanced_form.itemAt(i).widget()])
-        self.advanced.toggled.emit(False)
+            form.addRow(_tipped_label(_label(key), key), self.editors[key])
+        self.form = form
+        self.prompts = PromptTable()   # sampling.prompts as fields, not kohya's `--n --w` syntax
+        self.prompts.changed.connect(self.revalidate)
+        self.prompts_group = QGroupBox("Preview prompts (drawn during training to watch it learn)")
+        QVBoxLayout(self.prompts_group).addWidget(self.prompts)
+        self.advanced = self._advanced_group()
         self.problem = QLabel("")
         self.problem.setStyleSheet("color: #b00020;")
         self.problem.setWordWrap(True)
@@ -109,6 +108,7 @@ class TrainingPage(QWidget):
         body.setMaximumWidth(820)
         column = QVBoxLayout(body)
         column.addLayout(form)
+        column.addWidget(self.prompts_group)
         column.addWidget(self.advanced)
         column.addWidget(self.estimate)
         column.addWidget(self.memory)
@@ -132,6 +132,20 @@ class TrainingPage(QWidget):
         self.rescan()
         self.revalidate()
 
+    def _advanced_group(self) -> QGroupBox:
+        """Every other key, by its dotted name (the config file's own), each with the config's help."""
+        group = QGroupBox("Advanced")
+        group.setCheckable(True)
+        group.setChecked(False)
+        advanced_form = QFormLayout(group)
+        for key, editor in self.editors.items():
+            if key not in MAIN_KEYS:
+                advanced_form.addRow(_tipped_label(key, key), editor)
+        group.toggled.connect(lambda on: [advanced_form.itemAt(i).widget().setVisible(on)
+                                          for i in range(advanced_form.count()) if advanced_form.itemAt(i).widget()])
+        group.toggled.emit(False)
+        return group
+
     def showEvent(self, event) -> None:
         self.rescan()
         self.revalidate()  # the dataset may have grown since: refresh the step estimate
@@ -141,9 +155,14 @@ class TrainingPage(QWidget):
     def load(self, cfg: config_mod.TrainConfig) -> None:
         for key, editor in self.editors.items():
             editor.set_value(cfg.get(key))
+        self.resolution_chosen = cfg.dataset.resolution not in (512, 768, 1024)
+        self.loaded_model = cfg.model.path   # a saved config's resolution was chosen for its own model
         self.targets["ff"].setChecked(cfg.lora.targets in ("attention+ff", "full"))
         self.targets["conv"].setChecked(cfg.lora.targets == "full")
         self.targets["te"].setChecked(cfg.lora.train_text_encoder)
+        self.prompts.blockSignals(True)   # one revalidate below, not one per row
+        self.prompts.set_prompts(cfg.sampling.prompts)
+        self.prompts.blockSignals(False)
         if cfg.model.path and not cfg.model.path.startswith("demo:"):
             self.model.setCurrentText(cfg.model.path)
         self.revalidate()
@@ -156,6 +175,7 @@ class TrainingPage(QWidget):
         cfg.lora.targets = ("full" if self.targets["conv"].isChecked() else
                             "attention+ff" if self.targets["ff"].isChecked() else "attention")
         cfg.lora.train_text_encoder = self.targets["te"].isChecked()
+        cfg.sampling.prompts = self.prompts.prompts()
         cfg.model.path = self.model.currentText().strip() or "demo:sd15"
         cfg.dataset.path = str(self.dataset or "")
         config_mod.validate(cfg)
@@ -243,6 +263,13 @@ class TrainingPage(QWidget):
             self.preset.setCurrentIndex(self.preset.findData(str(path)))
 
     # -- base model ----------------------------------------------------------------------------------
+    def _follow_base_resolution(self, info: dict) -> None:
+        """Train at the base's own resolution (SDXL 1024, SD 2-v 768) unless the user chose one."""
+        editor = self.editors["dataset.resolution"]
+        if not self.resolution_chosen and self.model.currentText().strip() != self.loaded_model:
+            editor.set_value(native_resolution(info["arch"], info.get("prediction_type", "")))
+            self.revalidate()
+
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Base model", "", "Models (*.safetensors *.ckpt)")
         if path:
@@ -267,6 +294,7 @@ class TrainingPage(QWidget):
             return
         self.arch.setText(describe(info))
         self.arch.setStyleSheet("")
+        self._follow_base_resolution(info)
         self.model_checked.emit({"ok": True, **info})
 
 
@@ -281,6 +309,13 @@ def sparse(cfg: config_mod.TrainConfig) -> dict:
             if diff:
                 out[section] = diff
     return out
+
+
+def _tipped_label(text: str, key: str) -> QLabel:
+    """A form label whose tooltip is the config's own help for KEY (trainer.config metadata)."""
+    label = QLabel(text)
+    label.setToolTip(f"<b>{key}</b><br>{field_info(key)[1].get('help', '')}")
+    return label
 
 
 def _label(key: str) -> str:

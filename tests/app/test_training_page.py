@@ -55,6 +55,27 @@ def test_base_model_is_checked_by_the_engine(qtbot, tmp_path):
     with qtbot.waitSignal(page.model_checked, timeout=60_000) as checked:
         page.model.setCurrentText(str(model))
     assert checked.args[0]["ok"] and page.arch.text().startswith("SDXL")
+    assert page.editors["dataset.resolution"].value() == 1024   # SDXL trains at its own resolution
+    page.editors["dataset.resolution"].editor.setValue(896)      # ... unless the user chose one
+    page.model.setCurrentText("")
+    with qtbot.waitSignal(page.model_checked, timeout=60_000):
+        page.model.setCurrentText(str(model))
+    assert page.editors["dataset.resolution"].value() == 896
+
+
+def test_preview_prompts_are_fields_saved_as_the_engines_syntax(qtbot, tmp_path):
+    _, page = _window(qtbot, tmp_path)
+    page.prompts.set_prompts(["zkx, portrait --n blurry --w 768"])
+    page.prompts.add_row("zkx, full body")
+    table = page.prompts.table
+    assert [table.item(0, c).text() for c in range(3)] == ["zkx, portrait", "blurry", "768"]
+    table.item(1, 4).setText("abc")   # steps: not a number
+    assert "sampling.prompts" in page.problem.text() and not page.save_button.isEnabled()
+    table.item(1, 4).setText("12")
+    page.save()
+    cfg = config_mod.load(tmp_path / "proj" / "config.toml")
+    assert [p.replace("  ", " ") for p in cfg.sampling.prompts][0].startswith("zkx, portrait --n blurry --w 768")
+    assert cfg.sampling.prompts[1].startswith("zkx, full body") and "--s 12" in cfg.sampling.prompts[1]
 
 
 def test_presets_load_and_save_as_sparse_overlays(qtbot, tmp_path, monkeypatch):
