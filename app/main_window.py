@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QStandardPaths, QTimer
+from PySide6.QtCore import QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QStyle,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -31,6 +32,7 @@ from app.training_page import TrainingPage
 from app.widgets.system_facts import SystemFacts, facts_html
 from app.wizard.wizard import NewLoraWizard
 
+SPACING = 12   # between the start page's blocks (Qt's default 6 crowds the big buttons)
 DEMO_TEXT = ("The demo trains a tiny built-in model with random weights on a few bundled images, so you can "
              "see the whole flow (live previews, loss, checkpoints, the adapter file) in under a minute on "
              "any computer. Its preview images are noise because the model is random.")
@@ -64,6 +66,7 @@ class MainWindow(QMainWindow):
             lambda _ok: self.project and self.prepare_project_run(keep_status=True))
         self.setCentralWidget(self.tabs)
         self._menus()
+        self._status_bar()
         self.resize(1180, 760)
         geometry = settings.raw(settings.GEOMETRY)
         if geometry is not None:
@@ -81,43 +84,81 @@ class MainWindow(QMainWindow):
         layout.addSpacing(40)
         title = QLabel("<h1>LoRA Studio</h1><p>Train a LoRA on your own images, watch it learn, and use it "
                        "in AUTOMATIC1111, Forge, ComfyUI, InvokeAI or diffusers.</p>")
-        demo = QPushButton("Try the demo")
+        icon, pix = self.style().standardIcon, QStyle.StandardPixmap
+        demo = QPushButton(icon(pix.SP_MediaPlay), "Try the demo")
         demo.clicked.connect(self.try_demo)
         note = QLabel(DEMO_TEXT)
         note.setWordWrap(True)
-        open_run = QPushButton("Open a past run…")
+        open_run = QPushButton(icon(pix.SP_DirIcon), "Open a past run…")
         open_run.clicked.connect(self.open_run)
-        new_project = QPushButton("New LoRA…  (a guided set-up: images, captions, settings)")
+        new_project = QPushButton(icon(pix.SP_FileIcon), "New LoRA…  (a guided set-up: images, captions, settings)")
+        new_project.setToolTip("Ctrl+N")
         new_project.clicked.connect(lambda: self.new_lora())
-        open_project = QPushButton("Open project…")
+        open_project = QPushButton(icon(pix.SP_DirOpenIcon), "Open project…")
+        open_project.setToolTip("Ctrl+O")
         open_project.clicked.connect(self.choose_project)
         for button in (demo, open_run, new_project, open_project):
             button.setMinimumHeight(44)
         title.setWordWrap(True)
         self.facts = SystemFacts(self.probe, column)
+        layout.setSpacing(SPACING)
         for widget in (title, new_project, open_project, demo, note, open_run, self.facts):
             layout.addWidget(widget)
-            layout.addSpacing(8)
         layout.addStretch(1)
         return page
 
     def _menus(self) -> None:
+        icon, pix = self.style().standardIcon, QStyle.StandardPixmap
         file_menu = self.menuBar().addMenu("&File")
-        for text, slot, key in (("&New LoRA…", lambda: self.new_lora(), QKeySequence.StandardKey.New),
-                                ("New &empty project…", self.new_project, None),
-                                ("Open &project…", self.choose_project, None),
-                                ("Try the &demo", self.try_demo, None),
-                                ("&Open run folder…", self.open_run, QKeySequence.StandardKey.Open),
-                                ("&Quit", self.close, QKeySequence.StandardKey.Quit)):
-            action = QAction(text, self)
+        for text, slot, key, glyph in (
+                ("&New LoRA…", lambda: self.new_lora(), QKeySequence.StandardKey.New, pix.SP_FileIcon),
+                ("New &empty project…", self.new_project, None, pix.SP_FileDialogNewFolder),
+                ("&Open project…", self.choose_project, QKeySequence.StandardKey.Open, pix.SP_DirOpenIcon),
+                ("Try the &demo", self.try_demo, None, pix.SP_MediaPlay),
+                ("Open &run folder…", self.open_run, "Ctrl+Shift+O", pix.SP_DirIcon),
+                ("&Quit", self.close, QKeySequence.StandardKey.Quit, pix.SP_DialogCloseButton)):
+            action = QAction(icon(glyph), text, self)
             action.triggered.connect(slot)
             if key is not None:
                 action.setShortcut(key)
             file_menu.addAction(action)
         self.recent_menu = file_menu.addMenu("&Recent projects")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
+        run_menu = self.menuBar().addMenu("&Training")
+        start = run_menu.addAction(icon(pix.SP_MediaPlay), "&Start training", self.start_training)
+        start.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        stop = run_menu.addAction(icon(pix.SP_MediaStop), "S&top training…", self.confirm_stop)
+        stop.setShortcut(QKeySequence(Qt.Key.Key_Escape))
         help_menu = self.menuBar().addMenu("&Help")
-        help_menu.addAction("This &computer…", self.show_system_facts)
+        help_menu.addAction(icon(pix.SP_ComputerIcon), "This &computer…", self.show_system_facts)
+
+    def _status_bar(self) -> None:
+        """What the engines are doing, always in view (the Run page may be hidden behind another tab)."""
+        self.engine_state = QLabel("Training engine: idle")
+        self.statusBar().addPermanentWidget(self.engine_state)
+        self.run_page.engine_state.connect(self.engine_state.setText)
+
+    def start_training(self) -> None:
+        """Ctrl+Return: start the prepared run (the project's, or the demo when none is open)."""
+        if self.run_page.running:
+            return
+        if self.project is None and self.run_page.run_dir is None:
+            self.try_demo()
+            return
+        self.tabs.setCurrentWidget(self.run_page)
+        self.run_page.start()
+
+    def confirm_stop(self) -> bool:
+        """Esc: stop the run after asking (a stop saves a checkpoint first, and the run can be resumed)."""
+        if not self.run_page.running:
+            return False
+        answer = QMessageBox.question(self, "Stop training?", "Stop the run now? It saves a checkpoint first, "
+                                      "and you can resume it later from the Run page.")
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        self.run_page.stop()
+        self.statusBar().showMessage("Stopping: saving a checkpoint first…", 10_000)
+        return True
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from app import settings
 from app.engine_client import EngineCall
 from app.model_check import ModelCheck, describe, native_resolution
+from app.theme import ERROR
 from app.widgets.config_form import KeyEditor, all_keys, field_info
 from app.widgets.prompt_table import PromptTable
 from app.widgets.rows import row
@@ -95,7 +96,7 @@ class TrainingPage(QWidget):
         QVBoxLayout(self.prompts_group).addWidget(self.prompts)
         self.advanced = self._advanced_group()
         self.problem = QLabel("")
-        self.problem.setStyleSheet("color: #b00020;")
+        self.problem.setStyleSheet(f"color: {ERROR};")
         self.problem.setWordWrap(True)
         self.estimate = QLabel("")
         self.memory = QLabel("")  # `lora-studio plan`'s prediction for the settings as they stand
@@ -209,11 +210,11 @@ class TrainingPage(QWidget):
     def _planned(self, answer: dict | None, error: str) -> None:
         if answer is None:
             self.memory.setText(f"Memory: could not predict ({error})")
-            self.memory.setStyleSheet("color: #b00020;")
+            self.memory.setStyleSheet(f"color: {ERROR};")
             return
         warnings = "".join(f"\n⚠ {w}" for w in answer["warnings"])
         self.memory.setText(f"Memory: {answer['summary']} (frozen weights {answer['weight_dtype']})" + warnings)
-        self.memory.setStyleSheet("color: #b00020;" if warnings else "")
+        self.memory.setStyleSheet(f"color: {ERROR};" if warnings else "")
 
     def rescan(self) -> None:
         """Read the dataset's images again (sizes, subsets, repeats): after an import, an exclude, a new
@@ -289,7 +290,7 @@ class TrainingPage(QWidget):
             return  # the user picked another file meanwhile
         if info is None:
             self.arch.setText(error)
-            self.arch.setStyleSheet("color: #b00020;")
+            self.arch.setStyleSheet(f"color: {ERROR};")
             self.model_checked.emit({"ok": False, "message": error})
             return
         self.arch.setText(describe(info))

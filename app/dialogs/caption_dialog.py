@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from app import settings
 from app.caption_job import CaptionJob, CaptionRequest
+from app.theme import ERROR
 from app.widgets.rows import row
 from trainer.shared.images import images_in
 
@@ -229,7 +230,7 @@ class CaptionDialog(QDialog):
     def _show_preview(self, text: str, error: bool = False) -> None:
         # Plain text: a caption may hold "<" (Florence-2's task tokens, a user's prompt echoed back).
         self.preview_text.setTextFormat(Qt.TextFormat.PlainText)
-        self.preview_text.setStyleSheet("color: #b00020" if error else "")
+        self.preview_text.setStyleSheet(f"color: {ERROR}" if error else "")
         self.preview_text.setText(text)
 
     def start(self) -> None:
@@ -261,7 +262,7 @@ class CaptionDialog(QDialog):
 
     def _finished(self, ok: bool, message: str) -> None:
         self.job = None
-        self.status.setText(message if ok else f"<span style='color:#b00020'>{message}</span>")
+        self.status.setText(message if ok else f"<span style='color:{ERROR}'>{message}</span>")
         self._enable()
         self.cancel_button.setText("Close")
         self.done.emit(ok, message)

@@ -13,6 +13,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
+from app.theme import ERROR
 from app.widgets.rows import row
 from app.widgets.tag_chips import TagChips
 from trainer.fsutil import atomic_write_text
@@ -97,7 +98,7 @@ class CaptionEditor(QWidget):
 
         text, over = token_summary(count_tokens(self.caption.toPlainText()))
         self.tokens.setText(text)
-        self.tokens.setStyleSheet("color: #b00020;" if over else "")
+        self.tokens.setStyleSheet(f"color: {ERROR};" if over else "")
 
     def _tags_edited(self, tags: list[str]) -> None:
         """A chip removed or a tag added: edit the text as one undoable step, then save."""

@@ -88,6 +88,31 @@ class SampleGallery(QTableView):
         self.scrollTo(self.model_.index(0, col))
         return col
 
+    def neighbour(self, path: str, rows: int, columns: int) -> str | None:
+        """The preview ROWS prompts down and COLUMNS steps right of PATH (None past the edge); it becomes
+        the current cell, so the gallery follows the viewer."""
+        here = next((i for i in self._indexes() if i.data(PATH_ROLE) == path), None)
+        if here is None:
+            return None
+        there = self.model_.index(here.row() + rows, here.column() + columns)
+        if not there.isValid() or not there.data(PATH_ROLE):
+            return None
+        self.setCurrentIndex(there)
+        return there.data(PATH_ROLE)
+
+    def _indexes(self):
+        return (self.model_.index(r, c) for r in range(self.model_.rowCount())
+                for c in range(self.model_.columnCount()))
+
+    def keyPressEvent(self, event) -> None:
+        """Arrows move through the previews (Qt's own); Return or Space opens the current one large."""
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):
+            path = self.currentIndex().data(PATH_ROLE)
+            if path:
+                self.image_activated.emit(path)
+                return
+        super().keyPressEvent(event)
+
     def _clicked(self, index) -> None:
         path = index.data(PATH_ROLE)
         if path and len(self.selectedIndexes()) == 1:

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QVBoxLayout
 
 from app import settings
 from app.system_probe import SystemProbe
+from app.theme import muted_html_color
 
 SEEN_KEY = settings.SYSTEM_FACTS_SEEN
 
@@ -20,7 +21,7 @@ def facts_html(report: dict) -> str:
     for fact in report.get("optional", []):
         if not fact["present"]:
             lines.append(f"<b>No {fact['name']}:</b> {fact['cost']}.")
-    lines.append(f"<span style='color:palette(placeholder-text)'>PyTorch {report.get('torch', '?')}"
+    lines.append(f"<span style='color:{muted_html_color()}'>PyTorch {report.get('torch', '?')}"
                  + (f", CUDA {report['cuda_version']}" if report.get("cuda_version") else "") + "</span>")
     return "<br>".join(lines)
 

@@ -25,6 +25,7 @@ from app.engine_client import EngineCall
 from app.import_job import ImportJob
 from app.model_check import ARCH_NAMES, ModelCheck, describe
 from app.project import Project, ProjectError
+from app.theme import ERROR
 from app.wizard.state import DEMO_MODEL, WizardState
 
 BLOCKING = {"empty": "Add at least one image to train on."}
@@ -167,7 +168,7 @@ class ModelPage(QWizardPage):
         if path != self.model.currentText().strip():
             return  # another file was picked meanwhile
         if info is None:
-            self.info.setText(f"<span style='color:#b00020'>{error}</span>")
+            self.info.setText(f"<span style='color:{ERROR}'>{error}</span>")
             return
         arch = ARCH_NAMES.get(info["arch"], info["arch"])
         self.state.model_path, self.state.arch = path, info["arch"]
@@ -192,7 +193,7 @@ class ImagesPage(QWizardPage):
         self.drop = QLabel("Drop images here")
         self.drop.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.drop.setMinimumHeight(90)
-        self.drop.setStyleSheet("border: 2px dashed #888; border-radius: 8px; color: #555; font-size: 15px;")
+        self.drop.setStyleSheet("border: 2px dashed palette(mid); border-radius: 8px; font-size: 15px;")
         files, folder = QPushButton("Add images…"), QPushButton("Add a folder…")
         files.clicked.connect(self._add_files)
         folder.clicked.connect(self._add_folder)
@@ -262,7 +263,7 @@ class ImagesPage(QWizardPage):
         self.state.health = health
         self.state.images = health["images"] if health else 0
         if health is None:
-            self.report.setText(f"<span style='color:#b00020'>The check failed: {error}</span>")
+            self.report.setText(f"<span style='color:{ERROR}'>The check failed: {error}</span>")
         else:
             self.report.setText(health_html(health) + getattr(self, "last_refused", ""))
         self.completeChanged.emit()
@@ -276,7 +277,7 @@ def health_html(health: dict) -> str:
     lines = [f"<b>{health['images']} images</b> · buckets {buckets or '—'}"]
     for warning in health["warnings"]:
         if warning["kind"] in BLOCKING:
-            lines.append(f"<span style='color:#b00020'>✗ {warning['message']} {BLOCKING[warning['kind']]}</span>")
+            lines.append(f"<span style='color:{ERROR}'>✗ {warning['message']} {BLOCKING[warning['kind']]}</span>")
         else:
             names = ", ".join(Path(f).name for f in warning["files"][:5])
             more = f" and {len(warning['files']) - 5} more" if len(warning["files"]) > 5 else ""

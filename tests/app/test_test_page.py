@@ -24,7 +24,7 @@ def page(qtbot, tmp_path, monkeypatch):
     yield widget
     widget.shutdown()
     if widget.engine.running:
-        widget.engine.proc.waitForFinished(5000)
+        widget.engine.wait(5000)
 
 
 def requests(tmp_path) -> list[dict]:

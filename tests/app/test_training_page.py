@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from app.main_window import MainWindow
+from app.theme import ERROR
 from trainer import config as config_mod
 from trainer.models.original_layout import save_original_checkpoint
 from trainer.models.tiny import build_tiny_components
@@ -103,7 +104,7 @@ def test_memory_line_follows_the_settings_and_warns_when_it_cannot_fit(qtbot, tm
     page._planned({"summary": "≈ 9.7 GB GPU · ≈ 7.8 GB RAM", "weight_dtype": "bf16",
                    "warnings": ["needs ≈ 9.7 GB of GPU memory but 7.5 GB is free: turn on gradient checkpointing"]},
                   "")
-    assert "7.5 GB is free" in page.memory.text() and "b00020" in page.memory.styleSheet()
+    assert "7.5 GB is free" in page.memory.text() and ERROR in page.memory.styleSheet()
 
 
 def _total_steps_train_reports(config, run_dir) -> int:

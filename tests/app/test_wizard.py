@@ -75,7 +75,7 @@ def window(qtbot, tmp_path):
     yield window
     if window.run_page.engine.running:
         window.run_page.engine.kill()
-        window.run_page.engine.proc.waitForFinished(10_000)
+        window.run_page.engine.wait(10_000)
 
 
 def _finish_and_see_it_start(qtbot, window, wizard):
@@ -89,7 +89,7 @@ def _finish_and_see_it_start(qtbot, window, wizard):
     assert window.tabs.currentWidget() is window.run_page
     run_config = tomllib.loads((window.run_page.run_dir / "config.toml").read_text(encoding="utf-8"))
     window.run_page.engine.kill()
-    window.run_page.engine.proc.waitForFinished(10_000)
+    window.run_page.engine.wait(10_000)
     return run_config
 
 
