@@ -123,7 +123,6 @@ class EngineProcess(QObject):
     event = Signal(object)           # any trainer.events.Event
     log_line = Signal(str)           # human-readable stderr lines
     finished = Signal(int, bool)     # exit code, crashed (killed or died without a done/error event)
-    state_changed = Signal(str)      # "running" or "idle", for the status bar
 
     def __init__(self, parent=None, engine: list[str] | None = None, stop_grace_ms: int = STOP_GRACE_MS):
         super().__init__(parent)
@@ -164,7 +163,6 @@ class EngineProcess(QObject):
         self.proc.readyReadStandardOutput.connect(self._read_stdout)
         self.proc.readyReadStandardError.connect(self._read_stderr)
         self.proc.finished.connect(self._on_finished)
-        self.state_changed.emit("running")
 
     def request(self, payload: dict) -> None:
         """One JSON request line (serve's generate/load/cancel...; train's stop/sample/save)."""
@@ -238,5 +236,4 @@ class EngineProcess(QObject):
             self.stderr_tail.append(self._err_buffer.decode("utf-8", "replace"))
             self._err_buffer = b""
         crashed = status == QProcess.ExitStatus.CrashExit or (not self.saw_done and self.last_error is None)
-        self.state_changed.emit("idle")
         self.finished.emit(code, crashed)
