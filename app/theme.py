@@ -46,6 +46,9 @@ def follow_system(app: QApplication) -> None:
 
     def apply() -> None:
         app.setPalette(dark_palette() if is_dark(app) else app.style().standardPalette())
+        for widget in app.allWidgets():  # Qt keeps a style-sheeted widget's old palette: re-apply its sheet
+            if widget.styleSheet():
+                widget.setStyleSheet(widget.styleSheet())
 
     app.styleHints().colorSchemeChanged.connect(lambda _scheme: apply())
     apply()

@@ -69,15 +69,20 @@ def test_arrow_keys_walk_the_previews(qtbot, tmp_path, monkeypatch):
 
 def test_the_window_follows_a_dark_system_scheme(qtbot, monkeypatch):
     from app import theme
+    from app.widgets.tag_chips import TagChips
 
     app = QApplication.instance()
     before = app.palette()
+    chips = TagChips()   # a widget with a style sheet: Qt would keep its first palette
+    qtbot.addWidget(chips)
+    chips.show()
+    base = lambda: chips.chips.palette().color(QPalette.ColorRole.Base).lightness()  # noqa: E731
     try:
         monkeypatch.setenv("LORA_STUDIO_THEME", "dark")
         theme.follow_system(app)
-        assert app.palette().color(QPalette.ColorRole.Window).lightness() < 80
+        assert app.palette().color(QPalette.ColorRole.Window).lightness() < 80 and base() < 80
         monkeypatch.setenv("LORA_STUDIO_THEME", "light")
         theme.follow_system(app)
-        assert app.palette().color(QPalette.ColorRole.Window).lightness() > 170
+        assert app.palette().color(QPalette.ColorRole.Window).lightness() > 170 and base() > 170
     finally:
         app.setPalette(before)
