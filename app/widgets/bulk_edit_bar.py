@@ -49,7 +49,7 @@ class BulkEditBar(QWidget):
         self.scope.addItems(["selected images", "whole dataset"])
         apply = QPushButton("Apply")
         apply.clicked.connect(self.apply)
-        exclude = QPushButton(self.style().standardIcon(QStyle.StandardPixmap.SP_TrashIcon), "Exclude selected")
+        exclude = QPushButton(self.style().standardIcon(QStyle.StandardPixmap.SP_DialogNoButton), "Exclude selected")
         exclude.setToolTip("Move the selected images (and captions) into a hidden .excluded folder beside them: "
                            "training skips them, nothing is deleted")
         exclude.clicked.connect(self.exclude_requested)
