@@ -32,6 +32,7 @@ from app.widgets.prompt_table import PromptTable
 from app.widgets.rows import row
 from trainer import config as config_mod
 from trainer.errors import UserError
+from trainer.fsutil import atomic_write_text
 from trainer.shared import steps as step_count
 
 MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
@@ -259,7 +260,7 @@ class TrainingPage(QWidget):
         if ok and name.strip() and self.revalidate():
             self.user_presets.mkdir(parents=True, exist_ok=True)
             path = self.user_presets / f"{name.strip()}.toml"
-            path.write_text(tomli_w.dumps(sparse(self.current_config())), encoding="utf-8")
+            atomic_write_text(path, tomli_w.dumps(sparse(self.current_config())))
             self._fill_presets()
             self.preset.setCurrentIndex(self.preset.findData(str(path)))
 
