@@ -128,19 +128,23 @@ def _total_steps_train_reports(config, run_dir) -> int:
 
 
 def test_step_estimate_is_what_train_reports(qtbot, tmp_path):
-    """Repeats from an `N_name` folder count; images set aside in `.excluded` do not (they did, once)."""
+    """Repeats from an `N_name` folder count; an image set aside with "Exclude selected" does not (the
+    estimate once counted it, and ignored the repeats)."""
     from PIL import Image
 
     window, page = _window(qtbot, tmp_path)
-    dataset = tmp_path / "proj" / "dataset"
-    shapes = dataset / "10_shapes"
-    (shapes / ".excluded").mkdir(parents=True)
-    for name, size in (("a", (64, 64)), ("b", (64, 64)), ("wide", (128, 64))):
+    shapes = tmp_path / "proj" / "dataset" / "10_shapes"
+    shapes.mkdir(parents=True)
+    for name, size in (("a", (64, 64)), ("b", (64, 64)), ("c", (64, 64)), ("wide", (128, 64))):
         Image.new("RGB", size, (200, 30, 30)).save(shapes / f"{name}.png")
         (shapes / f"{name}.txt").write_text("zkx, shape", encoding="utf-8")
-    Image.new("RGB", (64, 64)).save(shapes / ".excluded" / "set-aside.png")   # what "Exclude selected" does
-    window.show()
-    window.tabs.setCurrentWidget(page)   # showing the page reads the dataset again
+    dataset_page = window.dataset_page
+    dataset_page.reload()                      # the grid shows the images training uses, subfolders too
+    grid = dataset_page.grid
+    assert grid.model_.rowCount() == 4
+    grid.select_path(shapes / "c.png")
+    dataset_page.exclude_selected()            # tells the training page through `dataset_changed`
+    assert (shapes / ".excluded" / "c.png").exists() and grid.model_.rowCount() == 3
     page.editors["dataset.resolution"].editor.setValue(64)
     page.editors["schedule.batch_size"].editor.setValue(2)
     page.editors["schedule.epochs"].editor.setValue(2)
