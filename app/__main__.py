@@ -16,7 +16,7 @@ def main() -> int:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
-    from app import crash_handler
+    from app import crash_handler, theme
     from app.main_window import MainWindow
 
     crash_handler.install()
@@ -24,6 +24,7 @@ def main() -> int:
     app.setApplicationName("LoRA Studio")
     app.setDesktopFileName("lora-studio")  # lets the desktop match the window to packaging/lora-studio.desktop
     app.setWindowIcon(QIcon(str(ICON)))
+    theme.follow_system(app)
     window = MainWindow()
     if "--self-test" in sys.argv:
         _self_test(app, window)

@@ -8,12 +8,12 @@ it does not stop within a grace period.
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QTimer, Signal
+from PySide6.QtCore import QObject, Signal
+
+from app.engine_client import EngineProcess
 
 STOP_GRACE_MS = 10_000
 
@@ -66,54 +66,30 @@ class CaptionJob(QObject):
 
     def __init__(self, request: CaptionRequest, parent=None, engine: list[str] | None = None):
         super().__init__(parent)
-        self.engine = engine or [sys.executable, "-m", "trainer"]
         self.request = request
-        self.proc = QProcess(self)
-        self.proc.readyReadStandardOutput.connect(self._read)
-        self.proc.finished.connect(self._finished)
-        self._buffer = b""
-        self.error = ""
+        self.engine = EngineProcess(self, engine, stop_grace_ms=STOP_GRACE_MS)
+        self.engine.event.connect(self._event)
+        self.engine.finished.connect(self._finished)
         self.written = self.skipped = 0
         self.cancelled = False
-        self._kill = QTimer(self, singleShot=True, interval=STOP_GRACE_MS)
-        self._kill.timeout.connect(self.proc.kill)
 
     def start(self) -> None:
-        self.proc.start(self.engine[0], self.engine[1:] + self.request.args())
+        self.engine.start(self.request.args())
 
     def cancel(self) -> None:
         self.cancelled = True
-        self.proc.write(b'{"cmd": "stop"}\n')
-        self._kill.start()
+        self.engine.stop()
 
-    def _read(self) -> None:
-        self._buffer += bytes(self.proc.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for raw in lines:
-            self._line(raw.decode("utf-8", "replace"))
+    def _event(self, event) -> None:
+        if event.type == "caption":
+            self.written += event.status in ("written", "preview")
+            self.skipped += event.status == "skipped"
+            self.captioned.emit(event.to_dict())
 
-    def _line(self, line: str) -> None:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            return  # not ours: the engine keeps stdout for events, but be lenient
-        kind = event.get("type")
-        if kind == "caption":
-            self.written += event.get("status") in ("written", "preview")
-            self.skipped += event.get("status") == "skipped"
-            self.captioned.emit(event)
-        elif kind == "error":
-            self.error = event.get("message", "") + (f"\n{event['hint']}" if event.get("hint") else "")
-
-    def _finished(self, code: int, _status) -> None:
-        self._kill.stop()
-        self._read()
-        if self._buffer.strip():
-            self._line(self._buffer.decode("utf-8", "replace"))
-        if not self.error and code != 0 and not self.cancelled:
-            tail = bytes(self.proc.readAllStandardError()).decode("utf-8", "replace").strip().splitlines()
-            self.error = tail[-1] if tail else f"the engine exited with code {code}"
+    def _finished(self, code: int, _crashed: bool) -> None:
+        failed = self.engine.last_error is not None or (code != 0 and not self.cancelled)
+        error = (self.engine.error_message() or f"the engine exited with code {code}") if failed else ""
         summary = f"{self.written} captions written, {self.skipped} skipped"
         if self.cancelled:
             summary = f"Cancelled: {summary}"
-        self.finished.emit(not self.error, self.error or summary)
+        self.finished.emit(not error, error or summary)

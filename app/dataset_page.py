@@ -1,98 +1,67 @@
 """The dataset page: drop images in, browse them, edit captions, and read the health report.
 
-Imports and the health check run in the engine as child processes; the page only shows their reports.
-Caption edits are saved atomically shortly after typing stops (undo/redo: Ctrl+Z / Ctrl+Shift+Z).
+Imports, bulk edits and the health check run in the engine as child processes; the page only shows their
+reports. The parts are widgets of their own: the thumbnail grid, the caption editor, the bulk-edit bar and
+the health view; this page wires them together and owns the folder.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import tempfile
+from collections import Counter
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, Qt, QTimer, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox,
-    QCompleter,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QMessageBox,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
 
 from app.import_job import ImportJob
-from app.widgets.tag_chips import TagChips, split_tags
+from app.widgets.bulk_edit_bar import BulkEditBar
+from app.widgets.caption_editor import CaptionEditor
+from app.widgets.health_view import HealthView
 from app.widgets.thumbnails import ThumbnailGrid
-
-SAVE_DELAY_MS = 600
-
-
-def write_caption(path: Path, text: str) -> None:
-    """Atomic UTF-8 write: a crash leaves the old caption or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text.strip() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-BULK_OPS = [("Set trigger word", "--trigger"), ("Add tag", "--add"), ("Remove tag", "--remove"),
-            ("Replace tag", "--replace-tag"), ("Find & replace", "--find")]
+from trainer.shared.captions import caption_path, read_caption, split_tags
+from trainer.shared.dataset_layout import dataset_images
+from trainer.shared.images import EXCLUDED_DIR
 
 
 def dataset_tags(folder: Path) -> list[str]:
-    counts: dict[str, int] = {}
-    for caption in Path(folder).glob("*.txt"):
-        try:
-            text = caption.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            continue
-        for tag in (t.strip() for t in text.split(",")):
-            if tag:
-                counts[tag] = counts.get(tag, 0) + 1
+    """The dataset's tags, most frequent first (for completion)."""
+    counts = Counter(tag for image in dataset_images(folder) for tag in split_tags(read_caption(
+        caption_path(image)).text))
     return sorted(counts, key=lambda t: (-counts[t], t))
-
-
-def _hbox(*widgets) -> QWidget:
-    box = QWidget()
-    row = QHBoxLayout(box)
-    row.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        row.addWidget(w)
-    return box
 
 
 class DatasetPage(QWidget):
     import_finished = Signal(object)
     check_finished = Signal(object)
     bulk_finished = Signal()
+    dataset_changed = Signal()      # images added or set aside: step estimates are out of date
 
     def __init__(self, parent=None, engine: list[str] | None = None):
         super().__init__(parent)
-        self.engine = engine or [sys.executable, "-m", "trainer"]
+        self.engine = engine
         self.folder: Path | None = None
         self.job: ImportJob | None = None
-        self.current: Path | None = None
         self._build()
 
     def _build(self) -> None:
         self.title = QLabel("No project open. Use File › New project, or drop images here after opening one.")
-        self.check_button = QPushButton("Check dataset")
+        self.title.setWordWrap(True)
+        icon = self.style().standardIcon
+        self.check_button = QPushButton(icon(QStyle.StandardPixmap.SP_DialogApplyButton), "Check dataset")
+        self.check_button.setToolTip("The engine's health report: sizes, buckets, captions, duplicates")
         self.check_button.clicked.connect(self.run_check)
-        self.caption_button = QPushButton("Auto-caption…")
+        self.caption_button = QPushButton(icon(QStyle.StandardPixmap.SP_FileDialogDetailedView), "Auto-caption…")
         self.caption_button.setToolTip("Caption the selection or the whole dataset with a local model")
         self.caption_button.clicked.connect(self.auto_caption)
         top = QHBoxLayout()
@@ -106,99 +75,92 @@ class DatasetPage(QWidget):
         bar.addWidget(self.progress, 1)
         bar.addWidget(self.cancel_button)
         self.grid = ThumbnailGrid()
-        self.grid.selectionModel().currentChanged.connect(lambda index, _: self.show_image(index))
-        self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumSize(320, 320)
-        self.caption = QPlainTextEdit()
-        self.caption.setPlaceholderText("caption: comma-separated tags or a sentence")
-        self.caption.setMaximumHeight(120)
-        self.caption_state = QLabel("")
-        self.tokens = QLabel("")
-        self.caption.textChanged.connect(self._count_tokens)
-        self.chips = TagChips()
-        self.chips.tags_edited.connect(self._tags_edited)
-        self.caption.textChanged.connect(lambda: self.chips.set_tags(split_tags(self.caption.toPlainText())))
-        self.save_timer = QTimer(self, singleShot=True, interval=SAVE_DELAY_MS)
-        self.save_timer.timeout.connect(self.save_caption)
-        self.caption.textChanged.connect(self.save_timer.start)
-        self.health = QListWidget()
-        self.health.itemClicked.connect(self._jump_to_file)
+        self.grid.selectionModel().currentChanged.connect(
+            lambda index, _: self.editor.show_image(index.data(Qt.ItemDataRole.UserRole + 1)))
+        self.editor = CaptionEditor()
+        self.editor.saved.connect(lambda _path: self.reload_tags())
+        self.bulk = BulkEditBar(self.grid.selected_paths, self, self.engine)
+        self.bulk.about_to_edit.connect(self.editor.save)
+        self.bulk.finished.connect(self._bulk_done)
+        self.bulk.exclude_requested.connect(self.exclude_selected)
+        self.health = HealthView(self, self.engine)
+        self.health.checked.connect(self.check_finished)
+        self.health.file_chosen.connect(self.grid.select_path)
+        self.setLayout(self._layout(top, bar))
+        self._set_importing(False)
+
+    def _layout(self, top: QHBoxLayout, bar: QHBoxLayout) -> QVBoxLayout:
         side = QWidget()
         column = QVBoxLayout(side)
-        for widget in (self.preview, QLabel("Caption"), self.caption, _hbox(self.tokens, self.caption_state),
-                       self.chips,
-                       QLabel("Health report"), self.health):
-            column.addWidget(widget)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.editor)
+        column.addWidget(QLabel("Health report"))
+        column.addWidget(self.health, 1)
         split = QSplitter()
         split.addWidget(self.grid)
         split.addWidget(side)
         split.setSizes([700, 380])
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addLayout(top)
-        layout.addWidget(self._bulk_bar())
+        layout.addWidget(self.bulk)
         layout.addLayout(bar)
         layout.addWidget(split, 1)
-        self._set_importing(False)
+        return layout
 
-    def _bulk_bar(self) -> QWidget:
-        self.bulk_op = QComboBox()
-        for label, flag in BULK_OPS:
-            self.bulk_op.addItem(label, flag)
-        self.bulk_value = QLineEdit(placeholderText="tag or text")
-        self.completer = QCompleter([], self)  # the dataset's own tags, most frequent first
-        self.completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.bulk_value.setCompleter(self.completer)
-        self.bulk_other = QLineEdit(placeholderText="replace with")
-        self.bulk_other.setVisible(False)
-        self.bulk_op.currentIndexChanged.connect(
-            lambda _i: self.bulk_other.setVisible(self.bulk_op.currentData() in ("--replace-tag", "--find")))
-        self.bulk_scope = QComboBox()
-        self.bulk_scope.addItems(["selected images", "whole dataset"])
-        apply = QPushButton("Apply")
-        apply.clicked.connect(self.apply_bulk)
-        exclude = QPushButton("Exclude selected")
-        exclude.setToolTip("Move the selected images (and captions) into the dataset's .excluded folder")
-        exclude.clicked.connect(self.exclude_selected)
-        self.bulk_state = QLabel("")
-        return _hbox(self.bulk_op, self.bulk_value, self.bulk_other, self.bulk_scope, apply, exclude,
-                     self.bulk_state)
+    def save_caption(self) -> None:
+        self.editor.save()
 
-    def apply_bulk(self) -> None:
-        if self.folder is None or not self.bulk_value.text().strip():
-            return
-        self.save_caption()
-        flag, value = self.bulk_op.currentData(), self.bulk_value.text().strip()
-        args = ["dataset", "caption", str(self.folder), "--json"]
-        args += [flag, value, self.bulk_other.text().strip()] if flag in ("--replace-tag",) else [flag, value]
-        if flag == "--find":
-            args += ["--replace-with", self.bulk_other.text()]
-        if self.bulk_scope.currentIndex() == 0:
-            selected = self.grid.selected_paths()
-            if not selected:
-                self.bulk_state.setText("select images first")
-                return
-            args += ["--only", *map(str, selected)]
-        proc = QProcess(self)
-        proc.finished.connect(lambda code, _s: self._bulk_done(proc, code))
-        proc.start(self.engine[0], self.engine[1:] + args)
+    def set_folder(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.bulk.folder = self.folder
+        self.title.setText(f"Dataset: {self.folder}  ·  drop images, folders or .zip files anywhere to import")
+        self.reload()
 
-    def _bulk_done(self, proc: QProcess, code: int) -> None:
-        if code != 0:
-            self.bulk_state.setText(bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip())
-        else:
-            result = json.loads(bytes(proc.readAllStandardOutput()).decode("utf-8"))
-            skipped = f", {len(result['skipped'])} skipped (not UTF-8)" if result["skipped"] else ""
-            self.bulk_state.setText(f"{len(result['changed'])} captions changed{skipped}")
-        if self.current is not None:
-            self._load_caption(self.current.with_suffix(".txt"))
+    def reload(self) -> None:
+        if self.folder is not None:
+            self.grid.load_folder(self.folder)
+            self.reload_tags()
+            self.dataset_changed.emit()
+
+    def reload_tags(self) -> None:
+        if self.folder is not None:
+            tags = dataset_tags(self.folder)
+            self.bulk.set_known_tags(tags)
+            self.editor.set_known_tags(tags)
+
+    def shutdown(self) -> None:
+        """The window is closing: thumbnails not started are dropped, running ones finish first (their
+        signals object must outlive them)."""
+        self.editor.save()
+        self.grid.pool.clear()
+        self.grid.pool.waitForDone(5000)
+
+    def _bulk_done(self) -> None:
+        self.editor.reload()
+        self.reload_tags()
         self.bulk_finished.emit()
 
+    def exclude_selected(self) -> None:
+        """Set images aside without deleting anything: dataset scans skip hidden folders."""
+        if self.folder is None:
+            return
+        self.editor.save()
+        for image in self.grid.selected_paths():
+            aside = image.parent / EXCLUDED_DIR
+            aside.mkdir(exist_ok=True)
+            for path in (image, caption_path(image)):
+                if path.exists():
+                    os.replace(path, aside / path.name)
+        self.editor.clear()
+        self.reload()
+
+    # -- auto-caption --------------------------------------------------------------------------------
     def auto_caption(self):
         if self.folder is None:
             return None
         from app.dialogs.caption_dialog import CaptionDialog
 
-        self.save_caption()
+        self.editor.save()
         dialog = CaptionDialog(self.folder, self.grid.selected_paths(), self, self.engine)
         dialog.captioned.connect(self._auto_captioned)
         dialog.done.connect(lambda _ok, _m: (self.reload_tags(), self.run_check()))
@@ -211,46 +173,8 @@ class DatasetPage(QWidget):
             return
         path = Path(event["path"])
         self.grid.mark_captioned(path, event.get("caption", ""))
-        if self.current is not None and self.current == path:
-            self._load_caption(path.with_suffix(".txt"))
-
-    def exclude_selected(self) -> None:
-        """Set images aside without deleting anything: scanners skip hidden folders."""
-        if self.folder is None:
-            return
-        self.save_caption()
-        aside = self.folder / ".excluded"
-        aside.mkdir(exist_ok=True)
-        for image in self.grid.selected_paths():
-            for path in (image, image.with_suffix(".txt")):
-                if path.exists():
-                    os.replace(path, aside / path.name)
-        self.current = None
-        self.reload()
-
-    def _count_tokens(self) -> None:
-        from app.tokens import CLIP_LIMIT, count_tokens
-
-        n = count_tokens(self.caption.toPlainText())
-        over = n > CLIP_LIMIT
-        self.tokens.setText(f"{n} / {CLIP_LIMIT} tokens" + (" — the rest is cut off in training" if over else ""))
-        self.tokens.setStyleSheet("color: #b00020;" if over else "")
-
-    def set_folder(self, folder: Path) -> None:
-        self.folder = Path(folder)
-        self.title.setText(f"Dataset: {self.folder}  ·  drop images, folders or .zip files anywhere to import")
-        self.reload()
-
-    def reload(self) -> None:
-        if self.folder is not None:
-            self.grid.load_folder(self.folder)
-            self.reload_tags()
-
-    def reload_tags(self) -> None:
-        if self.folder is not None:
-            tags = dataset_tags(self.folder)
-            self.completer.model().setStringList(tags)
-            self.chips.completer.model().setStringList(tags)
+        if self.editor.current == path:
+            self.editor.reload()
 
     # -- import --------------------------------------------------------------------------------------
     def import_paths(self, sources: list[Path]) -> None:
@@ -294,83 +218,7 @@ class DatasetPage(QWidget):
             box.setDetailedText("\n\n".join(details))
         box.open()
 
-    # -- captions ------------------------------------------------------------------------------------
-    def show_image(self, index) -> None:
-        self.save_caption()
-        path = index.data(Qt.ItemDataRole.UserRole + 1)
-        self.current = Path(path) if path else None
-        if self.current is None:
-            return
-        pixmap = QPixmap(str(self.current))
-        self.preview.setPixmap(pixmap.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                             Qt.TransformationMode.SmoothTransformation))
-        self._load_caption(self.current.with_suffix(".txt"))
-
-    def _load_caption(self, path: Path) -> None:
-        self.caption.blockSignals(True)
-        try:
-            text = path.read_bytes().decode("utf-8-sig") if path.exists() else ""
-            self.caption.setPlainText(" ".join(text.split("\n")).strip())
-            self.caption.setReadOnly(False)
-            self.caption_state.setText("" if path.exists() else "no caption yet")
-        except UnicodeDecodeError:
-            self.caption.setPlainText("")
-            self.caption.setReadOnly(True)
-            self.caption_state.setText(f"{path.name} is not UTF-8: re-save it as UTF-8 to edit it here")
-        finally:
-            self.caption.blockSignals(False)
-        self.caption.document().clearUndoRedoStacks()
-        self.caption.document().setModified(False)
-        self._count_tokens()
-        self.chips.set_tags(split_tags(self.caption.toPlainText()))
-
-    def _tags_edited(self, tags: list[str]) -> None:
-        """A chip removed or a tag added: edit the text as one undoable step, then save."""
-        cursor = self.caption.textCursor()
-        cursor.select(cursor.SelectionType.Document)
-        cursor.insertText(", ".join(tags))
-        self.save_caption()
-
-    def save_caption(self) -> None:
-        self.save_timer.stop()
-        if self.current is None or self.caption.isReadOnly() or not self.caption.document().isModified():
-            return
-        write_caption(self.current.with_suffix(".txt"), self.caption.toPlainText())
-        self.caption.document().setModified(False)
-        self.caption_state.setText("saved")
-
     # -- health report -------------------------------------------------------------------------------
     def run_check(self) -> None:
-        if self.folder is None:
-            return
-        proc = self._check_proc = QProcess(self)
-        # a bound method, not a lambda: Qt drops the connection if the page is deleted before the check ends
-        proc.finished.connect(self._check_finished)
-        proc.start(self.engine[0], self.engine[1:] + ["dataset", "check", str(self.folder), "--json"])
-        self.health.clear()
-        self.health.addItem("checking…")
-
-    def _check_finished(self, code: int, _status) -> None:
-        self._check_done(self.sender(), code)
-
-    def _check_done(self, proc: QProcess, code: int) -> None:
-        self.health.clear()
-        if code != 0:
-            self.health.addItem(bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip())
-            return
-        report = json.loads(bytes(proc.readAllStandardOutput()).decode("utf-8"))
-        buckets = ", ".join(f"{k}: {v}" for k, v in report["bucket_plan"]["buckets"].items())
-        self.health.addItem(f"{report['images']} images · {report['steps_per_epoch']} steps per epoch · "
-                            f"buckets {buckets}")
-        for warning in report["warnings"]:
-            self.health.addItem(f"⚠ {warning['message']}")
-            for file in warning["files"]:
-                item = QListWidgetItem(f"    {Path(file).name}")
-                item.setData(Qt.ItemDataRole.UserRole, file)
-                self.health.addItem(item)
-        self.check_finished.emit(report)
-
-    def _jump_to_file(self, item: QListWidgetItem) -> None:
-        file = item.data(Qt.ItemDataRole.UserRole)
-        if file:
-            self.grid.select_path(Path(file))
+        if self.folder is not None:
+            self.health.run(self.folder)

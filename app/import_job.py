@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, Signal
+from PySide6.QtCore import QObject, Signal
+
+from app.engine_client import EngineCall
 
 
 class ImportJob(QObject):
@@ -15,34 +16,30 @@ class ImportJob(QObject):
 
     def __init__(self, sources: list[Path], into: Path, parent=None, engine: list[str] | None = None):
         super().__init__(parent)
-        self.engine = engine or [sys.executable, "-m", "trainer"]
-        self.proc = QProcess(self)
-        self.proc.readyReadStandardError.connect(self._progress)
-        self.proc.finished.connect(self._finished)
+        self.engine = engine
         self.args = ["dataset", "import", *map(str, sources), "--into", str(into), "--json", "--progress"]
+        self.call: EngineCall | None = None
         self.cancelled = False
         self.error = ""
 
     def start(self) -> None:
-        self.proc.start(self.engine[0], self.engine[1:] + self.args)
+        self.call = EngineCall(self.args, self, self.engine)
+        self.call.stderr_line.connect(self._progress)
+        self.call.done.connect(self._done)
 
     def cancel(self) -> None:
         # each file is written atomically, so stopping between or during files leaves no half-written file
         self.cancelled = True
-        self.proc.kill()
+        if self.call is not None:
+            self.call.cancel()
 
-    def _progress(self) -> None:
-        for line in bytes(self.proc.readAllStandardError()).decode("utf-8", "replace").splitlines():
-            try:
-                data = json.loads(line)
-                self.progress.emit(data["done"], data["total"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                self.error += line + "\n"
-
-    def _finished(self, code: int, _status) -> None:
-        out = bytes(self.proc.readAllStandardOutput()).decode("utf-8", "replace")
+    def _progress(self, line: str) -> None:
         try:
-            report = json.loads(out) if out.strip() and not self.cancelled else None
-        except json.JSONDecodeError:
-            report = None
-        self.finished.emit(report)
+            data = json.loads(line)
+            self.progress.emit(data["done"], data["total"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            self.error += line + "\n"
+
+    def _done(self, report, error: str) -> None:
+        self.error = self.error or error
+        self.finished.emit(None if self.cancelled else report)

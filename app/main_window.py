@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtCore import QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -14,32 +14,36 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QStyle,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from app import settings
 from app.dataset_page import DatasetPage
+from app.engine_client import EngineProcess
 from app.project import Project, ProjectError
 from app.project_lock import ProjectLocked, lock_project
 from app.run_page import RunPage
+from app.system_probe import SystemProbe, system_probe
 from app.test_page import TestPage
 from app.training_page import TrainingPage
 from app.widgets.system_facts import SystemFacts, facts_html
 from app.wizard.wizard import NewLoraWizard
-from app.worker import EngineProcess
-from trainer import config as config_mod
 
+SPACING = 12   # between the start page's blocks (Qt's default 6 crowds the big buttons)
 DEMO_TEXT = ("The demo trains a tiny built-in model with random weights on a few bundled images, so you can "
              "see the whole flow (live previews, loss, checkpoints, the adapter file) in under a minute on "
              "any computer. Its preview images are noise because the model is random.")
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, engine: EngineProcess | None = None, data_dir: Path | None = None):
+    def __init__(self, engine: EngineProcess | None = None, data_dir: Path | None = None,
+                 probe: SystemProbe | None = None):
         super().__init__()
+        self.probe = probe or system_probe()
         self.setWindowTitle("LoRA Studio")
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
         self.data_dir = Path(data_dir or QStandardPaths.writableLocation(
             QStandardPaths.StandardLocation.AppDataLocation) or Path.home() / ".lora-studio")
         self.project: Project | None = None
@@ -48,6 +52,7 @@ class MainWindow(QMainWindow):
         self.dataset_page = DatasetPage()
         self.training_page = TrainingPage(self.data_dir / "presets")
         self.training_page.saved.connect(lambda _path: self.prepare_project_run())
+        self.dataset_page.dataset_changed.connect(self.training_page.dataset_changed)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._start_page(), "Start")
         self.tabs.addTab(self.dataset_page, "Dataset")
@@ -61,8 +66,9 @@ class MainWindow(QMainWindow):
             lambda _ok: self.project and self.prepare_project_run(keep_status=True))
         self.setCentralWidget(self.tabs)
         self._menus()
+        self._status_bar()
         self.resize(1180, 760)
-        geometry = self.settings.value("geometry")
+        geometry = settings.raw(settings.GEOMETRY)
         if geometry is not None:
             self.restoreGeometry(geometry)
 
@@ -78,43 +84,86 @@ class MainWindow(QMainWindow):
         layout.addSpacing(40)
         title = QLabel("<h1>LoRA Studio</h1><p>Train a LoRA on your own images, watch it learn, and use it "
                        "in AUTOMATIC1111, Forge, ComfyUI, InvokeAI or diffusers.</p>")
-        demo = QPushButton("Try the demo")
+        icon, pix = self.style().standardIcon, QStyle.StandardPixmap
+        demo = QPushButton(icon(pix.SP_MediaPlay), "Try the demo")
         demo.clicked.connect(self.try_demo)
         note = QLabel(DEMO_TEXT)
         note.setWordWrap(True)
-        open_run = QPushButton("Open a past run…")
+        open_run = QPushButton(icon(pix.SP_DirIcon), "Open a past run…")
         open_run.clicked.connect(self.open_run)
-        new_project = QPushButton("New LoRA…  (a guided set-up: images, captions, settings)")
+        new_project = QPushButton(icon(pix.SP_FileIcon), "New LoRA…  (a guided set-up: images, captions, settings)")
+        new_project.setToolTip("Ctrl+N")
         new_project.clicked.connect(lambda: self.new_lora())
-        open_project = QPushButton("Open project…")
+        open_project = QPushButton(icon(pix.SP_DirOpenIcon), "Open project…")
+        open_project.setToolTip("Ctrl+O")
         open_project.clicked.connect(self.choose_project)
         for button in (demo, open_run, new_project, open_project):
             button.setMinimumHeight(44)
         title.setWordWrap(True)
-        self.facts = SystemFacts(column)
+        self.facts = SystemFacts(self.probe, column)
+        layout.setSpacing(SPACING)
         for widget in (title, new_project, open_project, demo, note, open_run, self.facts):
             layout.addWidget(widget)
-            layout.addSpacing(8)
         layout.addStretch(1)
         return page
 
     def _menus(self) -> None:
+        icon, pix = self.style().standardIcon, QStyle.StandardPixmap
         file_menu = self.menuBar().addMenu("&File")
-        for text, slot, key in (("&New LoRA…", lambda: self.new_lora(), QKeySequence.StandardKey.New),
-                                ("New &empty project…", self.new_project, None),
-                                ("Open &project…", self.choose_project, None),
-                                ("Try the &demo", self.try_demo, None),
-                                ("&Open run folder…", self.open_run, QKeySequence.StandardKey.Open),
-                                ("&Quit", self.close, QKeySequence.StandardKey.Quit)):
-            action = QAction(text, self)
+        for text, slot, key, glyph in (
+                ("&New LoRA…", lambda: self.new_lora(), QKeySequence.StandardKey.New, pix.SP_FileIcon),
+                ("New &empty project…", self.new_project, None, pix.SP_FileDialogNewFolder),
+                ("&Open project…", self.choose_project, QKeySequence.StandardKey.Open, pix.SP_DirOpenIcon),
+                ("Try the &demo", self.try_demo, None, pix.SP_MediaPlay),
+                ("Open &run folder…", self.open_run, "Ctrl+Shift+O", pix.SP_DirIcon),
+                ("&Quit", self.close, QKeySequence.StandardKey.Quit, pix.SP_DialogCloseButton)):
+            action = QAction(icon(glyph), text, self)
             action.triggered.connect(slot)
             if key is not None:
                 action.setShortcut(key)
             file_menu.addAction(action)
         self.recent_menu = file_menu.addMenu("&Recent projects")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
+        run_menu = self.menuBar().addMenu("&Training")
+        start = run_menu.addAction(icon(pix.SP_MediaPlay), "&Start training", self.start_training)
+        start.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        stop = run_menu.addAction(icon(pix.SP_MediaStop), "S&top training…", self.confirm_stop)
+        stop.setShortcut(QKeySequence(Qt.Key.Key_Escape))
         help_menu = self.menuBar().addMenu("&Help")
-        help_menu.addAction("This &computer…", self.show_system_facts)
+        help_menu.addAction(icon(pix.SP_ComputerIcon), "This &computer…", self.show_system_facts)
+
+    def _status_bar(self) -> None:
+        """What the engines are doing, always in view (the Run page may be hidden behind another tab)."""
+        self.engine_state = QLabel("Training engine: idle")
+        self.statusBar().addPermanentWidget(self.engine_state)
+        self.run_page.engine_state.connect(self.engine_state.setText)
+
+    def start_training(self) -> None:
+        """Ctrl+Return: start the prepared run (the project's, or the demo when none is open)."""
+        if self.run_page.running:
+            return
+        if self.project is None and self.run_page.run_dir is None:
+            self.try_demo()
+            return
+        self.tabs.setCurrentWidget(self.run_page)
+        self.run_page.start()
+
+    def confirm_stop(self) -> bool:
+        """Esc: stop the run after asking (a stop saves a checkpoint first, and the run can be resumed)."""
+        if not self.run_page.running:
+            return False
+        answer = QMessageBox.question(self, "Stop training?", "Stop the run now? It saves a checkpoint first, "
+                                      "and you can resume it later from the Run page.")
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        self.run_page.stop()
+        self.statusBar().showMessage("Stopping: saving a checkpoint first…", 10_000)
+        return True
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        # the probe's child imports torch (seconds): ask once the window is on screen, not before
+        QTimer.singleShot(0, self.probe.start)
 
     def show_system_facts(self) -> None:
         report = self.facts.report
@@ -122,13 +171,13 @@ class MainWindow(QMainWindow):
                                 "Still asking the engine; try again in a moment.")
 
     def restore_last_project(self) -> None:
-        last = self.settings.value("last_project", "")
+        last = settings.text(settings.LAST_PROJECT)
         if last and (Path(last) / "project.toml").exists():
             self.open_project(Path(last))
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
-        for folder in self.settings.value("recent", [], type=list):
+        for folder in settings.recent(settings.RECENT_PROJECTS):
             self.recent_menu.addAction(folder, lambda f=folder: self.open_project(Path(f)))
 
     def new_project(self) -> None:
@@ -137,22 +186,22 @@ class MainWindow(QMainWindow):
             self.open_project(Path(folder), create=True)
 
     def projects_dir(self) -> Path:
-        saved = self.settings.value("projects_dir", "")
+        saved = settings.text(settings.PROJECTS_DIR)
         documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
         return Path(saved or (Path(documents) / "LoRA Studio" if documents else self.data_dir / "projects"))
 
     def new_lora(self, system=None) -> NewLoraWizard:
-        self.wizard = NewLoraWizard(self.projects_dir(), system, self)
+        self.wizard = NewLoraWizard(self.projects_dir(), system, self, self.probe)
         self.wizard.start_training.connect(self.start_project_run)
         self.wizard.open_expert.connect(self._open_expert)
         self.wizard.finished.connect(
-            lambda _r: self.settings.setValue("projects_dir", str(self.wizard.state.projects_dir)))
+            lambda _r: settings.put(settings.PROJECTS_DIR, str(self.wizard.state.projects_dir)))
         self.wizard.show()
         return self.wizard
 
     def start_project_run(self, folder: Path) -> None:
         self.open_project(folder)
-        if self.run_page.engine.running:
+        if self.run_page.running:
             QMessageBox.information(self, "A run is going", "Another run is still training; start this one "
                                     "from the Run page when it has finished.")
             return
@@ -181,15 +230,11 @@ class MainWindow(QMainWindow):
         if not same and self.project_lock is not None:
             self.project_lock.unlock()
         self.project, self.project_lock = project, lock
-        recent = [str(folder)] + [f for f in self.settings.value("recent", [], type=list) if f != str(folder)]
-        self.settings.setValue("recent", recent[:10])
-        self.settings.setValue("last_project", str(folder))
+        settings.remember(settings.RECENT_PROJECTS, str(folder))
+        settings.put(settings.LAST_PROJECT, str(folder))
         self.setWindowTitle(f"LoRA Studio — {self.project.name}")
         self.dataset_page.set_folder(self.project.dataset)
-        self.training_page.dataset, self.training_page.target = self.project.dataset, self.project.config_path
-        if self.project.config_path.exists():
-            self.training_page.load(config_mod.load(self.project.config_path))
-        self.training_page.revalidate()
+        self.training_page.open_project(self.project.dataset, self.project.config_path)
         self.prepare_project_run()
         self.tabs.setCurrentWidget(self.dataset_page)
 
@@ -218,7 +263,7 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     def try_demo(self) -> None:
-        if self.run_page.engine.running:
+        if self.run_page.running:
             return
         run_dir = self.data_dir / "demo-runs" / time.strftime("demo-%Y%m%d-%H%M%S")
         self.run_page.prepare(run_dir, demo=True)
@@ -231,11 +276,7 @@ class MainWindow(QMainWindow):
             self.show_run(Path(folder))
 
     def show_run(self, folder: Path) -> None:
-        self.run_page.prepare(folder)
-        self.run_page.gallery.clear()
-        self.run_page.gallery.load_folder(folder / "samples")
-        self.run_page.status.setText(f"Past run: {folder}")
-        self.run_page.resume_button.setVisible((folder / "state").is_dir())
+        self.run_page.show_past_run(folder)
         self.tabs.setCurrentWidget(self.run_page)
 
     def test_adapter(self, adapter: str) -> None:
@@ -244,7 +285,7 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.test_page)
 
     def closeEvent(self, event) -> None:
-        if self.run_page.engine.running:
+        if self.run_page.running:
             answer = QMessageBox.question(
                 self, "Training is running",
                 "Stop the run and save a checkpoint first? (You can resume it later.)",
@@ -252,13 +293,10 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
-            self.run_page.engine.stop()
-            self.run_page.engine.proc.waitForFinished(60_000)
+            self.run_page.stop_and_wait(60_000)
         self.test_page.shutdown()
-        self.settings.setValue("geometry", self.saveGeometry())
+        settings.put(settings.GEOMETRY, self.saveGeometry())
         if self.project_lock is not None:
             self.project_lock.unlock()
-        pool = self.dataset_page.grid.pool
-        pool.clear()            # thumbnails not started yet are not needed any more
-        pool.waitForDone(5000)  # running ones must finish before their signals object goes away
+        self.dataset_page.shutdown()
         super().closeEvent(event)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import tomli_w
 
+from trainer.fsutil import atomic_write_text
+
 PROJECT_FILE = "project.toml"
 
 
@@ -58,6 +60,4 @@ class Project:
         if dataset.is_relative_to(self.folder):
             dataset = dataset.relative_to(self.folder)
         text = tomli_w.dumps({"project": {"name": self.name, "dataset": str(dataset)}})
-        tmp = self.folder / f".{PROJECT_FILE}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(self.folder / PROJECT_FILE)
+        atomic_write_text(self.folder / PROJECT_FILE, text)

@@ -17,20 +17,23 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
 
-from app.dialogs.export_dialog import ExportDialog, adapters_in, checkpoint_for_step
+from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.image_viewer import ImageViewer
+from app.engine_client import EngineProcess
 from app.widgets.gallery import SampleGallery
 from app.widgets.loss_chart import LossChart
-from app.worker import EngineProcess
+from trainer.run_folder import STATE_DIR, adapters_in, checkpoint_for_step
 
 
 class RunPage(QWidget):
     run_finished = Signal(bool)  # succeeded
     test_requested = Signal(str)  # an adapter to open on the Test page
+    engine_state = Signal(str)   # one line for the window's status bar: what the training engine is doing
 
     def __init__(self, engine: EngineProcess | None = None, parent=None):
         super().__init__(parent)
@@ -46,13 +49,18 @@ class RunPage(QWidget):
         self._set_running(False)
 
     def _build(self) -> None:
-        self.start_button = QPushButton("Start")
-        self.stop_button = QPushButton("Stop (saves first)")
-        self.sample_button = QPushButton("Sample now")
-        self.save_button = QPushButton("Save now")
-        self.resume_button = QPushButton("Resume")
+        icon = self.style().standardIcon
+        pix = QStyle.StandardPixmap
+        self.start_button = QPushButton(icon(pix.SP_MediaPlay), "Start")
+        self.start_button.setToolTip("Start training (Ctrl+Return)")
+        self.stop_button = QPushButton(icon(pix.SP_MediaStop), "Stop (saves first)")
+        self.stop_button.setToolTip("Stop after saving a checkpoint you can resume from (Esc)")
+        self.sample_button = QPushButton(icon(pix.SP_FileDialogContentsView), "Sample now")
+        self.save_button = QPushButton(icon(pix.SP_DialogSaveButton), "Save now")
+        self.resume_button = QPushButton(icon(pix.SP_MediaSeekForward), "Resume")
         self.compare_button = QPushButton("Compare selected")
-        self.export_button = QPushButton("Export…")
+        self.compare_button.setToolTip("Two selected previews side by side (select with Ctrl+click)")
+        self.export_button = QPushButton(icon(pix.SP_DialogOpenButton), "Export…")
         self.export_button.setToolTip("Export the final adapter, or the checkpoint of the sample you selected")
         self.export_button.clicked.connect(self.open_export)
         self.test_button = QPushButton("Test this checkpoint")
@@ -60,7 +68,7 @@ class RunPage(QWidget):
                                     "(or the final adapter), to generate with it and compare strengths")
         self.test_button.clicked.connect(self.test_checkpoint)
         self.start_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.engine.stop)
+        self.stop_button.clicked.connect(self.stop)
         self.sample_button.clicked.connect(lambda: self.engine.send("sample"))
         self.save_button.clicked.connect(lambda: self.engine.send("save"))
         self.resume_button.clicked.connect(self.resume)
@@ -77,7 +85,7 @@ class RunPage(QWidget):
         self.status.setWordWrap(True)
         self.chart = LossChart()
         self.gallery = SampleGallery()
-        self.gallery.image_activated.connect(lambda path: ImageViewer([path], self).exec())
+        self.gallery.image_activated.connect(self.view_image)
         self.log = QPlainTextEdit(readOnly=True)
         self.log.setMaximumBlockCount(5000)
         split = QSplitter()
@@ -100,6 +108,28 @@ class RunPage(QWidget):
         if not keep_status:  # after a run, its outcome ("Done at step N. Adapter: …") stays readable
             self.status.setText(f"Ready to train into {self.run_dir}")
 
+    def show_past_run(self, folder: Path) -> None:
+        """A finished (or stopped) run: its previews, and Resume when it saved a state to resume from."""
+        self.prepare(folder)
+        self.gallery.clear()
+        self.gallery.load_run(folder)
+        self.status.setText(f"Past run: {folder}")
+        self.resume_button.setVisible((Path(folder) / STATE_DIR).is_dir())
+
+    def stop(self) -> None:
+        """A clean stop: the engine saves a checkpoint first (killed only if it does not exit in time)."""
+        self.engine.stop()
+        self.engine_state.emit("Training engine: stopping (saving a checkpoint first)…")
+
+    def stop_and_wait(self, ms: int) -> None:
+        """A clean stop, waiting at most MS ms: the window is closing."""
+        self.stop()
+        self.engine.wait(ms)
+
+    @property
+    def running(self) -> bool:
+        return self.engine.running
+
     def start(self) -> None:
         if self.run_dir is None:
             return
@@ -114,22 +144,24 @@ class RunPage(QWidget):
         self.engine.resume(self.run_dir)
         self._set_running(True)
 
+    def view_image(self, path: str) -> None:
+        """One preview large; the arrow keys walk the gallery (steps left/right, prompts up/down)."""
+        ImageViewer([path], self, step=self.gallery.neighbour).exec()
+
     def compare(self) -> None:
         paths = self.gallery.selected_paths()
         if len(paths) >= 2:
             ImageViewer(paths[:2], self).exec()
 
     def export_dialog(self) -> ExportDialog:
-        selected = self.gallery.selected_paths()
-        preview = selected[0] if selected else None
-        step = int(Path(preview).stem[4:10]) if preview else None
-        return ExportDialog(self.run_dir, preview, step, self)
+        selected, steps = self.gallery.selected_paths(), self.gallery.selected_steps()
+        return ExportDialog(self.run_dir, selected[0] if selected else None, steps[0] if steps else None, self)
 
     def test_checkpoint(self) -> None:
         if self.run_dir is None:
             return
-        selected = self.gallery.selected_paths()
-        adapter = checkpoint_for_step(self.run_dir, int(Path(selected[0]).stem[4:10])) if selected else None
+        steps = self.gallery.selected_steps()
+        adapter = checkpoint_for_step(self.run_dir, steps[0]) if steps else None
         adapter = adapter or next(iter(adapters_in(self.run_dir)), None)
         if adapter is None:
             self.status.setText("No adapter or checkpoint in this run yet: wait for the first checkpoint.")
@@ -147,6 +179,7 @@ class RunPage(QWidget):
         self.resume_button.setVisible(False)
 
     def _set_running(self, running: bool) -> None:
+        self.engine_state.emit("Training engine: starting…" if running else "Training engine: idle")
         self.start_button.setEnabled(not running)
         for b in (self.stop_button, self.sample_button, self.save_button):
             b.setEnabled(running)
@@ -171,6 +204,8 @@ class RunPage(QWidget):
         self.status.setText(f"Step {e.step} of {e.total} · epoch {e.epoch} · {e.it_s:.2f} it/s · "
                             f"ETA {_duration(e.eta_s)} · loss {e.loss:.4f}")
         self.chart.add_point(e.step, e.loss)
+        self.engine_state.emit(f"Training engine: step {e.step} / {e.total} · {e.it_s:.2f} it/s · "
+                               f"ETA {_duration(e.eta_s)}")
 
     def _on_validation(self, e) -> None:
         self.chart.add_validation_point(e.step, e.loss)
@@ -187,6 +222,8 @@ class RunPage(QWidget):
 
     def on_finished(self, code: int, crashed: bool) -> None:
         self._set_running(False)
+        if not (self.engine.saw_done and code == 0):
+            self.engine_state.emit(f"Training engine: stopped with an error (exit code {code})")
         error = self.engine.last_error
         if self.engine.saw_done and code == 0:
             self.run_finished.emit(True)

@@ -28,13 +28,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.dialogs.export_dialog import adapters_in
 from app.dialogs.image_viewer import ImageViewer
+from app.engine_client import EngineProcess
 from app.test_form import SettingsForm
 from app.widgets.lora_list import LoraList
 from app.widgets.results import ResultsGrid
-from app.worker import EngineProcess
 from app.xy_grid import compose_grid, parse_strengths, plan_cells
+from trainer.run_folder import adapters_in
 
 
 class TestPage(QWidget):
@@ -349,6 +349,6 @@ class TestPage(QWidget):
         """Let the engine finish its current request and exit (the main window calls this on close)."""
         if self.engine.running:
             self.engine.request({"cmd": "stop"})
-            self.engine.proc.closeWriteChannel()
-            if not self.engine.proc.waitForFinished(10_000):
+            self.engine.close_input()
+            if not self.engine.wait(10_000):
                 self.engine.kill()

@@ -37,3 +37,23 @@ def _tokenizer():
 
 def count_tokens(text: str) -> int:
     return len(_tokenizer().encode(text, add_special_tokens=False).ids)
+
+
+CHUNK = CLIP_LIMIT  # the engine encodes a long caption in 75-token chunks (A1111 / kohya max_token_length)
+
+
+def max_tokens() -> int:
+    """The engine's limit (`dataset.max_token_length`, default 225 = 3 chunks); 225 before that key existed."""
+    from trainer import config as config_mod
+
+    return getattr(config_mod.DatasetConfig(), "max_token_length", 3 * CHUNK)
+
+
+def token_summary(n: int, limit: int | None = None) -> tuple[str, bool]:
+    """'80 tokens · 2 chunks', and whether the caption is longer than the engine reads (the rest is cut)."""
+    limit = limit or max_tokens()
+    chunks = max(1, -(-min(n, limit) // CHUNK))
+    text = f"{n} tokens · {chunks} chunk{'s' if chunks > 1 else ''}"
+    if n > limit:
+        return f"{text} — past {limit} tokens the rest is cut in training", True
+    return text, False

@@ -3,14 +3,12 @@ Advanced. Values are checked by trainer.config itself, so the messages are the e
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import tomli_w
-from PySide6.QtCore import QProcess, QSettings, QTimer, Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,16 +23,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine_call import EngineCall
-from app.widgets.config_form import KeyEditor, all_keys
+from app import settings
+from app.engine_client import EngineCall
+from app.model_check import ModelCheck, describe, native_resolution
+from app.theme import ERROR
+from app.widgets.config_form import KeyEditor, all_keys, field_info
+from app.widgets.prompt_table import PromptTable
 from app.widgets.rows import row
 from trainer import config as config_mod
+from trainer.errors import UserError
+from trainer.fsutil import atomic_write_text
+from trainer.shared import steps as step_count
 
 MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
              "schedule.batch_size", "schedule.epochs", "schedule.max_steps", "optimizer.name",
              "schedule.lr_scheduler", "performance.weight_dtype", "performance.gradient_checkpointing"]
-HIDDEN = {"model.path", "dataset.path", "lora.targets", "lora.train_text_encoder"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+HIDDEN = {"model.path", "dataset.path", "lora.targets", "lora.train_text_encoder", "sampling.prompts"}
 
 
 class TrainingPage(QWidget):
@@ -43,20 +47,26 @@ class TrainingPage(QWidget):
 
     def __init__(self, presets_dir: Path, parent=None, engine: list[str] | None = None):
         super().__init__(parent)
-        self.engine = engine or [sys.executable, "-m", "trainer"]
+        self.engine = engine
         self.user_presets = Path(presets_dir)
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
+        self.model_check = ModelCheck(self, engine)
+        self.model_check.checked.connect(self._model_checked)
         self.dataset: Path | None = None
+        self.scanned: list = []      # the dataset's images with sizes and subsets (trainer.shared.steps.scan)
+        self.scan_problem = ""
         self.target: Path | None = None
         self.editors = {key: KeyEditor(key) for key in all_keys() if key not in HIDDEN}
         for editor in self.editors.values():
             editor.changed.connect(self.revalidate)
+        self.loaded_model = ""
+        self.resolution_chosen = False   # typed by the user (or loaded as an unusual value): a base never moves it
+        self.editors["dataset.resolution"].changed.connect(lambda: setattr(self, "resolution_chosen", True))
         self._build()
         self.load(config_mod.TrainConfig())
 
     def _build(self) -> None:
         self.model = QComboBox(editable=True)
-        self.model.addItems(self.settings.value("recent_models", [], type=list))
+        self.model.addItems(settings.recent(settings.RECENT_MODELS))
         self.model.currentTextChanged.connect(self.check_model)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_model)
@@ -79,20 +89,15 @@ class TrainingPage(QWidget):
         form.addRow("Preset", row(self.preset, save_preset))
         form.addRow("Train layers", row(*self.targets.values()))
         for key in MAIN_KEYS:
-            form.addRow(_label(key), self.editors[key])
-        self.advanced = QGroupBox("Advanced")
-        self.advanced.setCheckable(True)
-        self.advanced.setChecked(False)
-        advanced_form = QFormLayout(self.advanced)
-        for key, editor in self.editors.items():
-            if key not in MAIN_KEYS:
-                advanced_form.addRow(key, editor)
-        self.advanced.toggled.connect(lambda on: [advanced_form.itemAt(i).widget().setVisible(on)
-                                                  for i in range(advanced_form.count())
-                                                  if advanced_form.itemAt(i).widget()])
-        self.advanced.toggled.emit(False)
+            form.addRow(_tipped_label(_label(key), key), self.editors[key])
+        self.form = form
+        self.prompts = PromptTable()   # sampling.prompts as fields, not kohya's `--n --w` syntax
+        self.prompts.changed.connect(self.revalidate)
+        self.prompts_group = QGroupBox("Preview prompts (drawn during training to watch it learn)")
+        QVBoxLayout(self.prompts_group).addWidget(self.prompts)
+        self.advanced = self._advanced_group()
         self.problem = QLabel("")
-        self.problem.setStyleSheet("color: #b00020;")
+        self.problem.setStyleSheet(f"color: {ERROR};")
         self.problem.setWordWrap(True)
         self.estimate = QLabel("")
         self.memory = QLabel("")  # `lora-studio plan`'s prediction for the settings as they stand
@@ -105,6 +110,7 @@ class TrainingPage(QWidget):
         body.setMaximumWidth(820)
         column = QVBoxLayout(body)
         column.addLayout(form)
+        column.addWidget(self.prompts_group)
         column.addWidget(self.advanced)
         column.addWidget(self.estimate)
         column.addWidget(self.memory)
@@ -115,7 +121,35 @@ class TrainingPage(QWidget):
         scroll.setWidget(body)
         QVBoxLayout(self).addWidget(scroll)
 
+    def open_project(self, dataset: Path, config: Path) -> None:
+        """The project's dataset (for the step estimate) and config.toml (loaded when it exists, saved to)."""
+        self.dataset, self.target = Path(dataset), Path(config)
+        self.rescan()
+        if self.target.exists():
+            self.load(config_mod.load(self.target))
+        self.revalidate()
+
+    def dataset_changed(self) -> None:
+        """Images were added or set aside on the dataset page: count them again."""
+        self.rescan()
+        self.revalidate()
+
+    def _advanced_group(self) -> QGroupBox:
+        """Every other key, by its dotted name (the config file's own), each with the config's help."""
+        group = QGroupBox("Advanced")
+        group.setCheckable(True)
+        group.setChecked(False)
+        advanced_form = QFormLayout(group)
+        for key, editor in self.editors.items():
+            if key not in MAIN_KEYS:
+                advanced_form.addRow(_tipped_label(key, key), editor)
+        group.toggled.connect(lambda on: [advanced_form.itemAt(i).widget().setVisible(on)
+                                          for i in range(advanced_form.count()) if advanced_form.itemAt(i).widget()])
+        group.toggled.emit(False)
+        return group
+
     def showEvent(self, event) -> None:
+        self.rescan()
         self.revalidate()  # the dataset may have grown since: refresh the step estimate
         super().showEvent(event)
 
@@ -123,9 +157,14 @@ class TrainingPage(QWidget):
     def load(self, cfg: config_mod.TrainConfig) -> None:
         for key, editor in self.editors.items():
             editor.set_value(cfg.get(key))
+        self.resolution_chosen = cfg.dataset.resolution not in (512, 768, 1024)
+        self.loaded_model = cfg.model.path   # a saved config's resolution was chosen for its own model
         self.targets["ff"].setChecked(cfg.lora.targets in ("attention+ff", "full"))
         self.targets["conv"].setChecked(cfg.lora.targets == "full")
         self.targets["te"].setChecked(cfg.lora.train_text_encoder)
+        self.prompts.blockSignals(True)   # one revalidate below, not one per row
+        self.prompts.set_prompts(cfg.sampling.prompts)
+        self.prompts.blockSignals(False)
         if cfg.model.path and not cfg.model.path.startswith("demo:"):
             self.model.setCurrentText(cfg.model.path)
         self.revalidate()
@@ -138,6 +177,7 @@ class TrainingPage(QWidget):
         cfg.lora.targets = ("full" if self.targets["conv"].isChecked() else
                             "attention+ff" if self.targets["ff"].isChecked() else "attention")
         cfg.lora.train_text_encoder = self.targets["te"].isChecked()
+        cfg.sampling.prompts = self.prompts.prompts()
         cfg.model.path = self.model.currentText().strip() or "demo:sd15"
         cfg.dataset.path = str(self.dataset or "")
         config_mod.validate(cfg)
@@ -171,20 +211,29 @@ class TrainingPage(QWidget):
     def _planned(self, answer: dict | None, error: str) -> None:
         if answer is None:
             self.memory.setText(f"Memory: could not predict ({error})")
-            self.memory.setStyleSheet("color: #b00020;")
+            self.memory.setStyleSheet(f"color: {ERROR};")
             return
         warnings = "".join(f"\n⚠ {w}" for w in answer["warnings"])
         self.memory.setText(f"Memory: {answer['summary']} (frozen weights {answer['weight_dtype']})" + warnings)
-        self.memory.setStyleSheet("color: #b00020;" if warnings else "")
+        self.memory.setStyleSheet(f"color: {ERROR};" if warnings else "")
+
+    def rescan(self) -> None:
+        """Read the dataset's images again (sizes, subsets, repeats): after an import, an exclude, a new
+        dataset.toml. Settings edits reuse the scan, so typing never re-reads image files."""
+        try:
+            self.scanned, self.scan_problem = step_count.scan(self.dataset) if self.dataset else [], ""
+        except UserError as exc:
+            self.scanned, self.scan_problem = [], exc.message
 
     def _estimate(self, cfg: config_mod.TrainConfig) -> str:
-        images = sum(1 for p in self.dataset.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if self.dataset and self.dataset.is_dir() else 0
-        per_epoch = -(-images * cfg.dataset.repeats // cfg.schedule.batch_size) if images else 0
+        """The step count `train` will report: the engine's own rule (trainer.shared.steps)."""
+        if self.scan_problem:
+            return f"Steps: cannot count ({self.scan_problem})"
+        per_epoch, total = step_count.steps_for(cfg, self.scanned) if self.scanned else (0, 0)
+        images = f"{len(self.scanned)} images"
         if cfg.schedule.epochs and per_epoch:
-            total = -(-cfg.schedule.epochs * per_epoch // cfg.schedule.gradient_accumulation)
-            return f"≈ {total} steps: {cfg.schedule.epochs} epochs of {per_epoch} steps ({images} images)"
-        epochs = f" ≈ {cfg.schedule.max_steps / per_epoch:.1f} epochs of {images} images" if per_epoch else ""
+            return f"≈ {total} steps: {cfg.schedule.epochs} epochs of {per_epoch} steps ({images})"
+        epochs = f" ≈ {cfg.schedule.max_steps / per_epoch:.1f} epochs of {images}" if per_epoch else ""
         return f"{cfg.schedule.max_steps} steps{epochs}"
 
     def save(self) -> None:
@@ -211,11 +260,18 @@ class TrainingPage(QWidget):
         if ok and name.strip() and self.revalidate():
             self.user_presets.mkdir(parents=True, exist_ok=True)
             path = self.user_presets / f"{name.strip()}.toml"
-            path.write_text(tomli_w.dumps(sparse(self.current_config())), encoding="utf-8")
+            atomic_write_text(path, tomli_w.dumps(sparse(self.current_config())))
             self._fill_presets()
             self.preset.setCurrentIndex(self.preset.findData(str(path)))
 
     # -- base model ----------------------------------------------------------------------------------
+    def _follow_base_resolution(self, info: dict) -> None:
+        """Train at the base's own resolution (SDXL 1024, SD 2-v 768) unless the user chose one."""
+        editor = self.editors["dataset.resolution"]
+        if not self.resolution_chosen and self.model.currentText().strip() != self.loaded_model:
+            editor.set_value(native_resolution(info["arch"], info.get("prediction_type", "")))
+            self.revalidate()
+
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Base model", "", "Models (*.safetensors *.ckpt)")
         if path:
@@ -224,29 +280,23 @@ class TrainingPage(QWidget):
     def check_model(self, text: str) -> None:
         path = text.strip()
         if not path or path.startswith("demo:"):
+            self.model_check.path = ""  # an answer still on its way is for a model no longer chosen
             self.arch.setText("built-in tiny demo model" if path else "")
             return
-        proc = QProcess(self)
-        proc.finished.connect(lambda code, _s: self._model_checked(proc, code, path))
-        proc.start(self.engine[0], self.engine[1:] + ["inspect", path, "--json", "--require-base"])
+        self.model_check.check(path)
         self.arch.setText("checking…")
 
-    def _model_checked(self, proc: QProcess, code: int, path: str) -> None:
+    def _model_checked(self, path: str, info: dict | None, error: str) -> None:
         if path != self.model.currentText().strip():
             return  # the user picked another file meanwhile
-        if code != 0:
-            message = bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip()
-            self.arch.setText(message.removeprefix("error: "))
-            self.arch.setStyleSheet("color: #b00020;")
-            self.model_checked.emit({"ok": False, "message": message})
+        if info is None:
+            self.arch.setText(error)
+            self.arch.setStyleSheet(f"color: {ERROR};")
+            self.model_checked.emit({"ok": False, "message": error})
             return
-        info = json.loads(bytes(proc.readAllStandardOutput()).decode("utf-8"))
-        names = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-        self.arch.setText(f"{names.get(info['arch'], info['arch'])} · {info['prediction_type']} · "
-                          f"{info['format']}")
+        self.arch.setText(describe(info))
         self.arch.setStyleSheet("")
-        recent = [path] + [p for p in self.settings.value("recent_models", [], type=list) if p != path]
-        self.settings.setValue("recent_models", recent[:10])
+        self._follow_base_resolution(info)
         self.model_checked.emit({"ok": True, **info})
 
 
@@ -261,6 +311,13 @@ def sparse(cfg: config_mod.TrainConfig) -> dict:
             if diff:
                 out[section] = diff
     return out
+
+
+def _tipped_label(text: str, key: str) -> QLabel:
+    """A form label whose tooltip is the config's own help for KEY (trainer.config metadata)."""
+    label = QLabel(text)
+    label.setToolTip(f"<b>{key}</b><br>{field_info(key)[1].get('help', '')}")
+    return label
 
 
 def _label(key: str) -> str:

@@ -3,11 +3,12 @@ edges (as A1111's X/Y plot does), so the grid can be shared or compared later on
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter
+
+from trainer.fsutil import atomic_write
 
 TOP, LEFT, PAD = 40, 180, 4
 
@@ -31,10 +32,12 @@ def compose_grid(cells: dict[tuple[int, int], str], rows: list[str], columns: li
         painter.drawImage(LEFT + c * (width + PAD), TOP + r * (height + PAD), image)
     painter.end()
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    if not canvas.save(str(tmp), "PNG"):
-        raise OSError(f"could not write {out}")
-    os.replace(tmp, out)  # readers never see half a grid
+
+    def write(tmp: Path) -> None:
+        if not canvas.save(str(tmp), "PNG"):
+            raise OSError(f"could not write {out}")
+
+    atomic_write(out, write)  # readers never see half a grid
     return out
 
 

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from app import theme  # noqa: E402
 from app.dataset_page import DatasetPage  # noqa: E402
 from tests.support.caption_models import build_qwen_vl, build_tagger  # noqa: E402
 
@@ -23,6 +24,7 @@ TAGS = [("no_humans", 0, 0.9), ("simple_background", 0, 0.7), ("circle", 0, 0.6)
 
 def main() -> int:
     app = QApplication(sys.argv)
+    theme.follow_system(app)  # as `python -m app` looks (LORA_STUDIO_THEME=dark for the dark scheme)
     QStandardPaths.setTestModeEnabled(True)
     tmp = Path(tempfile.mkdtemp())
     folder = tmp / "dataset"

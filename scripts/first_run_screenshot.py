@@ -12,6 +12,7 @@ from PySide6.QtCore import QStandardPaths, QTimer
 from PySide6.QtWidgets import QApplication
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app import settings, theme  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.widgets.system_facts import SEEN_KEY  # noqa: E402
 
@@ -20,9 +21,10 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "first-r
 
 def main() -> int:
     app = QApplication(sys.argv)
+    theme.follow_system(app)  # as `python -m app` looks (LORA_STUDIO_THEME=dark for the dark scheme)
     QStandardPaths.setTestModeEnabled(True)  # never touch the user's settings
     window = MainWindow(data_dir=Path(tempfile.mkdtemp()))
-    window.settings.remove(SEEN_KEY)  # a first run: the facts have not been dismissed yet
+    settings.put(SEEN_KEY, False)  # a first run: the facts have not been dismissed yet
     window.resize(1200, 780)
     window.show()
     window.facts.show()

@@ -3,6 +3,7 @@
     xvfb-run -s "-screen 0 1280x800x24" .venv/bin/python scripts/screenshots.py
 """
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ from PySide6.QtCore import QStandardPaths, QTimer
 from PySide6.QtWidgets import QApplication
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app import theme  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -18,6 +20,7 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 def main() -> int:
     app = QApplication(sys.argv)
+    theme.follow_system(app)  # as `python -m app` looks (LORA_STUDIO_THEME=dark for the dark scheme)
     QStandardPaths.setTestModeEnabled(True)  # never touch the user's settings (recent and last project)
     window = MainWindow(data_dir=Path(tempfile.mkdtemp()))
     window.resize(1200, 780)
@@ -67,7 +70,18 @@ def main() -> int:
         else:
             QTimer.singleShot(250, lambda: when_memory_shown(then, waited + 250))
 
-    QTimer.singleShot(500, lambda: (shoot("start-page.png"), dataset_page()))
+    def dark_start_page() -> None:
+        # the same window in a dark desktop scheme (theme.follow_system reacts to the system's switch)
+        os.environ["LORA_STUDIO_THEME"] = "dark"
+        theme.follow_system(app)
+        QTimer.singleShot(300, lambda: (shoot("start-page-dark.png"), light_again()))
+
+    def light_again() -> None:
+        os.environ["LORA_STUDIO_THEME"] = "light"
+        theme.follow_system(app)
+        dataset_page()
+
+    QTimer.singleShot(500, lambda: (shoot("start-page.png"), dark_start_page()))
     QTimer.singleShot(240_000, app.quit)
     return app.exec()
 

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from app import theme  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from tests.support.loras import our_lora  # noqa: E402  (random-weight LoRAs standing in for checkpoints)
 
@@ -22,6 +23,7 @@ OUT = ROOT / "docs" / "screenshots"
 
 def main() -> int:
     app = QApplication(sys.argv)
+    theme.follow_system(app)  # as `python -m app` looks (LORA_STUDIO_THEME=dark for the dark scheme)
     QStandardPaths.setTestModeEnabled(True)
     work = Path(tempfile.mkdtemp())
     window = MainWindow(data_dir=work)

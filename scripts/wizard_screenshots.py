@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from app import theme  # noqa: E402
 from app.wizard.plan import Gpu, SystemInfo  # noqa: E402
 from app.wizard.wizard import NewLoraWizard  # noqa: E402
 
@@ -24,6 +25,7 @@ NAMES = ["kind", "model", "images", "captions", "settings", "prompts", "summary"
 
 def main() -> int:
     app = QApplication(sys.argv)
+    theme.follow_system(app)  # as `python -m app` looks (LORA_STUDIO_THEME=dark for the dark scheme)
     QStandardPaths.setTestModeEnabled(True)  # never touch the user's settings (recent and last project)
     wizard = NewLoraWizard(Path(tempfile.mkdtemp()) / "LoRA Studio",
                            SystemInfo([Gpu("NVIDIA GeForce RTX 3070", 8.0, 7.6, True)]))

@@ -8,6 +8,7 @@ same folder must simply start again, not send the user to `resume` a run that ha
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 EVENTS_FILE = "events.jsonl"
@@ -38,3 +39,48 @@ def _logged_progress(events: Path) -> bool:
 def clear_failed_start(run_dir: Path) -> None:
     """Forget the events of an attempt that never trained, so events.jsonl tells this run's story only."""
     (Path(run_dir) / EVENTS_FILE).unlink(missing_ok=True)
+
+
+# -- the layout of a run folder, for the GUI and the engine alike (a second protocol beside the events) ------
+SAMPLES_DIR, CHECKPOINTS_DIR, STATE_DIR = "samples", "checkpoints", "state"
+_SAMPLE = re.compile(r"^step(\d{6,})_p(\d{2,})\.png$")
+_CHECKPOINT_STEP = re.compile(r"-step(\d{6,})$")
+
+
+def sample_name(step: int, index: int) -> str:
+    """samples/stepNNNNNN_pNN.png: the preview of prompt INDEX at STEP (0 = the baseline before training)."""
+    return f"step{step:06d}_p{index:02d}.png"
+
+
+def parse_sample(path: Path) -> tuple[int, int] | None:
+    """(step, prompt index) of a preview image's file name, or None for any other file."""
+    match = _SAMPLE.match(Path(path).name)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def checkpoint_name(output_name: str, step: int) -> str:
+    return f"{output_name}-step{step:06d}.safetensors"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    match = _CHECKPOINT_STEP.search(Path(path).stem)
+    return int(match[1]) if match else None
+
+
+def samples_in(run_dir: Path) -> list[tuple[Path, int, int]]:
+    """Every preview image of a run with its step and prompt index, in step order."""
+    found = [(p, *parsed) for p in (Path(run_dir) / SAMPLES_DIR).glob("step*_p*.png")
+             if (parsed := parse_sample(p)) is not None]
+    return sorted(found, key=lambda item: (item[1], item[2]))
+
+
+def adapters_in(run_dir: Path) -> list[Path]:
+    """The final adapter first, then checkpoints, newest first."""
+    finals = sorted(Path(run_dir).glob("*.safetensors"))
+    checkpoints = sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("*.safetensors"), reverse=True)
+    return finals + checkpoints
+
+
+def checkpoint_for_step(run_dir: Path, step: int) -> Path | None:
+    matches = [p for p in sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("*.safetensors")) if checkpoint_step(p) == step]
+    return matches[0] if matches else None

@@ -17,6 +17,7 @@ from trainer.encode import encode_text, pad_chunks
 from trainer.fsutil import atomic_write
 from trainer.models.load import BaseModel
 from trainer.prompts import PromptSettings, parse_prompt
+from trainer.run_folder import sample_name
 
 SAMPLER_NAMES = {"euler_a": "Euler a", "dpmpp_2m_karras": "DPM++ 2M Karras"}
 
@@ -67,7 +68,7 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
                            guidance_rescale=rescale, width=s.width, height=s.height, generator=generator,
                            output_type="latent").images
             image = decode_latents(pipe, latents)[0]
-            path = Path(out_dir) / f"step{step:06d}_p{index:02d}.png"
+            path = Path(out_dir) / sample_name(step, index)
             info = _png_info(s, cfg.sampler, step, model.description, clip_skip)
             atomic_write(path, lambda tmp, im=image, inf=info: im.save(tmp, format="PNG", pnginfo=inf))
             results.append((path, s.prompt, s.seed))

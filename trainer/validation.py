@@ -8,7 +8,6 @@ images, picked by the seed (at least one, never all).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
 import torch
@@ -17,20 +16,16 @@ from trainer import events as ev
 from trainer.config import TrainConfig
 from trainer.errors import DatasetError
 from trainer.objective import loss_per_sample, target_for
+from trainer.shared.steps import held_out_indices
 
 
 def split_validation(cfg: TrainConfig, items: list) -> tuple[list, list]:
     """(training images, held-out images); held-out is empty when validation is off."""
-    marked = [r for r in items if r.subset.validation]
-    if marked:
-        held = marked
-    elif cfg.validation.fraction and len(items) > 1:
-        count = min(len(items) - 1, max(1, round(cfg.validation.fraction * len(items))))
-        held = random.Random(cfg.schedule.seed).sample(items, count)
-    else:
+    held_ids = held_out_indices(items, cfg.validation.fraction, cfg.schedule.seed)
+    if not held_ids:
         return items, []
-    held_ids = {id(r) for r in held}
-    train = [r for r in items if id(r) not in held_ids]
+    held, held_set = [items[i] for i in held_ids], set(held_ids)
+    train = [r for i, r in enumerate(items) if i not in held_set]
     if not train:
         raise DatasetError("every image of the dataset is held out for validation",
                            "mark only some subsets `validation = true` in dataset.toml")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -27,14 +27,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import settings
 from app.caption_job import CaptionJob, CaptionRequest
+from app.theme import ERROR
 from app.widgets.rows import row
+from trainer.shared.images import images_in
 
 MODES = [("Only images without a caption", "fill"), ("Add to existing captions", "append"),
          ("Replace captions", "overwrite")]
 LENGTHS = [("Paragraph", "paragraph"), ("Short: one sentence", "short"), ("Long: every detail", "long")]
-MODEL_KEY, TAGS_MODEL_KEY = "caption_model_folder", "caption_tags_model_folder"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # The config.json model types the engine captions with a prompt (trainer/data/captioning/prompts.py, which
 # the GUI may not import): only to show the right fields, the engine decides for real.
 FLORENCE_TYPES, CHAT_TYPES = {"florence2"}, {"qwen2_vl", "qwen2_5_vl", "llava", "llava_next", "llava_onevision"}
@@ -72,12 +73,11 @@ class CaptionDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Auto-caption")
         self.folder, self.selection, self.engine = Path(folder), selection, engine
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
         self.job: CaptionJob | None = None
         self.preview_job: CaptionJob | None = None
         self._build()
-        self.model.setText(self.settings.value(MODEL_KEY, "", type=str))
-        self.tags_model.setText(self.settings.value(TAGS_MODEL_KEY, "", type=str))
+        self.model.setText(settings.text(settings.CAPTION_MODEL))
+        self.tags_model.setText(settings.text(settings.CAPTION_TAGS_MODEL))
 
     def _build(self) -> None:
         self.model = QLineEdit(placeholderText="a folder with a captioning model on this computer")
@@ -186,8 +186,7 @@ class CaptionDialog(QDialog):
         """The image a preview captions: the first selected one, else the dataset's first."""
         if self.selection:
             return Path(self.selection[0])
-        images = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if self.folder.is_dir() else []
+        images = images_in(self.folder, recursive=False) if self.folder.is_dir() else []
         return images[0] if images else None
 
     def request(self, preview: bool = False) -> CaptionRequest:
@@ -201,9 +200,9 @@ class CaptionDialog(QDialog):
         return self.tags_model.text().strip() if self.tags_model.isVisibleTo(self) else ""
 
     def _remember(self, request: CaptionRequest) -> None:
-        self.settings.setValue(MODEL_KEY, str(request.model))
+        settings.put(settings.CAPTION_MODEL, str(request.model))
         if request.tags_model:
-            self.settings.setValue(TAGS_MODEL_KEY, request.tags_model)
+            settings.put(settings.CAPTION_TAGS_MODEL, request.tags_model)
 
     def preview(self) -> None:
         request = self.request(preview=True)
@@ -231,13 +230,13 @@ class CaptionDialog(QDialog):
     def _show_preview(self, text: str, error: bool = False) -> None:
         # Plain text: a caption may hold "<" (Florence-2's task tokens, a user's prompt echoed back).
         self.preview_text.setTextFormat(Qt.TextFormat.PlainText)
-        self.preview_text.setStyleSheet("color: #b00020" if error else "")
+        self.preview_text.setStyleSheet(f"color: {ERROR}" if error else "")
         self.preview_text.setText(text)
 
     def start(self) -> None:
         request = self.request()
         self._remember(request)
-        total = len(request.only) or sum(1 for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        total = len(request.only) or len(images_in(self.folder, recursive=False))
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(0)
         self.results.clear()
@@ -263,7 +262,7 @@ class CaptionDialog(QDialog):
 
     def _finished(self, ok: bool, message: str) -> None:
         self.job = None
-        self.status.setText(message if ok else f"<span style='color:#b00020'>{message}</span>")
+        self.status.setText(message if ok else f"<span style='color:{ERROR}'>{message}</span>")
         self._enable()
         self.cancel_button.setText("Close")
         self.done.emit(ok, message)

@@ -6,11 +6,9 @@ training: the GUI only shows what it reports.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QSettings, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -25,17 +23,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-
-def adapters_in(run_dir: Path) -> list[Path]:
-    """The final adapter first, then checkpoints, newest first."""
-    finals = sorted(Path(run_dir).glob("*.safetensors"))
-    checkpoints = sorted((Path(run_dir) / "checkpoints").glob("*.safetensors"), reverse=True)
-    return finals + checkpoints
-
-
-def checkpoint_for_step(run_dir: Path, step: int) -> Path | None:
-    matches = sorted((Path(run_dir) / "checkpoints").glob(f"*-step{step:06d}.safetensors"))
-    return matches[0] if matches else None
+from app import settings
+from app.engine_client import EngineCall
+from trainer.run_folder import adapters_in, checkpoint_for_step
 
 
 class ExportDialog(QDialog):
@@ -45,9 +35,8 @@ class ExportDialog(QDialog):
                  engine: list[str] | None = None):
         super().__init__(parent)
         self.setWindowTitle("Export LoRA")
-        self.engine = engine or [sys.executable, "-m", "trainer"]
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
-        self.proc: QProcess | None = None
+        self.engine = engine
+        self.call: EngineCall | None = None
         self.overwrite = False
         self.adapter = QComboBox()
         for path in adapters_in(run_dir):
@@ -58,7 +47,7 @@ class ExportDialog(QDialog):
         self.format = QComboBox()
         self.format.addItem("kohya (A1111, Forge, ComfyUI, InvokeAI, diffusers)", "kohya")
         self.format.addItem("diffusers / PEFT folder", "diffusers")
-        self.folder = QLineEdit(str(self.settings.value("export/folder", "")))
+        self.folder = QLineEdit(settings.text(settings.EXPORT_FOLDER))
         self.folder.setPlaceholderText("your A1111/Forge or ComfyUI folder, an InvokeAI root, or any folder")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
@@ -106,19 +95,15 @@ class ExportDialog(QDialog):
         if not self.adapter.currentData():
             self.result.setText("This run has no adapter yet: finish or stop it first.")
             return
-        self.settings.setValue("export/folder", self.folder.text().strip())
+        settings.put(settings.EXPORT_FOLDER, self.folder.text().strip())
         self.buttons.setEnabled(False)
         self.result.setText("Exporting and verifying…")
-        self.proc = QProcess(self)
-        self.proc.finished.connect(self._finished)
-        self.proc.start(self.engine[0], self.engine[1:] + self.command())
+        self.call = EngineCall(self.command(), self, self.engine)
+        self.call.done.connect(self._finished)
 
-    def _finished(self, code: int, _status) -> None:
+    def _finished(self, data: dict | None, err: str) -> None:
         self.buttons.setEnabled(True)
-        out = bytes(self.proc.readAllStandardOutput()).decode("utf-8", "replace")
-        err = bytes(self.proc.readAllStandardError()).decode("utf-8", "replace").strip()
-        if code == 0:
-            data = json.loads(out)
+        if data is not None:
             note = f"\nNext: {data['note']}" if data.get("note") else ""
             self.result.setText(f"Exported for {data['ui']}: {data['adapter']}\n{data['verification']}{note}")
             self.exported.emit(data)
@@ -127,9 +112,9 @@ class ExportDialog(QDialog):
             self.overwrite = True
             self.export()
             return
-        self.result.setText(err.removeprefix("error: ") or f"export failed (exit code {code})")
+        self.result.setText(err or "export failed")
 
     def _confirm_overwrite(self, err: str) -> bool:
-        first = err.splitlines()[0].removeprefix("error: ")
+        first = err.splitlines()[0]
         answer = QMessageBox.question(self, "Replace file?", f"{first}.\nReplace it?")
         return answer == QMessageBox.StandardButton.Yes

@@ -12,8 +12,11 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QTableView
 
+from trainer.run_folder import samples_in
+
 THUMB = 128
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+STEP_ROLE = Qt.ItemDataRole.UserRole + 2
 
 
 class SampleGallery(QTableView):
@@ -43,6 +46,7 @@ class SampleGallery(QTableView):
         item = QStandardItem(QIcon(pixmap.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
                                                  Qt.TransformationMode.SmoothTransformation)), "")
         item.setData(path, PATH_ROLE)
+        item.setData(step, STEP_ROLE)
         item.setToolTip(f"step {step}\n{prompt}\n{path}")
         self.model_.setItem(row, col, item)
 
@@ -53,12 +57,15 @@ class SampleGallery(QTableView):
     def selected_paths(self) -> list[str]:
         return [i.data(PATH_ROLE) for i in self.selectedIndexes() if i.data(PATH_ROLE)]
 
-    def load_folder(self, samples: Path) -> None:
-        """Show the samples of a finished run (names: stepNNNNNN_pNN.png)."""
+    def selected_steps(self) -> list[int]:
+        """The training step of each selected preview (as the `sample` event said)."""
+        return [i.data(STEP_ROLE) for i in self.selectedIndexes() if i.data(PATH_ROLE)]
+
+    def load_run(self, run_dir: Path) -> None:
+        """Show the samples of a finished run (the run folder's layout: trainer.run_folder)."""
         from PIL import Image
 
-        for png in sorted(Path(samples).glob("step*_p*.png")):
-            step, index = int(png.stem[4:10]), int(png.stem.split("_p")[1])
+        for png, step, index in samples_in(run_dir):
             with Image.open(png) as im:
                 prompt = im.text.get("prompt", f"prompt {index + 1}")
             self.add_sample(str(png), prompt, step, index)
@@ -80,6 +87,31 @@ class SampleGallery(QTableView):
         self.model_.setHorizontalHeaderItem(col, QStandardItem("baseline" if step == 0 else f"step {step}"))
         self.scrollTo(self.model_.index(0, col))
         return col
+
+    def neighbour(self, path: str, rows: int, columns: int) -> str | None:
+        """The preview ROWS prompts down and COLUMNS steps right of PATH (None past the edge); it becomes
+        the current cell, so the gallery follows the viewer."""
+        here = next((i for i in self._indexes() if i.data(PATH_ROLE) == path), None)
+        if here is None:
+            return None
+        there = self.model_.index(here.row() + rows, here.column() + columns)
+        if not there.isValid() or not there.data(PATH_ROLE):
+            return None
+        self.setCurrentIndex(there)
+        return there.data(PATH_ROLE)
+
+    def _indexes(self):
+        return (self.model_.index(r, c) for r in range(self.model_.rowCount())
+                for c in range(self.model_.columnCount()))
+
+    def keyPressEvent(self, event) -> None:
+        """Arrows move through the previews (Qt's own); Return or Space opens the current one large."""
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):
+            path = self.currentIndex().data(PATH_ROLE)
+            if path:
+                self.image_activated.emit(path)
+                return
+        super().keyPressEvent(event)
 
     def _clicked(self, index) -> None:
         path = index.data(PATH_ROLE)

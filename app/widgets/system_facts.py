@@ -3,12 +3,14 @@ with what each costs. Shown on the start page the first time, then only from Hel
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSettings, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QVBoxLayout
 
-from app.engine_call import EngineCall
+from app import settings
+from app.system_probe import SystemProbe
+from app.theme import muted_html_color
 
-SEEN_KEY = "system_facts_seen"
+SEEN_KEY = settings.SYSTEM_FACTS_SEEN
 
 
 def facts_html(report: dict) -> str:
@@ -19,20 +21,19 @@ def facts_html(report: dict) -> str:
     for fact in report.get("optional", []):
         if not fact["present"]:
             lines.append(f"<b>No {fact['name']}:</b> {fact['cost']}.")
-    lines.append(f"<span style='color:#666'>PyTorch {report.get('torch', '?')}"
+    lines.append(f"<span style='color:{muted_html_color()}'>PyTorch {report.get('torch', '?')}"
                  + (f", CUDA {report['cuda_version']}" if report.get("cuda_version") else "") + "</span>")
     return "<br>".join(lines)
 
 
 class SystemFacts(QFrame):
-    """Asks the engine (`lora-studio system --json`) once; emits `ready` with the report."""
+    """Shows the app's system probe (app.system_probe) once it has answered; emits `ready` with the report."""
     ready = Signal(dict)
 
-    def __init__(self, parent=None, engine: list[str] | None = None, first_run_only: bool = True):
+    def __init__(self, probe: SystemProbe, parent=None, first_run_only: bool = True):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.report: dict | None = None
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
         self.text = QLabel("Looking at this computer…")
         self.text.setWordWrap(True)
         self.dismiss = QPushButton("Got it")
@@ -41,16 +42,17 @@ class SystemFacts(QFrame):
         layout.addWidget(QLabel("<b>This computer</b>"))
         layout.addWidget(self.text)
         layout.addWidget(self.dismiss)
-        if first_run_only and self.settings.value(SEEN_KEY, False, type=bool):
+        if first_run_only and settings.flag(SEEN_KEY):
             self.hide()
-        self.call = EngineCall(["system", "--json"], self, engine)
-        self.call.done.connect(self._answered)
+        probe.ready.connect(self._answered)
+        if probe.report is not None:
+            self._answered(probe.report, probe.error)
 
-    def _answered(self, report: dict | None, error: str) -> None:
-        self.report = report or {}
+    def _answered(self, report: dict, error: str) -> None:
+        self.report = report
         self.text.setText(facts_html(report) if report else f"Could not ask the engine: {error}")
-        self.ready.emit(self.report)
+        self.ready.emit(report)
 
     def _dismiss(self) -> None:
-        self.settings.setValue(SEEN_KEY, True)
+        settings.put(SEEN_KEY, True)
         self.hide()

@@ -15,10 +15,6 @@ from PySide6.QtWidgets import (
 )
 
 
-def split_tags(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 class TagChips(QWidget):
     tags_edited = Signal(list)   # the new tag list, after a chip was removed or a tag added
 

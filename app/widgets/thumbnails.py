@@ -13,9 +13,10 @@ from PySide6.QtCore import QObject, QRunnable, QSize, QStandardPaths, Qt, QThrea
 from PySide6.QtGui import QIcon, QImage, QImageReader, QPixmap, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QListView
 
+from trainer.shared.dataset_layout import dataset_images
+
 SIDE = 128
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def thumb_cache_dir() -> Path:
@@ -75,7 +76,7 @@ class ThumbnailGrid(QListView):
     def load_folder(self, folder: Path) -> None:
         self.model_.clear()
         self.items.clear()
-        paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = dataset_images(folder)
         for path in paths:
             item = QStandardItem(self.placeholder, path.name)
             item.setData(str(path), PATH_ROLE)

@@ -8,11 +8,13 @@ same way as a hand-written config.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import config as config_mod
+from trainer.errors import UserError
+from trainer.shared import steps as step_count
+from trainer.shared.dataset_layout import Subset
 from trainer.tiers import memory_tier
 
 KINDS = ("character", "style")
@@ -123,7 +125,7 @@ def make_plan(kind: str, arch: str, model_path: str, dataset: Path, images: int,
     if demo:
         _demo_overrides(cfg)
         data_why = f"the demo's short run: {DEMO_STEPS} steps"
-    steps = estimate_steps(cfg, images)
+    steps = estimate_steps(cfg, dataset, images)
     _spread_samples(cfg, steps)
     choices = _preset_choices(cfg, kind, fam, tier, tier_why, system)
     if demo:
@@ -199,11 +201,17 @@ def _demo_overrides(cfg: config_mod.TrainConfig) -> None:
     cfg.schedule.warmup_steps = 0
 
 
-def estimate_steps(cfg: config_mod.TrainConfig, images: int) -> int:
-    if not cfg.schedule.epochs:
-        return cfg.schedule.max_steps
-    per_epoch = math.ceil(max(images, 1) * cfg.dataset.repeats / cfg.schedule.batch_size)
-    return math.ceil(cfg.schedule.epochs * per_epoch / cfg.schedule.gradient_accumulation)
+def estimate_steps(cfg: config_mod.TrainConfig, dataset: Path, images: int) -> int:
+    """The engine's count (trainer.shared.steps) on the dataset's images; before any image is in the
+    folder, on IMAGES square images at the training resolution."""
+    try:
+        items = step_count.scan(dataset)
+    except UserError:
+        items = []
+    if not items:
+        side = cfg.dataset.resolution
+        items = [step_count.SizedImage(Path(dataset), Subset(Path(dataset), "images"), side, side)] * max(images, 1)
+    return step_count.steps_for(cfg, items)[1]
 
 
 def _spread_samples(cfg: config_mod.TrainConfig, steps: int) -> None:

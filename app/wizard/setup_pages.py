@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -20,12 +20,14 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from app.engine_call import EngineCall
+from app import settings
+from app.engine_client import EngineCall
 from app.import_job import ImportJob
+from app.model_check import ARCH_NAMES, ModelCheck, describe
 from app.project import Project, ProjectError
+from app.theme import ERROR
 from app.wizard.state import DEMO_MODEL, WizardState
 
-ARCH_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 BLOCKING = {"empty": "Add at least one image to train on."}
 
 
@@ -104,12 +106,13 @@ class ModelPage(QWizardPage):
         self.setTitle("Base model")
         self.setSubTitle("The Stable Diffusion checkpoint your LoRA is trained on and will be used with: a "
                          ".safetensors or .ckpt file (SD 1.x, SD 2.x or SDXL), or a diffusers folder.")
-        self.settings = QSettings("LoRA Studio", "LoRA Studio")
+        self.model_check = ModelCheck(self)
+        self.model_check.checked.connect(self._checked)
         self.own = QRadioButton("My model file")
         self.demo = QRadioButton("The built-in demo model (tiny, random weights: shows the whole flow in a "
                                  "minute, its pictures are noise)")
         self.model = QComboBox(editable=True)
-        self.model.addItems(self.settings.value("recent_models", [], type=list))
+        self.model.addItems(settings.recent(settings.RECENT_MODELS))
         self.model.setCurrentText("")
         self.model.currentTextChanged.connect(self._check)
         browse = QPushButton("Browse…")
@@ -159,22 +162,19 @@ class ModelPage(QWizardPage):
             self.info.setText("")
             return
         self.info.setText("Checking the file…")
-        call = EngineCall(["inspect", path, "--json", "--require-base"], self)
-        call.done.connect(lambda info, error: self._checked(path, info, error))
+        self.model_check.check(path)
 
     def _checked(self, path: str, info: dict | None, error: str) -> None:
         if path != self.model.currentText().strip():
             return  # another file was picked meanwhile
         if info is None:
-            self.info.setText(f"<span style='color:#b00020'>{error}</span>")
+            self.info.setText(f"<span style='color:{ERROR}'>{error}</span>")
             return
         arch = ARCH_NAMES.get(info["arch"], info["arch"])
         self.state.model_path, self.state.arch = path, info["arch"]
-        self.state.model_text = f"{arch} · {info.get('prediction_type', '')} · {Path(path).name}"
+        self.state.model_text = describe(info, path)
         self.info.setText(f"✓ {arch} ({info.get('prediction_type', '')})")
         self.checked_ok = True
-        recent = [path] + [p for p in self.settings.value("recent_models", [], type=list) if p != path]
-        self.settings.setValue("recent_models", recent[:10])
         self.completeChanged.emit()
 
     def isComplete(self) -> bool:
@@ -193,7 +193,7 @@ class ImagesPage(QWizardPage):
         self.drop = QLabel("Drop images here")
         self.drop.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.drop.setMinimumHeight(90)
-        self.drop.setStyleSheet("border: 2px dashed #888; border-radius: 8px; color: #555; font-size: 15px;")
+        self.drop.setStyleSheet("border: 2px dashed palette(mid); border-radius: 8px; font-size: 15px;")
         files, folder = QPushButton("Add images…"), QPushButton("Add a folder…")
         files.clicked.connect(self._add_files)
         folder.clicked.connect(self._add_folder)
@@ -263,7 +263,7 @@ class ImagesPage(QWizardPage):
         self.state.health = health
         self.state.images = health["images"] if health else 0
         if health is None:
-            self.report.setText(f"<span style='color:#b00020'>The check failed: {error}</span>")
+            self.report.setText(f"<span style='color:{ERROR}'>The check failed: {error}</span>")
         else:
             self.report.setText(health_html(health) + getattr(self, "last_refused", ""))
         self.completeChanged.emit()
@@ -277,7 +277,7 @@ def health_html(health: dict) -> str:
     lines = [f"<b>{health['images']} images</b> · buckets {buckets or '—'}"]
     for warning in health["warnings"]:
         if warning["kind"] in BLOCKING:
-            lines.append(f"<span style='color:#b00020'>✗ {warning['message']} {BLOCKING[warning['kind']]}</span>")
+            lines.append(f"<span style='color:{ERROR}'>✗ {warning['message']} {BLOCKING[warning['kind']]}</span>")
         else:
             names = ", ".join(Path(f).name for f in warning["files"][:5])
             more = f" and {len(warning['files']) - 5} more" if len(warning["files"]) > 5 else ""

@@ -24,7 +24,8 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from app.engine_call import EngineCall
+from app.engine_client import EngineCall
+from app.theme import ERROR, WARNING
 from app.widgets.prompt_table import PromptTable
 from app.wizard.plan import default_prompts, format_duration, make_plan
 from app.wizard.state import WizardState
@@ -130,7 +131,7 @@ class CaptionsPage(QWizardPage):
 
     def _previewed(self, answer: dict | None, error: str) -> None:
         if answer is None:
-            self.status.setText(f"<span style='color:#b00020'>{error}</span>")
+            self.status.setText(f"<span style='color:{ERROR}'>{error}</span>")
             return
         if self._suggested is None:
             self._suggested = answer["suggested_prune"]
@@ -173,7 +174,7 @@ class CaptionsPage(QWizardPage):
         self._waiting_to_apply = False
         self.completeChanged.emit()
         if answer is None:
-            self.status.setText(f"<span style='color:#b00020'>Captions not written: {error}</span>")
+            self.status.setText(f"<span style='color:{ERROR}'>Captions not written: {error}</span>")
             return
         self.state.trigger, self.state.class_word, pruned = key
         self.state.prune = list(pruned)
@@ -193,7 +194,7 @@ class SettingsPage(QWizardPage):
         self.table = _table(["Setting", "Value", "Why"])
         self.warnings = QLabel("")
         self.warnings.setWordWrap(True)
-        self.warnings.setStyleSheet("color: #8a5300;")
+        self.warnings.setStyleSheet(f"color: {WARNING};")
         self.memory = QLabel("")  # the engine's `plan` for exactly these settings
         self.memory.setWordWrap(True)
         button = QPushButton("Expert: open all settings…")

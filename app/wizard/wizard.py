@@ -12,7 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QWizard
 
-from app.engine_call import EngineCall
+from app.system_probe import SystemProbe, system_probe
 from app.wizard.plan import SystemInfo
 from app.wizard.setup_pages import ImagesPage, KindPage, ModelPage
 from app.wizard.state import WizardState
@@ -24,7 +24,8 @@ class NewLoraWizard(QWizard):
     start_training = Signal(Path)   # the project folder, its config.toml written
     open_expert = Signal(Path)      # the same, but the user wants the full training page
 
-    def __init__(self, projects_dir: Path, system: SystemInfo | None = None, parent=None):
+    def __init__(self, projects_dir: Path, system: SystemInfo | None = None, parent=None,
+                 probe: SystemProbe | None = None):
         super().__init__(parent)
         self.setWindowTitle("New LoRA")
         self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
@@ -42,10 +43,11 @@ class NewLoraWizard(QWizard):
         self.settings_page.expert.connect(self._expert)
         if system is not None:
             self.set_system(system)
-        else:
-            call = EngineCall(["system", "--json"], self)
-            call.done.connect(lambda report, error: self.set_system(
-                SystemInfo.from_report(report) if report else SystemInfo(), error))
+        else:  # the app's one probe: asked once, already answered when the start page showed it
+            (probe or system_probe()).when_ready(self._system_answered)
+
+    def _system_answered(self, report: dict, error: str) -> None:
+        self.set_system(SystemInfo.from_report(report) if report else SystemInfo(), error)
 
     def set_system(self, system: SystemInfo, error: str = "") -> None:
         self.state.system = system

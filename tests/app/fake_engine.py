@@ -1,11 +1,13 @@
 """A stand-in for `python -m trainer` in GUI tests: prints canned JSON-lines events and writes sample PNGs.
 
-FAKE_ENGINE_MODE: ok (a full run), crash (dies mid-run with no message), error (an error event and exit 2).
+FAKE_ENGINE_MODE: ok (a full run), crash (dies mid-run with no message), error (an error event and exit 2),
+slow (a second per step; {"cmd": "stop"} on stdin ends it early, as the real engine does after saving).
 """
 
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +25,12 @@ def main() -> int:
     mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     emit(type="started", run_dir=str(run_dir), total_steps=4, arch="sd1", device="cpu", resumed_from=0)
+    stop = threading.Event()
+    threading.Thread(target=lambda: [stop.set() for line in sys.stdin if '"stop"' in line], daemon=True).start()
     for step in range(0, 5):
+        if stop.is_set():
+            emit(type="done", adapter=str(run_dir / "lora.safetensors"), step=step - 1, stopped_early=True)
+            return 0
         if step:
             emit(type="progress", step=step, total=4, epoch=1, loss=1.0 / step, lr=1e-4, it_s=10.0, eta_s=0.4)
             print(f"log line at step {step}", file=sys.stderr, flush=True)
@@ -43,7 +50,7 @@ def main() -> int:
         if step == 2 and mode == "error":
             emit(type="error", message="CUDA out of memory", hint="lower the batch size to 1")
             return 2
-        time.sleep(0.02)
+        time.sleep(1.0 if mode == "slow" else 0.02)
     emit(type="done", adapter=str(run_dir / "lora.safetensors"), step=4, stopped_early=False)
     return 0
 

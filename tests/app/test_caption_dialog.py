@@ -49,7 +49,7 @@ def test_selection_is_captioned_and_shows_up_in_the_grid_and_editor(qtbot, tmp_p
     assert (folder / "img1.txt").read_text(encoding="utf-8") == "caption of img1"
     assert not (folder / "img0.txt").exists()
     assert page.grid.items[str(folder / "img1.png")].text() == "✓ img1.png"
-    assert page.caption.toPlainText() == "caption of img1"
+    assert page.editor.caption.toPlainText() == "caption of img1"
     _settled(qtbot, page)
 
 

@@ -7,6 +7,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from app import settings
 from app.main_window import MainWindow
 
 
@@ -49,13 +50,13 @@ def test_drop_import_edit_undo_and_health(qtbot, tmp_path):
 
     first = page.grid.model_.index(0, 0)
     page.grid.setCurrentIndex(first)
-    assert page.caption.toPlainText() == "zkx, red"
-    page.caption.selectAll()
-    qtbot.keyClicks(page.caption, "zkx, blue")
+    assert page.editor.caption.toPlainText() == "zkx, red"
+    page.editor.caption.selectAll()
+    qtbot.keyClicks(page.editor.caption, "zkx, blue")
     page.save_caption()
     caption_file = Path(first.data(Qt.ItemDataRole.UserRole + 1)).with_suffix(".txt")
     assert caption_file.read_text(encoding="utf-8") == "zkx, blue\n"
-    page.caption.undo()
+    page.editor.caption.undo()
     page.save_caption()
     assert caption_file.read_text(encoding="utf-8") == "zkx, red\n"
 
@@ -64,7 +65,7 @@ def test_drop_import_edit_undo_and_health(qtbot, tmp_path):
     assert checked.args[0]["images"] == 3
     missing = next(page.health.item(i) for i in range(page.health.count())
                    if page.health.item(i).data(Qt.ItemDataRole.UserRole))
-    page._jump_to_file(missing)
+    page.health.itemClicked.emit(missing)
     assert Path(page.grid.currentIndex().data(Qt.ItemDataRole.UserRole + 1)).name in missing.text()
 
 
@@ -92,7 +93,7 @@ def test_reopening_a_project_restores_its_dataset(qtbot, tmp_path):
     qtbot.addWidget(second)
     second.open_project(tmp_path / "proj")
     assert second.dataset_page.grid.model_.rowCount() == 1
-    assert second.settings.value("recent", [], type=list)[0] == str(tmp_path / "proj")
+    assert settings.recent(settings.RECENT_PROJECTS)[0] == str(tmp_path / "proj")
 
 
 def _project_with_images(qtbot, tmp_path):
@@ -109,51 +110,53 @@ def _project_with_images(qtbot, tmp_path):
 
 def test_bulk_operations_on_the_selection_or_everything(qtbot, tmp_path):
     page, dataset = _project_with_images(qtbot, tmp_path)
-    assert page.completer.model().stringList()[:2] == ["red", "smile"]
+    assert page.bulk.completer.model().stringList()[:2] == ["red", "smile"]
     page.grid.selectionModel().select(page.grid.model_.index(0, 0), page.grid.selectionModel().SelectionFlag.Select)
-    page.bulk_op.setCurrentIndex(0)  # set trigger word
-    page.bulk_value.setText("zkx")
+    page.bulk.op.setCurrentIndex(0)  # set trigger word
+    page.bulk.value.setText("zkx")
     with qtbot.waitSignal(page.bulk_finished, timeout=60_000):
-        page.apply_bulk()
+        page.bulk.apply()
     assert (dataset / "p0.txt").read_text().strip() == "zkx, red, smile"
     assert (dataset / "p1.txt").read_text().strip() == "red, smile"
-    page.bulk_op.setCurrentIndex(3)  # replace tag, whole dataset
-    page.bulk_value.setText("red")
-    page.bulk_other.setText("crimson")
-    page.bulk_scope.setCurrentIndex(1)
+    page.bulk.op.setCurrentIndex(3)  # replace tag, whole dataset
+    page.bulk.value.setText("red")
+    page.bulk.other.setText("crimson")
+    page.bulk.scope.setCurrentIndex(1)
     with qtbot.waitSignal(page.bulk_finished, timeout=60_000):
-        page.apply_bulk()
+        page.bulk.apply()
     assert [(dataset / f"p{i}.txt").read_text().strip() for i in range(3)] == [
         "zkx, crimson, smile", "crimson, smile", "crimson, smile"]
-    assert "3 captions changed" in page.bulk_state.text()
+    assert "3 captions changed" in page.bulk.state.text()
 
 
-def test_exclude_moves_images_aside_and_token_counter_warns(qtbot, tmp_path):
+def test_exclude_moves_images_aside_and_token_counter_counts_chunks(qtbot, tmp_path):
     page, dataset = _project_with_images(qtbot, tmp_path)
     page.grid.selectionModel().select(page.grid.model_.index(1, 0), page.grid.selectionModel().SelectionFlag.Select)
     page.exclude_selected()
     assert page.grid.model_.rowCount() == 2
     assert (dataset / ".excluded" / "p1.png").exists() and (dataset / ".excluded" / "p1.txt").exists()
     page.grid.setCurrentIndex(page.grid.model_.index(0, 0))
-    page.caption.setPlainText(", ".join(f"tag{i}" for i in range(40)))
-    assert "tokens" in page.tokens.text() and "cut off" in page.tokens.text()
+    page.editor.caption.setPlainText(", ".join(f"tag{i}" for i in range(40)))   # > 75 tokens: 2 chunks, all read
+    assert "tokens · 2 chunks" in page.editor.tokens.text() and "cut" not in page.editor.tokens.text()
+    page.editor.caption.setPlainText(", ".join(f"tag{i}" for i in range(100)))  # > 225: the engine cuts it
+    assert "tokens · 3 chunks" in page.editor.tokens.text() and "the rest is cut" in page.editor.tokens.text()
 
 
 def test_tag_chips_remove_and_add_tags_with_undo(qtbot, tmp_path):
     page, dataset = _project_with_images(qtbot, tmp_path)
     page.grid.setCurrentIndex(page.grid.model_.index(0, 0))
-    assert [page.chips.chips.item(i).data(Qt.ItemDataRole.UserRole) for i in range(page.chips.chips.count())] \
+    assert [page.editor.chips.chips.item(i).data(Qt.ItemDataRole.UserRole) for i in range(page.editor.chips.chips.count())] \
         == ["red", "smile"]
-    page.chips._remove(page.chips.chips.item(0))
+    page.editor.chips._remove(page.editor.chips.chips.item(0))
     assert (dataset / "p0.txt").read_text() == "smile\n"
-    page.chips.adder.setText("zkx")
-    page.chips._add()
+    page.editor.chips.adder.setText("zkx")
+    page.editor.chips._add()
     assert (dataset / "p0.txt").read_text() == "smile, zkx\n"
-    page.caption.undo()
-    page.caption.undo()
+    page.editor.caption.undo()
+    page.editor.caption.undo()
     page.save_caption()
     assert (dataset / "p0.txt").read_text() == "red, smile\n"
-    assert "red" in page.chips.completer.model().stringList()
+    assert "red" in page.editor.chips.completer.model().stringList()
 
 
 def test_the_last_project_reopens_at_start(qtbot, tmp_path):

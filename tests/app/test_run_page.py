@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from app.engine_client import EngineProcess
 from app.main_window import MainWindow
 from app.run_page import RunPage
-from app.worker import EngineProcess
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_engine.py"))]
 

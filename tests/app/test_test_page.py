@@ -8,9 +8,9 @@ import pytest
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QDialogButtonBox
 
+from app.engine_client import EngineProcess
 from app.run_page import RunPage
 from app.test_page import TestPage
-from app.worker import EngineProcess
 from trainer import config as config_mod
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_serve.py"))]
@@ -24,7 +24,7 @@ def page(qtbot, tmp_path, monkeypatch):
     yield widget
     widget.shutdown()
     if widget.engine.running:
-        widget.engine.proc.waitForFinished(5000)
+        widget.engine.wait(5000)
 
 
 def requests(tmp_path) -> list[dict]:

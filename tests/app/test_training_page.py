@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from app.main_window import MainWindow
+from app.theme import ERROR
 from trainer import config as config_mod
 from trainer.models.original_layout import save_original_checkpoint
 from trainer.models.tiny import build_tiny_components
@@ -55,6 +56,27 @@ def test_base_model_is_checked_by_the_engine(qtbot, tmp_path):
     with qtbot.waitSignal(page.model_checked, timeout=60_000) as checked:
         page.model.setCurrentText(str(model))
     assert checked.args[0]["ok"] and page.arch.text().startswith("SDXL")
+    assert page.editors["dataset.resolution"].value() == 1024   # SDXL trains at its own resolution
+    page.editors["dataset.resolution"].editor.setValue(896)      # ... unless the user chose one
+    page.model.setCurrentText("")
+    with qtbot.waitSignal(page.model_checked, timeout=60_000):
+        page.model.setCurrentText(str(model))
+    assert page.editors["dataset.resolution"].value() == 896
+
+
+def test_preview_prompts_are_fields_saved_as_the_engines_syntax(qtbot, tmp_path):
+    _, page = _window(qtbot, tmp_path)
+    page.prompts.set_prompts(["zkx, portrait --n blurry --w 768"])
+    page.prompts.add_row("zkx, full body")
+    table = page.prompts.table
+    assert [table.item(0, c).text() for c in range(3)] == ["zkx, portrait", "blurry", "768"]
+    table.item(1, 4).setText("abc")   # steps: not a number
+    assert "sampling.prompts" in page.problem.text() and not page.save_button.isEnabled()
+    table.item(1, 4).setText("12")
+    page.save()
+    cfg = config_mod.load(tmp_path / "proj" / "config.toml")
+    assert [p.replace("  ", " ") for p in cfg.sampling.prompts][0].startswith("zkx, portrait --n blurry --w 768")
+    assert cfg.sampling.prompts[1].startswith("zkx, full body") and "--s 12" in cfg.sampling.prompts[1]
 
 
 def test_presets_load_and_save_as_sparse_overlays(qtbot, tmp_path, monkeypatch):
@@ -82,4 +104,52 @@ def test_memory_line_follows_the_settings_and_warns_when_it_cannot_fit(qtbot, tm
     page._planned({"summary": "≈ 9.7 GB GPU · ≈ 7.8 GB RAM", "weight_dtype": "bf16",
                    "warnings": ["needs ≈ 9.7 GB of GPU memory but 7.5 GB is free: turn on gradient checkpointing"]},
                   "")
-    assert "7.5 GB is free" in page.memory.text() and "b00020" in page.memory.styleSheet()
+    assert "7.5 GB is free" in page.memory.text() and ERROR in page.memory.styleSheet()
+
+
+def _total_steps_train_reports(config, run_dir) -> int:
+    """Start the real engine on CONFIG and read `total_steps` from its `started` event (then stop it)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "train", str(config), "--out", str(run_dir),
+                             "--events", "jsonl"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            event = json.loads(line)
+            assert event["type"] != "error", event
+            if event["type"] == "started":
+                return event["total_steps"]
+        raise AssertionError("the engine ended without a started event")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_step_estimate_is_what_train_reports(qtbot, tmp_path):
+    """Repeats from an `N_name` folder count; an image set aside with "Exclude selected" does not (the
+    estimate once counted it, and ignored the repeats)."""
+    from PIL import Image
+
+    window, page = _window(qtbot, tmp_path)
+    shapes = tmp_path / "proj" / "dataset" / "10_shapes"
+    shapes.mkdir(parents=True)
+    for name, size in (("a", (64, 64)), ("b", (64, 64)), ("c", (64, 64)), ("wide", (128, 64))):
+        Image.new("RGB", size, (200, 30, 30)).save(shapes / f"{name}.png")
+        (shapes / f"{name}.txt").write_text("zkx, shape", encoding="utf-8")
+    dataset_page = window.dataset_page
+    dataset_page.reload()                      # the grid shows the images training uses, subfolders too
+    grid = dataset_page.grid
+    assert grid.model_.rowCount() == 4
+    grid.select_path(shapes / "c.png")
+    dataset_page.exclude_selected()            # tells the training page through `dataset_changed`
+    assert (shapes / ".excluded" / "c.png").exists() and grid.model_.rowCount() == 3
+    page.editors["dataset.resolution"].editor.setValue(64)
+    page.editors["schedule.batch_size"].editor.setValue(2)
+    page.editors["schedule.epochs"].editor.setValue(2)
+    page.save()
+    expected = _total_steps_train_reports(tmp_path / "proj" / "config.toml", tmp_path / "run")
+    # 2 square images x 10 repeats = 10 batches of 2, the wide one x 10 = 5 more; 2 epochs
+    assert expected == 30
+    assert page.estimate.text().startswith(f"≈ {expected} steps: 2 epochs of 15 steps (3 images)")

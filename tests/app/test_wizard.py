@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from PySide6.QtWidgets import QWizard
 
+from app import settings
 from app.main_window import MainWindow
 from app.wizard.plan import Gpu, SystemInfo
 from app.wizard.train_pages import CaptionsPage, SettingsPage
@@ -46,7 +47,7 @@ def _next(qtbot, wizard, page_type=None):
 
 def _walk(qtbot, window, kind, system, source, trigger="zkx", class_word=""):
     wizard = window.new_lora(system)
-    window.settings.setValue("recent_models", [])
+    settings.put(settings.RECENT_MODELS, [])
     wizard.kind_page.style.setChecked(kind == "style")
     wizard.kind_page.name.setText(f"my {kind}")
     _next(qtbot, wizard)
@@ -69,12 +70,12 @@ def _walk(qtbot, window, kind, system, source, trigger="zkx", class_word=""):
 @pytest.fixture
 def window(qtbot, tmp_path):
     window = MainWindow(data_dir=tmp_path / "app")
-    window.settings.setValue("projects_dir", str(tmp_path / "projects"))
+    settings.put(settings.PROJECTS_DIR, str(tmp_path / "projects"))
     qtbot.addWidget(window)
     yield window
     if window.run_page.engine.running:
         window.run_page.engine.kill()
-        window.run_page.engine.proc.waitForFinished(10_000)
+        window.run_page.engine.wait(10_000)
 
 
 def _finish_and_see_it_start(qtbot, window, wizard):
@@ -88,7 +89,7 @@ def _finish_and_see_it_start(qtbot, window, wizard):
     assert window.tabs.currentWidget() is window.run_page
     run_config = tomllib.loads((window.run_page.run_dir / "config.toml").read_text(encoding="utf-8"))
     window.run_page.engine.kill()
-    window.run_page.engine.proc.waitForFinished(10_000)
+    window.run_page.engine.wait(10_000)
     return run_config
 
 

@@ -16,36 +16,8 @@ from pathlib import Path
 
 from trainer.fsutil import atomic_write_text
 
-
-@dataclass
-class CaptionText:
-    path: Path
-    text: str
-    problem: str = ""   # e.g. "not UTF-8": such a file is never rewritten
-
-
-def read_caption(path: Path) -> CaptionText:
-    path = Path(path)
-    if not path.exists():
-        return CaptionText(path, "")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return CaptionText(path, "", "not UTF-8 text: re-save it as UTF-8 (most editors offer this)")
-    return CaptionText(path, " ".join(text.replace("\r\n", "\n").split("\n")).strip())
-
-
-def split_tags(caption: str) -> list[str]:
-    return [t.strip() for t in caption.split(",") if t.strip()]
-
-
-def join_tags(tags: list[str]) -> str:
-    return ", ".join(tags)
-
-
-def caption_path(image: Path, extension: str = ".txt") -> Path:
-    return Path(image).with_suffix(extension)
+# the reading and splitting rules are shared with the GUI (torch-free); re-exported for the engine's imports
+from trainer.shared.captions import CaptionText, caption_path, join_tags, read_caption, split_tags  # noqa: F401
 
 
 @dataclass

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from trainer.data.normalize import NormalizeError, normalize_image
 from trainer.fsutil import atomic_write_bytes
+from trainer.shared.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 INDEX_FILE = ".lora-studio-import.json"
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}

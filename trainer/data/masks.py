@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from trainer.data.buckets import crop_plan
+from trainer.shared.images import MASKS_FOLDER
 
-MASKS_FOLDER = "masks"
 MASK_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LATENT_FACTOR = 8  # the VAE's downsampling
 

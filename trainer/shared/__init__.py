@@ -1,0 +1,9 @@
+"""Rules the engine and the GUI must agree on, in torch-free modules both import (an import-linter contract
+in pyproject.toml keeps torch, diffusers, transformers, peft and accelerate out of them):
+
+- images: which files are images, and which folders a dataset scan skips
+- captions: reading a caption sidecar, splitting it into tags
+- dataset_layout: a dataset folder's subsets (dataset.toml, kohya `N_name` folders, or the folder itself)
+- steps: how many optimizer steps a run takes
+- trainer.run_folder: the run folder's layout (sample and checkpoint file names)
+"""

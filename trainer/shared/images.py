@@ -1,0 +1,38 @@
+"""Which files are training images, and which folders a scan skips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+EXCLUDED_DIR = ".excluded"   # "Exclude" moves an image (and its caption) here, beside it: a hidden folder
+MASKS_FOLDER = "masks"       # loss masks (trainer.data.masks) named like their images: never training images
+
+
+def is_image(path: Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def images_in(folder: Path, recursive: bool) -> list[Path]:
+    """Sorted image files of FOLDER. Hidden folders (`.excluded`, `.cache`) and hidden files are skipped:
+    setting an image aside is moving it into `.excluded/`. Masks in a `masks/` folder are skipped too."""
+    folder = Path(folder)
+    pattern = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(p for p in pattern if is_image(p) and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                  and MASKS_FOLDER not in p.relative_to(folder).parts[:-1])
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) as the model sees the image (upright after EXIF rotation); (0, 0) if unreadable.
+    Reads only the header."""
+    from PIL import Image  # torch-free, but only scans need it
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                w, h = h, w  # rotated by EXIF: the model sees it upright
+    except OSError:
+        return 0, 0
+    return w, h
