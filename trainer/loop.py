@@ -10,7 +10,6 @@ Everything the loop writes lives in the run folder. Only the main process writes
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from trainer.optim import build_lr_scheduler, build_optimizer, param_groups, pro
 from trainer.reporting import Reporter
 from trainer.runtime import Runtime, setup_runtime
 from trainer.saving import Saver
+from trainer.shared.steps import total_steps
 from trainer.sink import EventSink
 from trainer.state import Position, TrainingState, latest_snapshot, load_state
 from trainer.validation import Validator, split_validation
@@ -111,12 +111,6 @@ def _log_fingerprint(rt: Runtime) -> None:
     if acc.num_processes > 1:  # every rank says what it ended with; they must match (DDP keeps them in step)
         log.info("process %d of %d: adapter fingerprint %s", acc.process_index, acc.num_processes,
                  rt.fingerprint())
-
-
-def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
-    if cfg.schedule.epochs:
-        return math.ceil(cfg.schedule.epochs * batches_per_epoch / cfg.schedule.gradient_accumulation)
-    return cfg.schedule.max_steps
 
 
 def _warn_unreadable_captions(items: list, sink: EventSink) -> None:

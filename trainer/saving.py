@@ -25,6 +25,7 @@ from trainer.export.metadata import TrainingFacts, build_metadata
 from trainer.export.save import SAVE_DTYPES, NonFiniteWeights, write_safetensors
 from trainer.failures import Diverged
 from trainer.lora.algorithms import exported_alpha, module_scales
+from trainer.run_folder import CHECKPOINTS_DIR, checkpoint_name
 from trainer.runtime import TE_NAMES, Runtime
 from trainer.sampling import render_samples
 from trainer.sink import EventSink
@@ -52,7 +53,7 @@ class Saver:
         self.ema = LoraEma.create(cfg, rt.trainable_params)  # None unless lora.ema_decay is set
         self.started_at = time.time()
         # checkpoints of earlier sessions of this run count too: for keep_last, and as "the last good one"
-        self.saved_checkpoints = sorted(p for p in (self.run_dir / "checkpoints").glob(
+        self.saved_checkpoints = sorted(p for p in (self.run_dir / CHECKPOINTS_DIR).glob(
             f"{cfg.saving.output_name}-step[0-9]*.safetensors") if not is_ema_file(p))
 
     def due(self, state: TrainingState, control: Control) -> Due:
@@ -98,8 +99,8 @@ class Saver:
     def checkpoint(self, state: TrainingState) -> None:
         pos, noise_states = state.pos, self._noise_states(state.noise_gen)
         if self.main:
-            name = f"{self.cfg.saving.output_name}-step{pos.step:06d}.safetensors"
-            path = self.write_adapter(self.run_dir / "checkpoints" / name, pos)
+            name = checkpoint_name(self.cfg.saving.output_name, pos.step)
+            path = self.write_adapter(self.run_dir / CHECKPOINTS_DIR / name, pos)
             save_state(self.run_dir, state, self._state_adapters(pos), noise_states)
             self.saved_checkpoints = [p for p in self.saved_checkpoints if p != path] + [path]
             self._prune_checkpoints()

@@ -62,24 +62,19 @@ def crop_plan(w: int, h: int, bucket: tuple[int, int], center: bool = True,
 class BucketPlan:
     images: dict[tuple[int, int], int]
     upscaled: int
-    steps_per_epoch: int
 
     def to_dict(self) -> dict:
         return {"buckets": {f"{w}x{h}": n for (w, h), n in sorted(self.images.items())},
-                "upscaled": self.upscaled, "steps_per_epoch": self.steps_per_epoch}
+                "upscaled": self.upscaled}
 
 
-def bucket_plan(sizes: list[tuple[int, int, int]], base: int, batch_size: int,
-                allow_upscale: bool = False) -> BucketPlan:
-    """sizes: (width, height, repeats) per image. Batches never mix buckets."""
+def bucket_plan(sizes: list[tuple[int, int]], base: int, allow_upscale: bool = False) -> BucketPlan:
+    """Images per bucket for SIZES (width, height). Steps are counted by trainer.shared.steps."""
     buckets = make_buckets(base)
     counts: dict[tuple[int, int], int] = {}
-    seen: dict[tuple[int, int], int] = {}
     upscaled = 0
-    for w, h, repeats in sizes:
+    for w, h in sizes:
         choice = choose_bucket(w, h, buckets, allow_upscale)
         counts[choice.size] = counts.get(choice.size, 0) + 1
-        seen[choice.size] = seen.get(choice.size, 0) + repeats
         upscaled += choice.upscaled
-    steps = sum(math.ceil(n / batch_size) for n in seen.values())
-    return BucketPlan(counts, upscaled, steps)
+    return BucketPlan(counts, upscaled)

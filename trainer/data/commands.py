@@ -24,6 +24,8 @@ def register(sub) -> None:
     chk.add_argument("folder", type=Path)
     chk.add_argument("--arch", choices=["sd15", "sd2", "sdxl"], default="sd15")
     chk.add_argument("--batch-size", type=int, default=1)
+    chk.add_argument("--repeats", type=int, default=1, help="dataset.repeats: every image this many times "
+                                                             "per epoch, on top of N_name folder repeats")
     chk.add_argument("--json", action="store_true")
     cap = dsub.add_parser("caption", help="edit captions across the dataset")
     cap.add_argument("folder", type=Path)
@@ -80,7 +82,7 @@ def _import(args) -> int:
 def _check(args) -> int:
     from trainer.data.health import check_dataset
 
-    report = check_dataset(args.folder, args.arch, args.batch_size)
+    report = check_dataset(args.folder, args.arch, args.batch_size, repeats=args.repeats)
     print(report.to_json() if args.json else report.to_text())
     return 0
 

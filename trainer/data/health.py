@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from trainer.config import TrainConfig
 from trainer.data.buckets import BASE_BY_ARCH, bucket_plan
 from trainer.data.captions import split_tags
 from trainer.data.masks import mask_source
 from trainer.data.spec import ImageRecord, list_images, read_dataset
+from trainer.shared.steps import batches_per_epoch
 
 CLIP_TOKENS = 75  # one CLIP chunk; captioners trim to it (captioning.finish)
 NEAR_DUPLICATE_BITS = 6  # of 64: dHashes this close are the same picture, resized or re-encoded
@@ -66,16 +68,20 @@ class HealthReport:
 
 
 def check_dataset(root: Path, arch: str = "sd15", batch_size: int = 1, min_side: int = 256,
-                  max_tokens: int = 225) -> HealthReport:
-    """`max_tokens`: dataset.max_token_length (225 by default: three 75-token chunks)."""
+                  max_tokens: int = 225, repeats: int = 1) -> HealthReport:
+    """`max_tokens`: dataset.max_token_length (225 by default: three 75-token chunks); `repeats`:
+    dataset.repeats, on top of each subset's own."""
     records = list_images(read_dataset(root))
     base = BASE_BY_ARCH[arch]
-    plan = bucket_plan([(r.width, r.height, r.subset.repeats) for r in records if r.width], base, batch_size)
+    readable = [r for r in records if r.width]
+    plan = bucket_plan([(r.width, r.height) for r in readable], base)
+    counting = TrainConfig()  # the engine's own step count (trainer.shared.steps), at this arch's resolution
+    counting.dataset.resolution, counting.dataset.repeats, counting.schedule.batch_size = base, repeats, batch_size
     report = HealthReport(
         root=str(root), arch=arch, images=len(records), subsets=_subsets(records),
         resolutions=dict(Counter(f"{r.width}x{r.height}" for r in records).most_common(20)),
         tag_frequency=dict(Counter(t for r in records for t in split_tags(r.caption)).most_common(100)),
-        bucket_plan=plan.to_dict(), steps_per_epoch=plan.steps_per_epoch)
+        bucket_plan=plan.to_dict(), steps_per_epoch=batches_per_epoch(readable, counting))
     report.warnings = _warnings(records, min_side, base, plan.upscaled, max_tokens)
     sources = {r.path: mask_source(r) for r in records if r.width}
     report.masks = dict(Counter(sources.values()))

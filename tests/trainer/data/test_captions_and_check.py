@@ -103,3 +103,15 @@ def test_check_and_caption_cli(tmp_path):
     check = subprocess.run(run + ["check", str(root), "--arch", "sdxl", "--json"], capture_output=True, text=True)
     data = json.loads(check.stdout)
     assert data["arch"] == "sdxl" and data["images"] == 2 and data["bucket_plan"]["buckets"]
+
+
+def test_check_counts_steps_per_epoch_as_training_does(tmp_path):
+    """Folder repeats (`10_zkx`) times dataset.repeats, per bucket, divided by the batch size: the same
+    number the training page's estimate and `train` use (trainer.shared.steps)."""
+    root = tmp_path / "k"
+    _dataset(root / "10_zkx", {"a": b"zkx", "b": b"zkx"})
+    Image.new("RGB", (768, 512)).save(root / "10_zkx" / "b.png")  # a 3:2 bucket beside a's square one
+    out = subprocess.run([sys.executable, "-m", "trainer", "dataset", "check", str(root), "--batch-size", "4",
+                          "--repeats", "3", "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["steps_per_epoch"] == 2 * 8  # each bucket: 1 image x 10 x 3 = 30 -> 8 batches
