@@ -59,7 +59,8 @@ def test_exported_tensors_give_the_trained_update_by_the_uis_formulas(tmp_path, 
     assert checked == len(modules) and any(".conv1" in m for m in module_scales(model.unet))
 
 
-@pytest.mark.parametrize("algorithm,spec", [("loha", "demo:sd15"), ("lokr", "demo:sdxl")])
+@pytest.mark.parametrize("algorithm,spec", [("loha", "demo:sd15"), ("loha", "demo:sdxl"), ("lokr", "demo:sd15"),
+                                            ("lokr", "demo:sdxl")])
 def test_lycoris_adapter_trains_exports_and_verifies(tmp_path, algorithm, spec):
     out = tmp_path / "run"
     make_dataset(tmp_path / "data", count=4)
@@ -141,6 +142,23 @@ def test_rslora_scales_by_sqrt_rank_and_conv_layers_take_their_own_rank(one_step
     assert rs[shortcut_or_time]["lora_down.weight"].shape[0] == 16
     args = json.loads(meta["ss_network_args"])
     assert args["conv_dim"] == "2" and args["rs_lora"] == "True"
+
+
+def test_rslora_on_sdxl_exports_the_stabilised_alpha_and_verifies(tmp_path):
+    make_dataset(tmp_path / "data", count=4)
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(
+        "train", "--demo", "--out", str(out), "--events", "jsonl", "--set", "model.path=demo:sdxl",
+        "--set", f"dataset.path={tmp_path / 'data'}", "--set", "lora.rslora=true", "--set", "lora.rank=16",
+        "--set", "lora.alpha=4", "--set", "lora.train_text_encoder=true", "--set", "schedule.max_steps=1",
+        "--set", "sampling.every_n_steps=0", "--set", "saving.every_n_steps=0")
+    assert code == 0, stderr
+    adapter = out / "demo-lora.safetensors"
+    report = verify_file(adapter)
+    assert report.ok and report.applied == len(load_file(str(adapter))), report.summary()
+    modules = modules_of(load_file(str(adapter)))
+    assert any(m.startswith("lora_te2_") for m in modules)
+    assert {float(parts["alpha"]) for parts in modules.values()} == {16.0}  # 4 * sqrt(16): UIs scale alpha/rank
 
 
 def test_conv_rank_without_conv_targets_is_refused(tmp_path):
