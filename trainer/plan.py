@@ -123,27 +123,33 @@ ALGORITHM_SIZE = {"lora": 1.0, "loha": 2.0, "lokr": 0.5, "adalora": 4.5}
 
 
 def _lora_params(cfg: TrainConfig, components: dict) -> int:
+    from trainer.lora.algorithms import UNET_BLOCKS
     from trainer.lora.inject import TEXT_ENCODER_TARGETS, UNET_CONV_3X3, UNET_TARGETS
 
     lc = cfg.lora
-    conv_rank = lc.conv_rank or lc.rank
-    count = _count_lora(components["unet"], UNET_TARGETS[lc.targets], lc.rank, lc.dora,
-                        UNET_CONV_3X3, conv_rank)
+    conv = re.compile(f"^({UNET_CONV_3X3})$")
+    blocks = [(re.compile(prefix), lc.block_ranks[i] if lc.block_ranks else lc.rank)
+              for i, prefix in enumerate(UNET_BLOCKS.values())]
+
+    def unet_rank(name: str) -> int:  # as trainer.lora.algorithms.rank_patterns assigns them
+        block_rank = next((rank for prefix, rank in blocks if prefix.match(name)), lc.rank)
+        return (lc.conv_rank or block_rank) if conv.match(name) else block_rank
+
+    count = _count_lora(components["unet"], UNET_TARGETS[lc.targets], unet_rank, lc.dora)
     if lc.train_text_encoder:
         for name in ("text_encoder", "text_encoder_2"):
             if name in components:
-                count += _count_lora(components[name], TEXT_ENCODER_TARGETS, lc.rank, lc.dora)
+                count += _count_lora(components[name], TEXT_ENCODER_TARGETS, lambda _name: lc.rank, lc.dora)
     return int(count * ALGORITHM_SIZE[lc.algorithm])
 
 
-def _count_lora(model: torch.nn.Module, pattern: str, rank: int, dora: bool, conv_pattern: str | None = None,
-                conv_rank: int = 0) -> int:
+def _count_lora(model: torch.nn.Module, pattern: str, rank_of, dora: bool) -> int:
+    """LoRA parameters of MODEL's layers matching PATTERN, `rank_of(layer name)` each."""
     regex, total = re.compile(pattern), 0
-    conv = re.compile(f"^({conv_pattern})$") if conv_pattern else None
     for name, module in model.named_modules():
         if not regex.match(name):
             continue
-        r = conv_rank if conv is not None and conv.match(name) else rank
+        r = rank_of(name)
         if isinstance(module, torch.nn.Linear):
             total += r * (module.in_features + module.out_features) + (module.out_features if dora else 0)
         elif isinstance(module, torch.nn.Conv2d):

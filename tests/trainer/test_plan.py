@@ -73,3 +73,14 @@ def test_plan_cli_prints_json_and_names_a_missing_model(tmp_path):
     assert data["device"] == "cuda" and data["gpu_gb"] > 0 and "GB GPU" in data["summary"]
     missing = run("--demo", "--set", f"model.path={tmp_path / 'none.safetensors'}")
     assert missing.returncode == 2 and "none.safetensors" in missing.stderr
+
+
+@pytest.mark.parametrize("keys", [{}, {"lora__targets": "full", "lora__block_ranks": [2, 4, 8]},
+                                  {"lora__targets": "full", "lora__block_ranks": [2, 4, 8], "lora__conv_rank": 3}])
+def test_lora_size_is_the_count_training_builds_with_per_block_and_conv_ranks(keys):
+    from trainer.models.load import load_base_model
+    from trainer.runtime import _add_adapters
+
+    cfg = _cfg(lora__rank=6, **keys)
+    unet_params, _ = _add_adapters(cfg, load_base_model(cfg.model.path))
+    assert make_plan(cfg, "cpu").lora_params == sum(p.numel() for p in unet_params)
