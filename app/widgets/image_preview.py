@@ -23,7 +23,7 @@ DECODE_SIDE = 1024       # images are reduced to this before tinting: a 24 MP ph
 
 def mask_label(image: Path, dataset_root: Path | None) -> tuple[str, Path | None]:
     """("mask: masks/NAME.png", the file) / ("mask: alpha channel", None) / ("", None) for IMAGE."""
-    subset = masks.subset_folder_of(image, dataset_root) if dataset_root else image.parent
+    subset = masks.subset_folder_of(image, masks.subset_folders(dataset_root)) if dataset_root else image.parent
     found = masks.mask_file(image, subset)
     if found is not None:
         return f"mask: {found.parent.name}/{found.name}", found

@@ -1,5 +1,7 @@
 """The dataset page shows each image's loss mask (loss.masked) over it: the engine's rule for which file it is."""
 
+from pathlib import Path
+
 from PIL import Image
 from PySide6.QtGui import QColor
 
@@ -46,6 +48,19 @@ def test_an_image_with_a_mask_shows_it_tinted_and_the_toggle_hides_it(qtbot, tmp
     assert _pixel(preview, 0.2).getRgb()[:3] == (255, 255, 255)
     preview.show_mask.setChecked(True)
     assert _pixel(preview, 0.2).lightness() < 150
+
+
+def test_thumbnails_of_masked_images_carry_a_badge(qtbot, tmp_path):
+    from app.widgets.thumbnails import MASK_ROLE
+
+    page, subset = _dataset_with_masks(qtbot, tmp_path)
+    items = page.grid.items
+    assert page.grid.pool.waitForDone(20_000)
+    qtbot.waitUntil(lambda: None not in (items[str(subset / name)].data(MASK_ROLE)   # the queued results arrived
+                                         for name in ("white.png", "cutout.png")))
+    assert {Path(path).name: item.data(MASK_ROLE) for path, item in items.items()} == {
+        "white.png": "masks folder", "plain.png": None, "cutout.png": "alpha"}
+    assert "loss mask: masks/ folder" in items[str(subset / "white.png")].toolTip()
 
 
 def test_no_mask_no_overlay_and_the_alpha_channel_is_a_mask(qtbot, tmp_path):

@@ -46,13 +46,17 @@ def mask_source(image: Path, subset_folder: Path) -> str:
     return FROM_ALPHA if has_alpha(image) else ""
 
 
-def subset_folder_of(image: Path, dataset_root: Path) -> Path:
-    """The folder of the subset IMAGE belongs to (the deepest one holding it), for a browser that knows only
-    the dataset folder; the dataset folder itself when none does or dataset.toml is broken."""
-    image, root = Path(image), Path(dataset_root)
+def subset_folders(dataset_root: Path) -> list[Path]:
+    """The dataset's subset folders, for a browser that knows only the dataset folder; the folder itself when
+    dataset.toml is broken (the health check names the problem)."""
     try:
-        folders = [s.folder for s in read_dataset(root)]
+        return [s.folder for s in read_dataset(dataset_root)]
     except DatasetError:
-        return root
-    holding = [f for f in folders if f == image.parent or f in image.parents]
-    return max(holding, key=lambda f: len(f.parts), default=root)
+        return [Path(dataset_root)]
+
+
+def subset_folder_of(image: Path, folders: list[Path]) -> Path:
+    """Which of FOLDERS (subset_folders) IMAGE belongs to: the deepest one holding it, else the first."""
+    image = Path(image)
+    holding = [f for f in folders if f in image.parents]
+    return max(holding, key=lambda f: len(f.parts), default=folders[0])
