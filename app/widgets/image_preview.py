@@ -67,7 +67,7 @@ class ImagePreview(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.picture, 1)
-        layout.addWidget(row(self.show_mask, self.mask))
+        layout.addWidget(row(self.show_mask, self.mask, QWidget()))   # the spacer keeps the label by its box
 
     def show_image(self, image: Path) -> None:
         self.image = Path(image)
