@@ -37,8 +37,8 @@ def masked_image(image: Path, mask: Path | None) -> QImage:
 
     with Image.open(image) as im:
         im.draft("RGB", (DECODE_SIDE, DECODE_SIDE))   # JPEG: decode at a reduced size straight away
+        im.thumbnail((DECODE_SIDE, DECODE_SIDE))      # before any copy: a 12 MP PNG stays quick
         shown = ImageOps.exif_transpose(im).convert("RGBA")
-    shown.thumbnail((DECODE_SIDE, DECODE_SIDE))
     if mask is None:
         kept = shown.getchannel("A")
     else:
@@ -90,6 +90,10 @@ class ImagePreview(QWidget):
         else:
             reader = QImageReader(str(self.image))
             reader.setAutoTransform(True)  # EXIF orientation, as training (and the tinted view) sees it
+            size = reader.size()
+            if size.isValid():            # decode at about the shown size (JPEG decodes reduced, fast)
+                reader.setScaledSize(size.scaled(min(size.width(), DECODE_SIDE), min(size.height(), DECODE_SIDE),
+                                                 Qt.AspectRatioMode.KeepAspectRatio))
             pixmap = QPixmap.fromImage(reader.read())
         self.picture.setPixmap(pixmap.scaled(self.picture.size(), Qt.AspectRatioMode.KeepAspectRatio,
                                              Qt.TransformationMode.SmoothTransformation))
