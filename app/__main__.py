@@ -37,8 +37,10 @@ def main() -> int:
 def _self_test(app, window) -> None:
     from PySide6.QtCore import QTimer
 
+    from trainer.run_folder import final_adapters
+
     def finished(ok: bool) -> None:
-        adapter = next(Path(window.run_page.run_dir).glob("*.safetensors"), None)
+        adapter = next(iter(final_adapters(window.run_page.run_dir)), None)
         print(f"self-test: {'passed' if ok and adapter else 'FAILED'}: run {window.run_page.run_dir}, "
               f"adapter {adapter}", flush=True)
         app.exit(0 if ok and adapter else 1)

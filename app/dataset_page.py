@@ -113,6 +113,7 @@ class DatasetPage(QWidget):
     def set_folder(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.bulk.folder = self.folder
+        self.editor.preview.dataset_root = self.folder   # masks/ may sit in a subset's folder or the dataset's
         self.title.setText(f"Dataset: {self.folder}  ·  drop images, folders or .zip files anywhere to import")
         self.reload()
 

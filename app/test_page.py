@@ -28,13 +28,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.dialogs.export_dialog import add_adapter_items
 from app.dialogs.image_viewer import ImageViewer
 from app.engine_client import EngineProcess
 from app.test_form import SettingsForm
 from app.widgets.lora_list import LoraList
 from app.widgets.results import ResultsGrid
 from app.xy_grid import compose_grid, parse_strengths, plan_cells
-from trainer.run_folder import adapters_in
+from trainer.run_folder import is_ema_file
 
 
 class TestPage(QWidget):
@@ -96,7 +97,7 @@ class TestPage(QWidget):
     def _lora_controls(self) -> QHBoxLayout:
         self.loras = LoraList()
         self.run_adapters = QComboBox()
-        self.run_adapters.setToolTip("the run's final adapter and its checkpoints")
+        self.run_adapters.setToolTip("the run's final adapter and its checkpoints (and their EMA versions)")
         add_run = QPushButton("Add")
         add_run.clicked.connect(lambda: self.run_adapters.currentData() and
                                 self.loras.add(Path(self.run_adapters.currentData())))
@@ -161,8 +162,7 @@ class TestPage(QWidget):
             if cfg.sampling.prompts:
                 self.settings_form.prompt.setPlainText(cfg.sampling.prompts[0])
         self.run_adapters.clear()
-        for path in adapters_in(self.run_dir):
-            self.run_adapters.addItem(path.name, str(path))
+        add_adapter_items(self.run_adapters, self.run_dir)
 
     def test_adapter(self, adapter: Path, run_dir: Path | None = None) -> None:
         """"Test this checkpoint": the page pre-filled with the run and only this LoRA, at strength 1."""
@@ -174,7 +174,8 @@ class TestPage(QWidget):
 
     def add_all_checkpoints(self) -> None:
         for i in range(self.run_adapters.count()):
-            self.loras.add(Path(self.run_adapters.itemData(i)))
+            if not is_ema_file(self.run_adapters.itemData(i)):  # an EMA version is added on its own, by choice
+                self.loras.add(Path(self.run_adapters.itemData(i)))
 
     def out_dir(self) -> Path:
         return self.run_dir / "tests" if self.run_dir else self.out_root

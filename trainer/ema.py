@@ -14,16 +14,9 @@ from pathlib import Path
 
 import torch
 
+from trainer.run_folder import ema_path, is_ema_file  # noqa: F401  (the file names live with the run folder's)
+
 STATE_COMPONENT = "ema"  # the resume snapshot's adapter file holds it as `ema::NNNNN` (one per parameter)
-
-
-def ema_path(adapter: Path) -> Path:
-    """NAME.safetensors -> NAME.ema.safetensors, beside it."""
-    return adapter.with_name(adapter.stem + ".ema.safetensors")
-
-
-def is_ema_file(path: Path) -> bool:
-    return path.name.endswith(".ema.safetensors")
 
 
 class LoraEma:

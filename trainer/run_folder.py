@@ -45,6 +45,7 @@ def clear_failed_start(run_dir: Path) -> None:
 SAMPLES_DIR, CHECKPOINTS_DIR, STATE_DIR = "samples", "checkpoints", "state"
 _SAMPLE = re.compile(r"^step(\d{6,})_p(\d{2,})\.png$")
 _CHECKPOINT_STEP = re.compile(r"-step(\d{6,})$")
+EMA_SUFFIX = ".ema.safetensors"
 
 
 def sample_name(step: int, index: int) -> str:
@@ -67,6 +68,23 @@ def checkpoint_step(path: Path) -> int | None:
     return int(match[1]) if match else None
 
 
+def ema_path(adapter: Path) -> Path:
+    """NAME.safetensors -> NAME.ema.safetensors beside it: the average of the weights (lora.ema_decay), written
+    for the final adapter and each checkpoint. A variant of its adapter, never an adapter of its own in a list."""
+    adapter = Path(adapter)
+    return adapter.with_name(adapter.stem + EMA_SUFFIX)
+
+
+def is_ema_file(path: Path) -> bool:
+    return Path(path).name.endswith(EMA_SUFFIX)
+
+
+def ema_of(adapter: Path) -> Path | None:
+    """The EMA file written beside ADAPTER, when the run kept one."""
+    path = ema_path(adapter)
+    return path if path.is_file() else None
+
+
 def samples_in(run_dir: Path) -> list[tuple[Path, int, int]]:
     """Every preview image of a run with its step and prompt index, in step order."""
     found = [(p, *parsed) for p in (Path(run_dir) / SAMPLES_DIR).glob("step*_p*.png")
@@ -75,12 +93,17 @@ def samples_in(run_dir: Path) -> list[tuple[Path, int, int]]:
 
 
 def adapters_in(run_dir: Path) -> list[Path]:
-    """The final adapter first, then checkpoints, newest first."""
-    finals = sorted(Path(run_dir).glob("*.safetensors"))
+    """The final adapter first, then checkpoints, newest first; EMA files are not listed (ema_of finds them)."""
     checkpoints = sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("*.safetensors"), reverse=True)
-    return finals + checkpoints
+    return final_adapters(run_dir) + [p for p in checkpoints if not is_ema_file(p)]
+
+
+def final_adapters(run_dir: Path) -> list[Path]:
+    """The adapter(s) a run wrote at its end (saving.output_name), without their EMA files."""
+    return [p for p in sorted(Path(run_dir).glob("*.safetensors")) if not is_ema_file(p)]
 
 
 def checkpoint_for_step(run_dir: Path, step: int) -> Path | None:
-    matches = [p for p in sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("*.safetensors")) if checkpoint_step(p) == step]
+    matches = [p for p in sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("*.safetensors"))
+               if checkpoint_step(p) == step and not is_ema_file(p)]
     return matches[0] if matches else None

@@ -25,7 +25,25 @@ from PySide6.QtWidgets import (
 
 from app import settings
 from app.engine_client import EngineCall
-from trainer.run_folder import adapters_in, checkpoint_for_step
+from trainer.run_folder import adapters_in, checkpoint_for_step, ema_of, is_ema_file
+
+EMA_LABEL = "{name} · EMA (averaged weights)"
+
+
+def add_adapter_items(combo: QComboBox, run_dir: Path) -> None:
+    """The run's final adapter and checkpoints, each followed by its EMA version when the run kept one
+    (lora.ema_decay): an EMA file is a choice of its adapter, never an adapter of its own."""
+    for path in adapters_in(run_dir):
+        combo.addItem(path.name, str(path))
+        if (ema := ema_of(path)) is not None:
+            combo.addItem(EMA_LABEL.format(name=path.name), str(ema))
+
+
+def default_name(adapter: str | None) -> str:
+    """The name an export gets: the run's output name, without a checkpoint's step; "-ema" for an EMA file."""
+    path = Path(adapter or "lora.safetensors")
+    base = path.name.removesuffix(".ema.safetensors").removesuffix(".safetensors").split("-step")[0]
+    return f"{base}-ema" if is_ema_file(path) else base
 
 
 class ExportDialog(QDialog):
@@ -39,8 +57,7 @@ class ExportDialog(QDialog):
         self.call: EngineCall | None = None
         self.overwrite = False
         self.adapter = QComboBox()
-        for path in adapters_in(run_dir):
-            self.adapter.addItem(path.name, str(path))
+        add_adapter_items(self.adapter, run_dir)
         picked = checkpoint_for_step(run_dir, step) if step else None
         if picked is not None:
             self.adapter.setCurrentIndex(self.adapter.findData(str(picked)))
@@ -57,7 +74,8 @@ class ExportDialog(QDialog):
         row.addWidget(browse)
         folder_row = QWidget()
         folder_row.setLayout(row)
-        self.name = QLineEdit(Path(self.adapter.currentData() or "lora").stem.split("-step")[0])
+        self.name = QLineEdit(default_name(self.adapter.currentData()))
+        self.adapter.currentIndexChanged.connect(self._adapter_changed)
         self.preview = preview
         self.result = QLabel("")
         self.result.setWordWrap(True)
@@ -73,6 +91,11 @@ class ExportDialog(QDialog):
         self.buttons.accepted.connect(self.export)
         self.buttons.rejected.connect(self.reject)
         form.addRow(self.buttons)
+
+    def _adapter_changed(self) -> None:
+        """Follow the choice with the default name (an EMA file gets "-ema"), unless the user typed one."""
+        if self.name.text().strip() in {default_name(self.adapter.itemData(i)) for i in range(self.adapter.count())}:
+            self.name.setText(default_name(self.adapter.currentData()))
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Where should the LoRA go?", self.folder.text())

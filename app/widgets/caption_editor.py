@@ -1,4 +1,4 @@
-"""The caption of one image: its preview, the text, a token counter and tag chips.
+"""The caption of one image: its preview (with its loss mask), the text, a token counter and tag chips.
 
 Edits are saved atomically (trainer.fsutil) shortly after typing stops; undo/redo is Ctrl+Z / Ctrl+Shift+Z.
 A caption that is not UTF-8 is shown read-only and never rewritten (the engine's reading rule:
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
 from app.theme import ERROR
+from app.widgets.image_preview import ImagePreview
 from app.widgets.rows import row
 from app.widgets.tag_chips import TagChips
 from trainer.fsutil import atomic_write_text
@@ -28,8 +28,7 @@ class CaptionEditor(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.current: Path | None = None   # the image whose caption is shown
-        self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumSize(320, 320)
+        self.preview = ImagePreview()   # with the loss mask over it, where the image has one
         self.caption = QPlainTextEdit()
         self.caption.setPlaceholderText("caption: comma-separated tags or a sentence")
         self.caption.setMaximumHeight(120)
@@ -50,9 +49,7 @@ class CaptionEditor(QWidget):
         self.current = Path(path) if path else None
         if self.current is None:
             return
-        pixmap = QPixmap(str(self.current))
-        self.preview.setPixmap(pixmap.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                             Qt.TransformationMode.SmoothTransformation))
+        self.preview.show_image(self.current)
         self.reload()
 
     def clear(self) -> None:

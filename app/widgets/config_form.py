@@ -11,11 +11,26 @@ from dataclasses import fields
 from typing import get_type_hints
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
 
 from trainer import config as config_mod
 
-SCIENTIFIC = {"optimizer.lr", "optimizer.text_encoder_lr", "optimizer.eps", "optimizer.weight_decay"}
+# floats typed as text: learning rates (1e-4 reads better than 0.000) and decays (0.9999 needs 4+ decimals)
+SCIENTIFIC = {"optimizer.lr", "optimizer.text_encoder_lr", "optimizer.eps", "optimizer.weight_decay",
+              "lora.ema_decay"}
+STEPS = {"dataset.max_token_length": 75}   # the arrows move by what the engine accepts: whole 75-token chunks
+FILES = {"lora.init_from": "LoRA (*.safetensors)"}   # path keys get a Browse… button with this filter
+LIST_HINT = "down, mid, up (e.g. 8, 16, 32); empty = one value for every block"
 
 
 def field_info(dotted: str) -> tuple[type, dict]:
@@ -36,15 +51,22 @@ class KeyEditor(QWidget):
 
     def __init__(self, dotted: str, parent=None):
         super().__init__(parent)
-        from PySide6.QtWidgets import QHBoxLayout
-
         self.dotted = dotted
         self.kind, self.meta = field_info(dotted)
         self.editor = self._make()
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.editor)
+        if dotted in FILES:
+            browse = QPushButton("Browse…")
+            browse.clicked.connect(self.browse)
+            layout.addWidget(browse)
         self.setToolTip(self.meta.get("help", ""))
+
+    def browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, self.dotted, self.editor.text(), FILES[self.dotted])
+        if path:
+            self.editor.setText(path)
 
     def _make(self) -> QWidget:
         lo, hi, choices = self.meta.get("min"), self.meta.get("max"), self.meta.get("choices")
@@ -59,6 +81,7 @@ class KeyEditor(QWidget):
             w = QSpinBox()
             w.setRange(int(lo if lo is not None else -2**31), int(min(hi if hi is not None else 2**31 - 1,
                                                                       2**31 - 1)))
+            w.setSingleStep(STEPS.get(self.dotted, 1))
             w.valueChanged.connect(self.changed)
         elif self.kind is float and self.dotted not in SCIENTIFIC:
             w = QDoubleSpinBox()
@@ -67,7 +90,9 @@ class KeyEditor(QWidget):
             w.setSingleStep(0.05)
             w.valueChanged.connect(self.changed)
         else:
-            w = QLineEdit()  # strings, lists (as JSON) and learning rates (1e-4 reads better as text)
+            w = QLineEdit()  # strings, lists (as JSON) and SCIENTIFIC floats
+            if self.kind is list:
+                w.setPlaceholderText(LIST_HINT)
             w.textChanged.connect(self.changed)
         return w
 
@@ -81,7 +106,7 @@ class KeyEditor(QWidget):
         elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
             w.setValue(value)
         elif self.kind is list:
-            w.setText(json.dumps(value))
+            w.setText(json.dumps(value) if value else "")  # empty shows the placeholder: what leaving it means
         else:
             w.setText(f"{value:g}" if isinstance(value, float) else str(value))
         w.blockSignals(False)
@@ -96,13 +121,19 @@ class KeyEditor(QWidget):
             return w.value()
         text = w.text().strip()
         if self.kind is list:
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError:
-                return text  # the config's own check reports it, naming the key
+            return _parse_list(text)
         if self.kind is float:
             try:
                 return float(text)
             except ValueError:
                 return text
+        return text
+
+
+def _parse_list(text: str):
+    """A list typed as JSON ("[8, 16, 32]"), bare ("8, 16, 32") or not at all ("" = []). Anything else comes back
+    as the text: the config's own check reports it, naming the key."""
+    try:
+        return json.loads(text if text.startswith("[") else f"[{text}]")
+    except json.JSONDecodeError:
         return text

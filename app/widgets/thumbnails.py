@@ -1,7 +1,8 @@
 """A thumbnail grid that stays smooth with thousands of images.
 
 Model/view (one QStandardItem per image, no widget per image); thumbnails are made on a thread pool and
-cached on disk (keyed by path, size and mtime), then set on the GUI thread through a queued signal.
+cached on disk (keyed by path, size and mtime), then set on the GUI thread through a queued signal. An image
+with a loss mask (trainer.shared.masks) gets a small half-black, half-white badge, drawn after the cache.
 """
 
 from __future__ import annotations
@@ -9,14 +10,25 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, QSize, QStandardPaths, Qt, QThreadPool, Signal
-from PySide6.QtGui import QIcon, QImage, QImageReader, QPixmap, QStandardItem, QStandardItemModel
+from PySide6.QtCore import QObject, QRectF, QRunnable, QSize, QStandardPaths, Qt, QThreadPool, Signal
+from PySide6.QtGui import (
+    QColor,
+    QIcon,
+    QImage,
+    QImageReader,
+    QPainter,
+    QPixmap,
+    QStandardItem,
+    QStandardItemModel,
+)
 from PySide6.QtWidgets import QAbstractItemView, QListView
 
+from trainer.shared import masks
 from trainer.shared.dataset_layout import dataset_images
 
 SIDE = 128
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+MASK_ROLE = Qt.ItemDataRole.UserRole + 2   # trainer.shared.masks.mask_source of the image, once its thumbnail is made
 
 
 def thumb_cache_dir() -> Path:
@@ -25,13 +37,29 @@ def thumb_cache_dir() -> Path:
 
 
 class _Signals(QObject):
-    done = Signal(str, QImage)
+    done = Signal(str, QImage, str)   # path, thumbnail, its mask source ("" = none)
+
+
+def mask_badge(image: QImage) -> QImage:
+    """A copy of the thumbnail with a half-black, half-white disc in its top-right corner: "has a loss mask"."""
+    badged = image.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
+    side = max(10, min(badged.width(), badged.height()) // 6)
+    disc = QRectF(badged.width() - side - 3, 3, side, side)
+    painter = QPainter(badged)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(QColor(128, 128, 128))
+    painter.setBrush(QColor("white"))
+    painter.drawEllipse(disc)
+    painter.setBrush(QColor("black"))
+    painter.drawPie(disc, 90 * 16, 180 * 16)   # the left half: what the loss ignores
+    painter.end()
+    return badged
 
 
 class _ThumbJob(QRunnable):
-    def __init__(self, path: Path, signals: _Signals):
+    def __init__(self, path: Path, subset_folder: Path, signals: _Signals):
         super().__init__()
-        self.path, self.signals = path, signals
+        self.path, self.subset_folder, self.signals = path, subset_folder, signals
 
     def run(self) -> None:
         try:
@@ -51,7 +79,8 @@ class _ThumbJob(QRunnable):
             if not image.isNull():
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 image.save(str(cached))
-        self.signals.done.emit(str(self.path), image)
+        source = masks.mask_source(self.path, self.subset_folder)
+        self.signals.done.emit(str(self.path), mask_badge(image) if source and not image.isNull() else image, source)
 
 
 class ThumbnailGrid(QListView):
@@ -77,18 +106,22 @@ class ThumbnailGrid(QListView):
         self.model_.clear()
         self.items.clear()
         paths = dataset_images(folder)
+        subsets = masks.subset_folders(folder)
         for path in paths:
             item = QStandardItem(self.placeholder, path.name)
             item.setData(str(path), PATH_ROLE)
             item.setToolTip(str(path))
             self.items[str(path)] = item
             self.model_.appendRow(item)
-            self.pool.start(_ThumbJob(path, self.signals))
+            self.pool.start(_ThumbJob(path, masks.subset_folder_of(path, subsets), self.signals))
 
-    def _thumbnail_ready(self, path: str, image: QImage) -> None:
+    def _thumbnail_ready(self, path: str, image: QImage, mask_source: str) -> None:
         item = self.items.get(path)
         if item is not None and not image.isNull():
             item.setIcon(QIcon(QPixmap.fromImage(image)))
+        if item is not None and mask_source:
+            item.setData(mask_source, MASK_ROLE)
+            item.setToolTip(f"{path}\nloss mask: {'alpha channel' if mask_source == masks.FROM_ALPHA else 'masks/ folder'}")
 
     def mark_captioned(self, path: Path, caption: str) -> None:
         """An auto-caption just landed: show it on hover, and mark the tile so progress is visible."""

@@ -153,3 +153,58 @@ def test_step_estimate_is_what_train_reports(qtbot, tmp_path):
     # 2 square images x 10 repeats = 10 batches of 2, the wide one x 10 = 5 more; 2 epochs
     assert expected == 30
     assert page.estimate.text().startswith(f"≈ {expected} steps: 2 epochs of 15 steps (3 images)")
+
+
+def test_advanced_form_edits_the_training_method_keys_and_they_round_trip(qtbot, tmp_path, monkeypatch):
+    """Issue 17's keys in the Advanced form: decays keep their digits, lists take plain commas, the LoRA to start
+    from has a Browse button, token lengths step by whole chunks; all saved and shown again on reopening."""
+    from PySide6.QtWidgets import QFileDialog, QPushButton
+
+    window, page = _window(qtbot, tmp_path)
+    page.advanced.setChecked(True)   # opened, as a user does: a closed group's buttons do nothing
+    editors = page.editors
+    assert editors["lora.block_ranks"].editor.text() == "" and "empty" in editors["lora.block_ranks"].editor.placeholderText()
+    editors["lora.ema_decay"].editor.setText("0.9999")
+    editors["sampling.use_ema"].editor.setChecked(True)
+    editors["lora.block_ranks"].editor.setText("8, 16, 32")
+    editors["lora.block_alphas"].editor.setText("[4, 8, 16]")
+    editors["optimizer.block_lr"].editor.setText("0.5, 1, 1")
+    editors["loss.timestep_shift"].editor.setValue(2.5)
+    editors["loss.masked"].editor.setChecked(True)
+    editors["dataset.max_token_length"].editor.stepDown()
+    start = tmp_path / "earlier.safetensors"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(start), ""))
+    editors["lora.init_from"].findChild(QPushButton).click()
+    assert page.problem.text() == ""
+    page.save()
+    saved = config_mod.load(tmp_path / "proj" / "config.toml")
+    assert saved.lora.ema_decay == 0.9999 and saved.sampling.use_ema
+    assert (saved.lora.block_ranks, saved.lora.block_alphas, saved.optimizer.block_lr) == ([8, 16, 32], [4, 8, 16],
+                                                                                          [0.5, 1, 1])
+    assert (saved.loss.timestep_shift, saved.loss.masked, saved.dataset.max_token_length) == (2.5, True, 150)
+    assert saved.lora.init_from == str(start)
+    editors["lora.block_ranks"].editor.setText("8, 16")   # the config's own check names the key
+    assert "lora.block_ranks" in page.problem.text() and not page.save_button.isEnabled()
+
+    window.close()   # gives the project up for the next window
+    again = MainWindow(data_dir=tmp_path / "app2")
+    qtbot.addWidget(again)
+    again.open_project(tmp_path / "proj")
+    shown = again.training_page.editors
+    assert shown["lora.ema_decay"].editor.text() == "0.9999"
+    assert shown["lora.block_ranks"].editor.text() == "[8, 16, 32]"
+    assert shown["dataset.max_token_length"].editor.value() == 150
+    assert again.training_page.current_config() == saved
+
+
+def test_adalora_keys_round_trip(qtbot, tmp_path):
+    _, page = _window(qtbot, tmp_path)
+    page.editors["lora.algorithm"].editor.setCurrentText("adalora")
+    page.editors["lora.adalora_init_rank"].editor.setValue(24)
+    page.editors["lora.adalora_warmup"].editor.setValue(0.15)
+    page.editors["lora.adalora_final"].editor.setValue(0.25)
+    cfg = page.current_config()
+    assert (cfg.lora.algorithm, cfg.lora.adalora_init_rank, cfg.lora.adalora_warmup, cfg.lora.adalora_final) == (
+        "adalora", 24, 0.15, 0.25)
+    page.editors["lora.ema_decay"].editor.setText("0.999")
+    assert "lora.ema_decay" in page.problem.text()

@@ -1,14 +1,12 @@
 """Loss masks for loss.masked: which parts of each image the loss counts (white) and ignores (black).
 
-A mask is a same-named image in a `masks/` folder (next to the image, in its subset's folder, or in the
-dataset folder above it), or else the image's own alpha channel (transparent = ignored). It goes through
+Which file is an image's mask is trainer.shared.masks (the dataset page shows the same one): a same-named
+image in a `masks/` folder, or else the image's own alpha channel (transparent = ignored). It goes through
 the image's own resize, crop and flip, then down to the latent grid (area average, so an edge pixel of the
 latent counts by how much of it is white), as kohya's masked loss does.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,36 +14,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from trainer.data.buckets import crop_plan
-from trainer.shared.images import MASKS_FOLDER
+from trainer.shared import masks as shared_masks
 
-MASK_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LATENT_FACTOR = 8  # the VAE's downsampling
-
-
-def mask_file(record) -> Path | None:
-    """The record's mask image in a masks/ folder, if there is one."""
-    stem = record.path.stem
-    for folder in dict.fromkeys((record.path.parent, record.subset.folder, record.subset.folder.parent)):
-        for suffix in MASK_SUFFIXES:
-            candidate = folder / MASKS_FOLDER / f"{stem}{suffix}"
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def has_alpha(path: Path) -> bool:
-    try:
-        with Image.open(path) as im:
-            return im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-    except OSError:
-        return False
 
 
 def mask_source(record) -> str:
     """'masks folder', 'alpha' or '' (no mask: the whole image counts)."""
-    if mask_file(record):
-        return "masks folder"
-    return "alpha" if has_alpha(record.path) else ""
+    return shared_masks.mask_source(record.path, record.subset.folder)
 
 
 def no_masks_warning(cfg, records: list):
@@ -62,8 +38,8 @@ def no_masks_warning(cfg, records: list):
 def load_mask(record, bucket: tuple[int, int], crop_top_left: tuple[int, int], flip: bool) -> torch.Tensor:
     """(1, bucket_h / 8, bucket_w / 8) weights in [0, 1]; all ones when the image has no mask."""
     latent = (bucket[1] // LATENT_FACTOR, bucket[0] // LATENT_FACTOR)
-    source = mask_file(record)
-    if source is None and not has_alpha(record.path):
+    source = shared_masks.mask_file(record.path, record.subset.folder)
+    if source is None and not shared_masks.has_alpha(record.path):
         return torch.ones((1, *latent))
     with Image.open(source or record.path) as im:
         im = ImageOps.exif_transpose(im)
