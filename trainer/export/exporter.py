@@ -22,6 +22,7 @@ from trainer.export.save import SAVE_DTYPES, write_safetensors
 from trainer.export.uis import UiFolder, a1111_sidecar, detect_ui
 from trainer.export.verify import ARCH_OF_CONFIG, base_config_of, verify_file
 from trainer.fsutil import atomic_write, atomic_write_text
+from trainer.run_folder import final_adapters
 
 
 @dataclass
@@ -69,7 +70,7 @@ def export_adapter(adapter: Path, fmt: str = "kohya", to: Path | None = None, na
 def resolve_adapter(path: Path) -> Path:
     """A run folder stands for its final adapter (not its EMA twin, NAME.ema.safetensors: give that by name)."""
     if path.is_dir():
-        candidates = sorted(p for p in path.glob("*.safetensors") if not p.name.endswith(".ema.safetensors"))
+        candidates = final_adapters(path)
         if not candidates:
             raise UserError(f"run folder {path} holds no adapter yet", "finish or stop the run first")
         return candidates[0]
