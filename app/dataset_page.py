@@ -7,7 +7,6 @@ the health view; this page wires them together and owns the folder.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from app.widgets.health_view import HealthView
 from app.widgets.thumbnails import ThumbnailGrid
 from trainer.shared.captions import caption_path, read_caption, split_tags
 from trainer.shared.dataset_layout import dataset_images
-from trainer.shared.images import EXCLUDED_DIR
+from trainer.shared.images import set_aside
 
 
 def dataset_tags(folder: Path) -> list[str]:
@@ -147,11 +146,7 @@ class DatasetPage(QWidget):
             return
         self.editor.save()
         for image in self.grid.selected_paths():
-            aside = image.parent / EXCLUDED_DIR
-            aside.mkdir(exist_ok=True)
-            for path in (image, caption_path(image)):
-                if path.exists():
-                    os.replace(path, aside / path.name)
+            set_aside(image)
         self.editor.clear()
         self.reload()
 

@@ -6,9 +6,9 @@ from PIL import Image
 from trainer.batches import Batches
 from trainer.config import TrainConfig
 from trainer.data.spec import list_images, read_dataset
-from trainer.loop import total_steps
 from trainer.run_folder import checkpoint_for_step, checkpoint_step, parse_sample, sample_name, samples_in
 from trainer.shared import steps
+from trainer.shared.images import images_in
 from trainer.validation import split_validation
 
 SIZES = [(64, 64), (64, 64), (128, 64), (64, 128), (96, 64), (64, 64), (200, 100)]
@@ -42,7 +42,7 @@ def test_the_guis_step_count_is_the_engines(tmp_path, layout, batch, repeats, ac
     cfg.validation.fraction = fraction
     training, _held = split_validation(cfg, list_images(read_dataset(root)))
     engine_batches = Batches(cfg, training).batches_per_epoch()
-    assert steps.steps_for(cfg, steps.scan(root)) == (engine_batches, total_steps(cfg, engine_batches))
+    assert steps.steps_for(cfg, steps.scan(root)) == (engine_batches, steps.total_steps(cfg, engine_batches))
 
 
 def test_run_folder_names_round_trip(tmp_path):
@@ -57,3 +57,16 @@ def test_run_folder_names_round_trip(tmp_path):
     checkpoint.write_bytes(b"")
     assert checkpoint_step(checkpoint) == 1200 and checkpoint_for_step(tmp_path, 1200) == checkpoint
     assert checkpoint_for_step(tmp_path, 120) is None
+
+
+def test_setting_aside_a_name_twice_keeps_both_images_and_their_captions(tmp_path):
+    from trainer.shared.images import set_aside
+
+    for colour in ("red", "blue"):  # the same file name excluded, re-imported, excluded again
+        Image.new("RGB", (64, 64), colour).save(tmp_path / "a.png")
+        (tmp_path / "a.txt").write_text(colour)
+        set_aside(tmp_path / "a.png")
+    aside = tmp_path / ".excluded"
+    assert (aside / "a.txt").read_text() == "red" and (aside / "a-2.txt").read_text() == "blue"
+    assert Image.open(aside / "a-2.png").getpixel((0, 0)) == (0, 0, 255)
+    assert not (tmp_path / "a.png").exists() and images_in(tmp_path, recursive=True) == []

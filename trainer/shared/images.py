@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from trainer.shared.captions import caption_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 EXCLUDED_DIR = ".excluded"   # "Exclude" moves an image (and its caption) here, beside it: a hidden folder
@@ -36,3 +39,21 @@ def image_size(path: Path) -> tuple[int, int]:
     except OSError:
         return 0, 0
     return w, h
+
+
+def set_aside(image: Path) -> Path:
+    """Move IMAGE and its same-named caption into `.excluded/` beside it (nothing is deleted: moving them back
+    includes them again). A name already set aside there gets a free `NAME-2` rather than overwriting it."""
+    image = Path(image)
+    aside = image.parent / EXCLUDED_DIR
+    aside.mkdir(exist_ok=True)
+    stem, n = image.stem, 1
+    while any((aside / f"{stem}{suffix}").exists() for suffix in (image.suffix, ".txt")):
+        n += 1
+        stem = f"{image.stem}-{n}"
+    caption = caption_path(image)
+    if caption.exists():
+        os.replace(caption, aside / f"{stem}.txt")
+    target = aside / f"{stem}{image.suffix}"
+    os.replace(image, target)
+    return target
