@@ -63,13 +63,11 @@ class LoraEma:
         return True
 
 
-def resume_ema(ema: LoraEma | None, run_dir: Path, sink) -> None:
-    """Give a resumed run its average back from the latest snapshot (the one the loop resumed from)."""
+def resume_ema(ema: LoraEma | None, snapshot: Path, adapters: dict[str, dict[str, torch.Tensor]], sink) -> None:
+    """Give a resumed run its average back from the snapshot the loop resumed from (its ADAPTERS)."""
     from trainer import events as ev
-    from trainer.state import latest_snapshot, load_state
 
-    snapshot = latest_snapshot(run_dir) if ema else None
-    if snapshot is not None and not ema.load(load_state(snapshot).adapters):
+    if ema and not ema.load(adapters):
         sink.emit(ev.Warning(message=f"the saved state {snapshot} has no EMA weights (lora.ema_decay was off "
                                      "or the adapter changed); the average starts again from the current weights",
                              hint="nothing to do; the EMA file catches up over about 1 / (1 - decay) steps"))

@@ -72,11 +72,14 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
         saver = Saver(cfg, rt, run_dir, items, sink)
         saver.validator = _validator(rt, held_out)
         rt.offload = Offload.after_caching(rt, data, control.listening)  # caches full: encoders give memory back
-        if resume:
-            _resume(rt, run_dir, state)
-            resume_ema(saver.ema, run_dir, sink)
+        snapshot = _resume(rt, run_dir, state) if resume else None
         saver.started_at = state.pos.started_at
-        AdaLoraBudget.attach(cfg, rt, state.optimizer, state.total, state.pos.step)  # lora.algorithm = "adalora"
+        # lora.algorithm = "adalora" only; after the resume: its schedule starts from the resumed step
+        saver.budget = AdaLoraBudget.attach(cfg, rt, state.optimizer, state.total, state.pos.step)
+        if snapshot is not None:  # what rides beside the adapter in a snapshot: the EMA, AdaLoRA's scores
+            resume_ema(saver.ema, *snapshot, sink)
+            if saver.budget:
+                saver.budget.load(snapshot[1])
         sink.emit(ev.Started(run_dir=str(run_dir), total_steps=state.total, arch=rt.model.arch,
                              device=str(rt.device), config=cfg.to_dict(), resumed_from=state.pos.step))
         if state.pos.step == 0 and cfg.sampling.at_start and cfg.sampling.every_n_steps:
@@ -149,14 +152,16 @@ def _validator(rt: Runtime, held_out: list) -> Validator | None:
     return Validator(rt, data, _conditioning)
 
 
-def _resume(rt: Runtime, run_dir: Path, state: TrainingState) -> None:
+def _resume(rt: Runtime, run_dir: Path, state: TrainingState) -> tuple[Path, dict] | None:
+    """Back to the latest snapshot; (its folder, its saved tensors by component), or None without one."""
     snapshot = latest_snapshot(run_dir)
     if snapshot is None:
         rt.sink.emit(ev.Warning(message=f"no saved training state in {run_dir}; starting from step 0"))
-        return
+        return None
     loaded = load_state(snapshot)
     rt.load_adapters(loaded.adapters)
     state.restore(loaded, rt.accelerator.process_index)
+    return snapshot, loaded.adapters
 
 
 def _run_steps(rt: Runtime, data: Batches, state: TrainingState, saver: Saver, control: Control,

@@ -51,6 +51,7 @@ class Saver:
         self.main = rt.accelerator.is_main_process
         self.validator = None  # trainer.validation.Validator when images are held out
         self.ema = LoraEma.create(cfg, rt.trainable_params)  # None unless lora.ema_decay is set
+        self.budget = None  # trainer.lora.adalora.AdaLoraBudget with lora.algorithm = "adalora"
         self.started_at = time.time()
         # checkpoints of earlier sessions of this run count too: for keep_last, and as "the last good one"
         self.saved_checkpoints = sorted(p for p in (self.run_dir / CHECKPOINTS_DIR).glob(
@@ -134,7 +135,8 @@ class Saver:
         return adapters
 
     def _state_adapters(self, pos: Position) -> dict[str, dict[str, torch.Tensor]]:
-        return self.finite_adapters(pos) | (self.ema.state() if self.ema else {})
+        extras = [part.state() for part in (self.ema, self.budget) if part]  # each its own component
+        return self.finite_adapters(pos) | {k: v for extra in extras for k, v in extra.items()}
 
     def write_adapter(self, path: Path, pos: Position) -> Path:
         """The adapter at `path` and, with lora.ema_decay set, its average beside it (trainer.ema)."""

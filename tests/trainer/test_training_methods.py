@@ -401,8 +401,10 @@ def test_adalora_resumes_with_its_final_allocation(tmp_path, dataset_dir):
                       lora__adalora_init_rank=4, lora__adalora_warmup=0.0, lora__adalora_final=0.5,
                       saving__dtype="fp32", optimizer__lr=1e-2)
     straight, _ = train_in_process(cfg, tmp_path / "straight")
-    train_in_process(cfg, tmp_path / "cut", stop_at=4)  # after the final allocation (step 3)
-    resumed, _ = train_in_process(cfg, tmp_path / "cut", resume=True)
-    a, b = load_file(str(straight)), load_file(str(resumed))
-    assert a.keys() == b.keys()  # the same modules kept, at the same ranks
-    assert all(a[k].shape == b[k].shape and torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    a = load_file(str(straight))
+    for stop_at in (2, 4):  # while the budget moves (its scores come back), and after the final allocation (step 3)
+        train_in_process(cfg, tmp_path / f"cut{stop_at}", stop_at=stop_at)
+        resumed, _ = train_in_process(cfg, tmp_path / f"cut{stop_at}", resume=True)
+        b = load_file(str(resumed))
+        assert a.keys() == b.keys()  # the same modules kept, at the same ranks
+        assert all(a[k].shape == b[k].shape and torch.allclose(a[k], b[k], atol=1e-5) for k in a), stop_at

@@ -19,6 +19,9 @@ import torch
 
 from trainer.lora.algorithms import ADAPTER
 
+STATE_COMPONENT = "adalora_scores"  # beside the adapters in a resume snapshot (trainer.state)
+SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")  # peft RankAllocator's per-parameter importance statistics
+
 # AdaLoRA layers are Linear only: 1x1-conv projections (SD1.5's proj_in/proj_out) stay out of its target set
 EXCLUDED = r".*attentions\.\d+\.(proj_in|proj_out)"
 
@@ -79,6 +82,20 @@ class AdaLoraBudget:
                         terms.append(torch.linalg.matrix_norm(cov - torch.eye(len(cov), device=cov.device)))
                 if terms:
                     (weight * torch.stack(terms).mean()).backward()
+
+    def state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """For the resume snapshot: each allocator's smoothed importance scores, so a run resumed in the middle
+        of the allocation prunes exactly the triplets the uninterrupted run would have pruned."""
+        tensors = {f"{i}|{kind}|{name}": t.detach().cpu() for i, allocator in enumerate(self.allocators)
+                   for kind in SCORES for name, t in getattr(allocator, kind).items()}
+        return {STATE_COMPONENT: tensors}
+
+    def load(self, adapters: dict[str, dict[str, torch.Tensor]]) -> None:
+        for key, tensor in adapters.get(STATE_COMPONENT, {}).items():
+            index, kind, name = key.split("|", 2)
+            allocator = self.allocators[int(index)]
+            device = next(self.models[int(index)].parameters()).device
+            getattr(allocator, kind)[name] = tensor.to(device)
 
     @torch.no_grad()
     def update_and_allocate(self) -> None:
