@@ -59,9 +59,10 @@ def step_figures(quick: bool) -> list[tuple]:
 
 
 def speed_figures(theirs: Path, their_python: str) -> list[tuple]:
-    """bench/speed.py: the whole process against diffusers' LoRA example (its path given: never vendored)."""
-    f = json_line(run(["bench/speed.py", "--theirs", str(theirs), "--their-python", their_python, "--json"],
-                      timeout=3600), "speed")
+    """bench/speed.py: the whole process against diffusers' LoRA example (its path given: never vendored);
+    medians of 3 alternating runs, as single whole-process wall times swing with the machine's load."""
+    f = json_line(run(["bench/speed.py", "--theirs", str(theirs), "--their-python", their_python, "--repeats",
+                       "3", "--json"], timeout=3600), "speed")
     return [("speed", "ours: command to adapter on disk (s), tiny SD1.5, 24 images, 64 px, 200 steps",
              f["ours_s"], "", None),
             ("speed", "diffusers train_text_to_image_lora.py, same work (s)", f["theirs_s"], "", None),
