@@ -208,7 +208,9 @@ def write(rows: list[tuple], quick: bool, kept_from: str = "") -> str:
               "on the same batch, and with that plus the same AdamW update. On the toy-sized tiny model the "
               "fixed per-step work is a visible share; on the SD1.5-shaped model it is not.",
               "- Speed rows (bench/speed.py) are wall times of whole processes: other programs on the machine "
-              "slow them; the load average beside them says how busy it was.",
+              "slow them; the load average beside them says how busy it was. The bare-libraries row is the same "
+              "work written with torch, transformers, diffusers and peft alone (bench/speed.py bare_run): no "
+              "trainer on those libraries finishes sooner, so diffusers / bare bounds the ratio any can reach.",
               "- GPU figures (bf16/fp16 speed, SDPA, real-size models) are not in this table: no GPU was "
               "available where it was generated.", ""]
     OUT.write_text("\n".join(lines), encoding="utf-8")
