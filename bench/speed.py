@@ -13,6 +13,11 @@ Printed: our seconds, theirs, the ratio (target >= 1.5); theirs again on one CPU
 chooses for a tiny model on a CPU (trainer/runtime.py), so that choice's share shows; `train --demo`'s time to its first step
 (target <= 3 s) and the step-overhead ratio from bench/step_overhead.py. Wall times: other programs on the machine slow both; the runs
 alternate so that both see the same load, and each figure is the median of --repeats.
+
+Also the same work done by the bare libraries with no trainer around them (bare_run below: import, load,
+inject LoRA with peft, encode the images and captions once, 200 plain steps, TensorBoard, save): the least any
+trainer built on torch, transformers, diffusers and peft can take here, so theirs / bare is the best ratio any
+such trainer could reach on this machine, and ours / bare is what our engine adds.
 """
 
 from __future__ import annotations
@@ -150,6 +155,66 @@ def run_theirs(args: list[str], one_thread: bool = False) -> dict:
     return {"total_s": total}
 
 
+def bare_run(model: Path, images: Path, out: Path) -> None:
+    """The bench's work with the libraries' own APIs and nothing else (no events, checks, state, previews);
+    run in a process of its own: `speed.py --bare-run MODEL IMAGES OUT`. One CPU thread and a quick exit,
+    as our engine does for a tiny model on a CPU."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model_state_dict
+    from PIL import Image
+    from safetensors.torch import save_file
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer.from_pretrained(str(model), subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(str(model), subfolder="text_encoder").requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(str(model), subfolder="vae").requires_grad_(False)
+    unet = UNet2DConditionModel.from_pretrained(str(model), subfolder="unet").requires_grad_(False)
+    scheduler = DDPMScheduler.from_pretrained(str(model), subfolder="scheduler")
+    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    with torch.no_grad():  # each image and caption encoded once, as a latent/text cache does
+        files = sorted(images.glob("*.png"))
+        pixels = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 127.5 - 1
+                  for f in files]
+        latents = [vae.encode(p[None]).latent_dist for p in pixels]
+        ids = [tokenizer(f.with_suffix(".txt").read_text(), padding="max_length", truncation=True,
+                         max_length=tokenizer.model_max_length, return_tensors="pt").input_ids for f in files]
+        hidden = [text_encoder(i)[0] for i in ids]
+    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.01, fused=True)
+    writer = SummaryWriter(log_dir=str(out / "logs"))
+    for step in range(STEPS):
+        i = step % len(files)
+        x0 = latents[i].sample() * vae.config.scaling_factor
+        noise, t = torch.randn_like(x0), torch.randint(0, scheduler.config.num_train_timesteps, (1,))
+        loss = torch.nn.functional.mse_loss(unet(scheduler.add_noise(x0, noise, t), t, hidden[i]).sample, noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        writer.add_scalar("loss", loss.item(), step)
+    writer.close()
+    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()},
+              str(out / "bare.safetensors"))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def run_bare(python: str, model: Path, images: Path, out: Path) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    start = time.perf_counter()
+    result = subprocess.run([python, __file__, "--bare-run", str(model), str(images), str(out), "--steps",
+                             str(STEPS)], env=env, capture_output=True, text=True)
+    total = time.perf_counter() - start
+    if result.returncode or not (out / "bare.safetensors").exists():
+        raise RuntimeError(f"the bare-libraries run failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return {"total_s": total}
+
+
 def step_overhead() -> dict:
     out = subprocess.run([sys.executable, "bench/step_overhead.py", "--tiny-only", "--json"], cwd=REPO,
                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -163,7 +228,7 @@ def measure(args) -> dict:
         root = Path(tmp)
         build_model(root / "model")
         build_images(root / "ours", root / "theirs")
-        ours, theirs, theirs_1t, demo = [], [], [], []
+        ours, theirs, theirs_1t, demo, bare = [], [], [], [], []
         for k in range(args.repeats):  # alternate, so a change in the machine's load hits both alike
             ours.append(run_ours(our_command(args.python, root / "model", root / "ours", root / f"run{k}"),
                                  root / f"cache{k}", repo=args.repo))  # a fresh latent cache: a first run
@@ -172,12 +237,16 @@ def measure(args) -> dict:
             demo.append(demo_first_step(args.python, root / f"demo{k}", args.repo))
             theirs_1t.append(run_theirs(their_command(args.their_python, args.theirs, root / "model",
                                                       root / "theirs", root / f"theirs-1t{k}"), True))
+            (root / f"bare{k}").mkdir()
+            bare.append(run_bare(args.python, root / "model", root / "ours", root / f"bare{k}"))
     ours_s = statistics.median(r["total_s"] for r in ours)
     theirs_s = statistics.median(r["total_s"] for r in theirs)
     overhead = step_overhead()
     theirs_1t_s = statistics.median(r["total_s"] for r in theirs_1t)
+    bare_s = statistics.median(r["total_s"] for r in bare)
     return {"bench": "speed", "ours_s": ours_s, "theirs_s": theirs_s, "ratio": theirs_s / ours_s,
             "theirs_one_thread_s": theirs_1t_s, "ratio_same_threads": theirs_1t_s / ours_s,
+            "bare_s": bare_s, "best_ratio": theirs_s / bare_s, "ours_over_bare": ours_s / bare_s,
             "first_step_s": statistics.median(r["first_step_s"] for r in ours),
             "demo_first_step_s": statistics.median(demo),
             "step_ratio": overhead["ratio"], "step_ratio_with_update": overhead["ratio_with_update"],
@@ -195,6 +264,9 @@ def print_table(r: dict) -> None:
     print(f"{'diffusers on one thread, as ours on a tiny model (s)':52} {r['theirs_one_thread_s']:8.2f}")
     print(f"{'ratio with the same thread setting':52} {r['ratio_same_threads']:8.2f}  >= {TARGET_RATIO} "
           f"{mark(r['ratio_same_threads'] >= TARGET_RATIO)}")
+    print(f"{'the bare libraries, same work, no trainer (s)':52} {r['bare_s']:8.2f}")
+    print(f"{'best ratio on these libraries (theirs / bare)':52} {r['best_ratio']:8.2f}")
+    print(f"{'ours / bare (what our engine adds)':52} {r['ours_over_bare']:8.3f}")
     print(f"{'`train --demo`: command to first step done (s)':52} {r['demo_first_step_s']:8.2f}  <= "
           f"{TARGET_FIRST_STEP_S} {mark(r['demo_first_step_s'] <= TARGET_FIRST_STEP_S)}")
     print(f"{'ours above: command to first step done (s)':52} {r['first_step_s']:8.2f}")
@@ -206,6 +278,9 @@ def print_table(r: dict) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--bare-run"]:  # the child process of run_bare
+        globals()["STEPS"] = int(sys.argv[sys.argv.index("--steps") + 1])
+        bare_run(*(Path(a) for a in sys.argv[2:5]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--theirs", type=Path, required=True, help="path of train_text_to_image_lora.py")
     p.add_argument("--their-python", default=sys.executable, help="the Python that has its requirements")
