@@ -21,8 +21,11 @@ def _current_umask() -> int:
 FILE_MODE = 0o666 & ~_current_umask()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)` for a temp file in the same folder, fsync it, then rename it over `path`."""
+def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True) -> None:
+    """Call `write(tmp_path)` for a temp file in the same folder, fsync it, then rename it over `path`.
+
+    durable=False skips both fsyncs, for caches whose reader checks every entry: a crash may lose the newest
+    entries (they are rebuilt) but never leaves a half-written one under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -31,11 +34,13 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp_path)
         faults.point(f"write{path.suffix}")
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp_path, "rb") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:
@@ -43,8 +48,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), durable)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
