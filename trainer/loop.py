@@ -21,7 +21,7 @@ from trainer.accel import CompileClock, attention_kernels, to_device
 from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
-from trainer.data.masks import no_masks_warning
+from trainer.data.masks import check_masks, no_masks_warning
 from trainer.data.records import adopt_caption_trigger, load_records
 from trainer.ema import resume_ema
 from trainer.encode import encode_text, pad_chunks, sample_latents, sdxl_time_ids
@@ -49,6 +49,7 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
     items = load_records(cfg) if records is None else records  # before the model: errors come at once
     items, held_out = split_validation(cfg, items)
     _warn_unreadable_captions(items, sink)
+    check_masks(cfg, items)
     if warning := no_masks_warning(cfg, items):
         sink.emit(warning)
     adopted = adopt_caption_trigger(cfg, items)

@@ -64,6 +64,7 @@ class ImagePreview(QWidget):
         self.dataset_root: Path | None = None
         self.image: Path | None = None
         self.mask_file: Path | None = None
+        self.mask_broken = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.picture, 1)
@@ -72,15 +73,19 @@ class ImagePreview(QWidget):
     def show_image(self, image: Path) -> None:
         self.image = Path(image)
         label, self.mask_file = mask_label(self.image, self.dataset_root)
+        self.mask_broken = bool(self.mask_file and masks.unreadable(self.mask_file))
+        if self.mask_broken:  # training refuses it (trainer.data.masks.check_masks): say so here first
+            label += " — not a readable image: replace or delete it"
         self.mask.setText(label)
-        self.show_mask.setVisible(bool(label))
+        self.mask.setStyleSheet("color: #c0392b" if self.mask_broken else "")
+        self.show_mask.setVisible(bool(label) and not self.mask_broken)
         self._paint()
 
     def has_mask(self) -> bool:
         return bool(self.mask.text())
 
     def overlay_shown(self) -> bool:
-        return self.has_mask() and self.show_mask.isChecked()
+        return self.has_mask() and not self.mask_broken and self.show_mask.isChecked()
 
     def _paint(self) -> None:
         if self.image is None:

@@ -72,3 +72,13 @@ def test_no_mask_no_overlay_and_the_alpha_channel_is_a_mask(qtbot, tmp_path):
     page.grid.select_path(subset / "cutout.png")
     assert preview.mask.text() == "mask: alpha channel"
     assert _pixel(preview, 0.2).getRgb()[:3] == (255, 255, 255) and _pixel(preview, 0.8).lightness() < 150
+
+
+def test_a_broken_mask_file_is_named_not_drawn(qtbot, tmp_path):
+    page, subset = _dataset_with_masks(qtbot, tmp_path)
+    (subset.parent / "masks" / "white.png").write_text("not an image")
+    preview = page.editor.preview
+    page.grid.select_path(subset / "white.png")
+    assert "masks/white.png" in preview.mask.text() and "not a readable image" in preview.mask.text()
+    assert not preview.overlay_shown() and not preview.show_mask.isVisibleTo(preview)
+    assert _pixel(preview, 0.2).getRgb()[:3] == (255, 255, 255)   # the image itself, untinted

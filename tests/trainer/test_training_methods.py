@@ -303,6 +303,19 @@ def test_masked_loss_without_any_mask_is_warned(tmp_path):
     assert "loss.masked" in no_masks_warning(cfg, records).message
 
 
+def test_a_broken_mask_is_refused_before_the_model_loads_and_named_by_check(tmp_path):
+    data = make_dataset(tmp_path / "d", count=2)
+    (data / "masks").mkdir()
+    (data / "masks" / "img_00.png").write_text("not an image")
+    code, events, _ = run_cli("train", "--demo", "--out", str(tmp_path / "run"), "--events", "jsonl",
+                              "--set", f"dataset.path={data}", "--set", "loss.masked=true")
+    error = events[-1]
+    assert code == 2 and error.type == "error" and "img_00.png" in error.message and "delete it" in error.hint
+    assert not any(e.type == "started" for e in events)
+    check = run_cli_plain("dataset", "check", str(data))
+    assert "1 loss masks are not readable images" in check.stdout and "masks/img_00.png" in check.stdout
+
+
 def test_masked_loss_counts_only_the_white_part(tmp_path):
     from diffusers import DDPMScheduler
 

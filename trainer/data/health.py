@@ -17,7 +17,7 @@ from PIL import Image
 from trainer.config import TrainConfig
 from trainer.data.buckets import BASE_BY_ARCH, bucket_plan
 from trainer.data.captions import split_tags
-from trainer.data.masks import mask_source
+from trainer.data.masks import mask_source, unreadable_masks
 from trainer.data.spec import ImageRecord, list_images, read_dataset
 from trainer.shared.steps import batches_per_epoch
 
@@ -89,6 +89,11 @@ def check_dataset(root: Path, arch: str = "sd15", batch_size: int = 1, min_side:
     if unmasked and len(unmasked) < len(sources):
         report.warnings.append(Warning("no_mask", f"{len(unmasked)} images have no loss mask (masks/ folder or "
                                                   "alpha channel): with loss.masked they train whole", unmasked))
+    broken = unreadable_masks(records)
+    if broken:
+        report.warnings.append(Warning("unreadable_mask", f"{len(broken)} loss masks are not readable images: "
+                                       "with loss.masked, training refuses to start until they are replaced or "
+                                       "deleted", [str(path) for path, _ in broken]))
     return report
 
 

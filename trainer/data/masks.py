@@ -8,12 +8,15 @@ latent counts by how much of it is white), as kohya's masked loss does.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from trainer.data.buckets import crop_plan
+from trainer.errors import DatasetError
 from trainer.shared import masks as shared_masks
 
 LATENT_FACTOR = 8  # the VAE's downsampling
@@ -33,6 +36,28 @@ def no_masks_warning(cfg, records: list):
     return ev.Warning(message="loss.masked is on but no image has a mask (a masks/ folder of same-named images "
                               "or an alpha channel): every image trains whole",
                       hint="add black-and-white masks in a masks/ folder of the dataset, or turn loss.masked off")
+
+
+def unreadable_masks(records: list) -> list[tuple[Path, str]]:
+    """(mask file, why) for every masks/ file of RECORDS that is not a readable image."""
+    found = []
+    for r in records:
+        source = shared_masks.mask_file(r.path, r.subset.folder)
+        if source is not None and (why := shared_masks.unreadable(source)):
+            found.append((source, why))
+    return found
+
+
+def check_masks(cfg, records: list) -> None:
+    """With loss.masked on, refuse a broken mask before the model loads, naming the files."""
+    if not cfg.loss.masked:
+        return
+    broken = unreadable_masks(records)
+    if broken:
+        names = ", ".join(str(path) for path, _ in broken[:5]) + (" …" if len(broken) > 5 else "")
+        raise DatasetError(f"{len(broken)} loss mask(s) are not readable images: {names} ({broken[0][1]})",
+                           "replace each with a black-and-white image of the same name, or delete it to train "
+                           "that image whole")
 
 
 def load_mask(record, bucket: tuple[int, int], crop_top_left: tuple[int, int], flip: bool) -> torch.Tensor:

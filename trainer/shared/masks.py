@@ -39,6 +39,18 @@ def has_alpha(path: Path) -> bool:
         return False
 
 
+def unreadable(mask: Path) -> str:
+    """Why MASK (a masks/ file) cannot be read as an image, or "" when it can."""
+    from PIL import Image
+
+    try:
+        with Image.open(mask) as im:
+            im.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return str(exc) or type(exc).__name__
+    return ""
+
+
 def mask_source(image: Path, subset_folder: Path) -> str:
     """FROM_FOLDER, FROM_ALPHA or "" (no mask: the whole image counts)."""
     if mask_file(image, subset_folder):
