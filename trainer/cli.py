@@ -181,9 +181,12 @@ def _train(args, sink, control, resume: bool) -> None:
         sink.attach_run_dir(run_dir)
     if not resume and args.demo and not cfg.model.path.startswith("demo:"):
         sink.emit(_demo_leftovers(cfg))
-    from trainer.data.records import load_records
+    from trainer.data.records import load_records, unreadable_images_warning
 
-    records = load_records(cfg)
+    unreadable: list = []
+    records = load_records(cfg, unreadable)
+    if warning := unreadable_images_warning(unreadable):
+        sink.emit(warning)
     from trainer.loop import train  # after the config and dataset checks: those errors come at once
 
     train(cfg, run_dir, sink, control, resume=resume, records=records)

@@ -73,6 +73,17 @@ def test_stop_command_saves_then_resume_finishes(tmp_path):
     assert events[-1].step == max(24, done.step + 4)
 
 
+def test_unreadable_images_are_left_out_with_a_warning_naming_them(tmp_path):
+    data = make_dataset(tmp_path / "d", count=3)
+    (data / "img_01.png").write_text("a broken download")
+    code, events, stderr = run_cli("train", "--demo", "--out", str(tmp_path / "run"), "--events", "jsonl",
+                                   "--set", f"dataset.path={data}", "--set", "schedule.max_steps=1",
+                                   "--set", "sampling.every_n_steps=0")
+    assert code == 0, stderr
+    warnings = [e for e in events if e.type == "warning" and "cannot be read" in e.message]
+    assert len(warnings) == 1 and "img_01.png" in warnings[0].message and "img_00" not in warnings[0].message
+
+
 def test_train_refuses_to_overwrite_an_existing_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -11,8 +11,9 @@ from trainer.data.spec import list_images, read_dataset
 from trainer.errors import DatasetError
 
 
-def load_records(cfg: TrainConfig) -> list:
-    """The dataset's images; plain and kohya folders take their caption options from the config."""
+def load_records(cfg: TrainConfig, unreadable: list | None = None) -> list:
+    """The dataset's readable images; plain and kohya folders take their caption options from the config.
+    Images that cannot be read are left out, and added to UNREADABLE when given (for a warning)."""
     root = Path(cfg.dataset.path).expanduser()  # "~/..." in a config file is the user's home
     subsets = read_dataset(root)
     if not (root / "dataset.toml").exists():
@@ -20,11 +21,26 @@ def load_records(cfg: TrainConfig) -> list:
         for s in subsets:
             s.caption_extension, s.keep_tokens, s.shuffle_tags = d.caption_extension, d.keep_tokens, d.shuffle_tags
             s.caption_dropout, s.tag_dropout = d.caption_dropout, d.tag_dropout
-    records = [r for r in list_images(subsets) if r.width]
+    found = list_images(subsets)
+    records = [r for r in found if r.width]
+    if unreadable is not None:
+        unreadable.extend(r.path for r in found if not r.width)
     if not records:
         raise DatasetError(f"dataset folder {root} holds no readable images",
                            "add .jpg/.png/.webp images (with optional same-named .txt captions)")
     return records
+
+
+def unreadable_images_warning(paths: list):
+    """A Warning event naming the images training leaves out because they cannot be read, or None."""
+    if not paths:
+        return None
+    from trainer import events as ev
+
+    names = ", ".join(str(p) for p in paths[:5]) + (" …" if len(paths) > 5 else "")
+    return ev.Warning(message=f"{len(paths)} image(s) cannot be read and are left out: {names}",
+                      hint="re-save or replace them (a broken download or an unsupported format); "
+                           "`dataset check` lists them all")
 
 
 def caption_trigger(records: list) -> str:
