@@ -1,30 +1,16 @@
 """Training methods of issue 17's second part (timestep shift, long captions, EMA, masked loss, per-block
-ranks, starting from a LoRA file, AdaLoRA): each through the CLI on the tiny model, exported and verified."""
+ranks, starting from a LoRA file; AdaLoRA is in test_adalora.py): each through the CLI on the tiny model, exported and verified."""
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.support.engine import make_dataset, run_cli
+from tests.support.runs import adapter_metadata, train_verified
 from tests.support.ui_formulas import modules_of
 from trainer.config import LossConfig
 from trainer.export.verify import verify_file
 from trainer.objective import draw_timesteps
-
-
-def _train(root, name, *sets, steps=1):
-    """Train the demo model on root/data through the CLI; return (events, adapter path)."""
-    out = root / name
-    args = ["train", "--demo", "--out", str(out), "--events", "jsonl", "--set", f"dataset.path={root / 'data'}",
-            "--set", f"schedule.max_steps={steps}", "--set", "sampling.every_n_steps=0",
-            "--set", "saving.every_n_steps=0", "--set", "saving.dtype=fp32"]
-    code, events, stderr = run_cli(*args, *[a for s in sets for a in ("--set", s)])
-    assert code == 0, stderr
-    adapter = out / "demo-lora.safetensors"
-    report = verify_file(adapter)
-    assert report.ok, report.summary()  # every variant exports a file the UIs load completely
-    return events, adapter
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +18,8 @@ def runs(tmp_path_factory):
     """A shared dataset, the plain one-step reference run's modules, and a function to run a variant."""
     root = tmp_path_factory.mktemp("methods")
     make_dataset(root / "data", count=4)
-    _, plain = _train(root, "plain")
-    return root, modules_of(load_file(str(plain))), lambda name, *sets, **kw: _train(root, name, *sets, **kw)
-
-
-def _meta(path):
-    with safe_open(str(path), "pt") as f:
-        return f.metadata()
+    _, plain = train_verified(root, "plain")
+    return root, modules_of(load_file(str(plain))), lambda name, *sets, **kw: train_verified(root, name, *sets, **kw)
 
 
 # --- timestep shift ---------------------------------------------------------------------------------------
@@ -111,7 +92,7 @@ def test_max_token_length_must_be_whole_chunks(tmp_path):
 def test_long_captions_train_with_the_text_cache_and_preview(tmp_path, spec):
     data = make_dataset(tmp_path / "data", count=4)
     (data / "img_00.txt").write_text(LONG, encoding="utf-8")  # one long caption among short ones
-    events, _ = _train(tmp_path, "long", f"model.path={spec}", "schedule.batch_size=2", "sampling.every_n_steps=2",
+    events, _ = train_verified(tmp_path, "long", f"model.path={spec}", "schedule.batch_size=2", "sampling.every_n_steps=2",
                        "sampling.steps=2", f'sampling.prompts=["{LONG} --n blurry", "short --n {LONG}"]', steps=2)
     assert len([e for e in events if e.type == "sample"]) == 4
     assert len([e for e in events if e.type == "progress"]) == 2
@@ -121,7 +102,7 @@ def test_long_captions_train_with_the_text_cache_and_preview(tmp_path, spec):
 
 def test_ema_file_lags_the_trained_adapter_and_loads_everywhere(tmp_path):
     make_dataset(tmp_path / "data", count=4)
-    events, adapter = _train(tmp_path, "ema", "lora.ema_decay=0.9", "saving.every_n_steps=2", "saving.keep_last=1",
+    events, adapter = train_verified(tmp_path, "ema", "lora.ema_decay=0.9", "saving.every_n_steps=2", "saving.keep_last=1",
                              "optimizer.lr=1e-2", steps=6)
     ema = adapter.with_name("demo-lora.ema.safetensors")
     assert verify_file(ema).ok
@@ -130,7 +111,7 @@ def test_ema_file_lags_the_trained_adapter_and_loads_everywhere(tmp_path):
     ups = [k for k in trained if k.endswith("lora_up.weight")]
     # B starts at zero and grows each step; the average of its recent values is smaller than its last one
     assert sum(averaged[k].norm() for k in ups) < 0.95 * sum(trained[k].norm() for k in ups)
-    assert _meta(ema)["ss_network_dim"] == _meta(adapter)["ss_network_dim"]
+    assert adapter_metadata(ema)["ss_network_dim"] == adapter_metadata(adapter)["ss_network_dim"]
     # checkpoints carry their average too, and keep_last prunes the pair
     names = sorted(p.name for p in (tmp_path / "ema" / "checkpoints").iterdir())
     assert names == ["demo-lora-step000004.ema.safetensors", "demo-lora-step000004.safetensors"]
@@ -203,7 +184,7 @@ def earlier(tmp_path_factory):
     """An earlier LoRA (rank 4, alpha 2, attention, text encoder trained) and its diffusers-layout export."""
     root = tmp_path_factory.mktemp("earlier")
     make_dataset(root / "data", count=4)
-    _, adapter = _train(root, "first", "lora.rank=4", "lora.alpha=2", "lora.train_text_encoder=true",
+    _, adapter = train_verified(root, "first", "lora.rank=4", "lora.alpha=2", "lora.train_text_encoder=true",
                         "optimizer.lr=1e-2", steps=2)
     done = run_cli_plain("export", str(adapter), "--format", "diffusers", "--to", str(root / "diffusers"))
     assert done.returncode == 0, done.stderr
@@ -222,7 +203,7 @@ def test_training_starts_from_the_file_and_adopts_its_rank(earlier, layout):
     root, adapter, diffusers_file = earlier
     start = adapter if layout == "kohya" else diffusers_file
     # learning rate (about) 0: the adapter written after one step is the file it started from
-    events, continued = _train(root, f"cont-{layout}", f"lora.init_from={start}", "lora.rank=16",
+    events, continued = train_verified(root, f"cont-{layout}", f"lora.init_from={start}", "lora.rank=16",
                                "lora.train_text_encoder=true", "optimizer.lr=0", "optimizer.text_encoder_lr=1e-12")
     assert any("rank 4" in e.message and "lora.rank" in e.message for e in events if e.type == "warning")
     before, after = load_file(str(adapter)), load_file(str(continued))
@@ -333,7 +314,7 @@ def test_masked_loss_counts_only_the_white_part(tmp_path):
 @pytest.mark.parametrize("cached", [True, False])
 def test_fully_masked_images_teach_nothing_and_dataset_check_counts_masks(tmp_path, cached):
     _masked_dataset(tmp_path / "data")
-    events, adapter = _train(tmp_path, "masked", "loss.masked=true", f"dataset.center_crop={str(cached).lower()}",
+    events, adapter = train_verified(tmp_path, "masked", "loss.masked=true", f"dataset.center_crop={str(cached).lower()}",
                              steps=2)
     assert [e.loss for e in events if e.type == "progress"] == [0.0, 0.0]
     assert all(t.abs().max() == 0 for k, t in load_file(str(adapter)).items() if k.endswith("lora_up.weight"))
@@ -341,83 +322,3 @@ def test_fully_masked_images_teach_nothing_and_dataset_check_counts_masks(tmp_pa
         done = run_cli_plain("dataset", "check", str(tmp_path / "data"))
         assert done.returncode == 0 and ": 4 images," in done.stdout  # the masks are not training images
         assert "loss masks (loss.masked): 2 from masks/, 2 from the alpha channel, 0 without" in done.stdout
-
-
-# --- AdaLoRA ----------------------------------------------------------------------------------------------
-
-def test_adalora_export_folds_pruned_triplets_into_the_trained_update(tmp_path):
-    from tests.support.engine import tiny_config
-    from tests.support.ui_formulas import ui_delta
-    from trainer.export.kohya import kohya_module_name, to_kohya
-    from trainer.lora.algorithms import ADAPTER, module_scales
-    from trainer.lora.inject import adapter_state_dict
-    from trainer.models.load import load_base_model
-    from trainer.runtime import _add_adapters
-
-    cfg = tiny_config(tmp_path, lora__algorithm="adalora", lora__rank=2, lora__alpha=3.0,
-                      lora__targets="attention+ff")
-    model = load_base_model(cfg.model.path)
-    params, _ = _add_adapters(cfg, model)
-    torch.manual_seed(0)
-    for p in params:
-        p.data = torch.randn_like(p) * 0.1
-    for name, p in model.unet.named_parameters():  # prune as the allocator does: some E entries to zero
-        if ".lora_E." in name:
-            p.data[torch.rand(p.shape) < 0.5] = 0
-    tensors = to_kohya({"unet": adapter_state_dict(model.unet)}, "sd1", dict(model.unet.config),
-                       {"unet": module_scales(model.unet)}, torch.float32)
-    modules = modules_of(tensors)
-    ranks = set()
-    for module in module_scales(model.unet):
-        layer = model.unet.get_submodule(module)
-        name = kohya_module_name("unet", module, "sd1", None)
-        kept = int((layer.lora_E[ADAPTER] != 0).sum())
-        if not kept:
-            assert name not in modules
-            continue
-        got = ui_delta(modules[name], layer.weight.shape)
-        assert torch.allclose(got, layer.get_delta_weight(ADAPTER).float(), atol=1e-6), module
-        ranks.add(modules[name]["lora_down.weight"].shape[0])
-    assert len(ranks) > 1  # the file carries each module's own rank
-
-
-@pytest.mark.parametrize("spec", ["demo:sd15", "demo:sdxl"])
-def test_adalora_moves_the_budget_and_exports_a_plain_lora(tmp_path, spec):
-    make_dataset(tmp_path / "data", count=4)
-    _, adapter = _train(tmp_path, "ada", f"model.path={spec}", "lora.algorithm=adalora", "lora.rank=2",
-                        "lora.adalora_init_rank=4", "lora.adalora_warmup=0", "lora.adalora_final=0.5",
-                        "lora.train_text_encoder=true", "optimizer.lr=1e-2", steps=6)
-    tensors = load_file(str(adapter))
-    modules = modules_of(tensors)
-    assert all(set(parts) == {"lora_down.weight", "lora_up.weight", "alpha"} for parts in modules.values())
-    unet = {m: p["lora_down.weight"].shape[0] for m, p in modules.items() if m.startswith("lora_unet_")}
-    assert max(unet.values()) <= 4 and len(set(unet.values())) > 1  # ranks moved between layers
-    meta = _meta(adapter)
-    assert meta["ss_network_module"] == "networks.lora" and "adalora" in meta["ss_network_args"]
-
-
-def test_adalora_refuses_convolutions_and_ema(tmp_path):
-    from tests.support.engine import tiny_config
-    from trainer.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="adalora") as err:
-        tiny_config(tmp_path, lora__algorithm="adalora", lora__targets="full")
-    assert "attention" in err.value.hint
-    with pytest.raises(ConfigError, match="lora.ema_decay"):
-        tiny_config(tmp_path, lora__algorithm="adalora", lora__ema_decay=0.99)
-
-
-def test_adalora_resumes_with_its_final_allocation(tmp_path, dataset_dir):
-    from tests.support.engine import tiny_config, train_in_process
-
-    cfg = tiny_config(dataset_dir, schedule__max_steps=6, lora__algorithm="adalora", lora__rank=2,
-                      lora__adalora_init_rank=4, lora__adalora_warmup=0.0, lora__adalora_final=0.5,
-                      saving__dtype="fp32", optimizer__lr=1e-2)
-    straight, _ = train_in_process(cfg, tmp_path / "straight")
-    a = load_file(str(straight))
-    for stop_at in (2, 4):  # while the budget moves (its scores come back), and after the final allocation (step 3)
-        train_in_process(cfg, tmp_path / f"cut{stop_at}", stop_at=stop_at)
-        resumed, _ = train_in_process(cfg, tmp_path / f"cut{stop_at}", resume=True)
-        b = load_file(str(resumed))
-        assert a.keys() == b.keys()  # the same modules kept, at the same ranks
-        assert all(a[k].shape == b[k].shape and torch.allclose(a[k], b[k], atol=1e-5) for k in a), stop_at
