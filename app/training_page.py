@@ -31,6 +31,7 @@ from app.widgets.config_form import KeyEditor, all_keys, field_info
 from app.widgets.prompt_table import PromptTable
 from app.widgets.rows import row
 from trainer import config as config_mod
+from trainer.config_rules import inactive_keys
 from trainer.errors import UserError
 from trainer.fsutil import atomic_write_text
 from trainer.shared import steps as step_count
@@ -192,10 +193,21 @@ class TrainingPage(QWidget):
             return False
         self.problem.setText("")
         self.save_button.setEnabled(self.target is not None)
+        self._grey_inactive(cfg)
         self.estimate.setText(self._estimate(cfg))
         if self.isVisible():
             self.plan_timer.start()
         return True
+
+    def _grey_inactive(self, cfg: config_mod.TrainConfig) -> None:
+        """Keys that change nothing with the other settings (lokr_factor without LoKr, …) are greyed out,
+        saying what they wait for; one that holds a value of its own stays editable, so it can be undone."""
+        inactive, defaults = inactive_keys(cfg), config_mod.TrainConfig()
+        for key, editor in self.editors.items():
+            section, name = key.split(".")
+            idle = key in inactive and editor.value() == getattr(getattr(defaults, section), name)
+            editor.setEnabled(not idle)
+            editor.setToolTip(inactive[key] if idle else "")
 
     def _ask_plan(self) -> None:
         """Predicted GPU memory and RAM from the engine, with a warning when this computer lacks it."""

@@ -100,3 +100,33 @@ def _check_blocks(key: str, values: list, kinds, lowest: float) -> None:
         kind = "whole numbers from 1" if kinds is int else f"numbers from {lowest}"
         raise ConfigError(f"config key '{key}' is {values!r}; it takes three {kind}: [down, mid, up]",
                           "for example [8, 16, 32], or [] to use one value everywhere")
+
+
+def inactive_keys(cfg: TrainConfig) -> dict[str, str]:
+    """Keys whose value changes nothing with the rest of CFG as it is, each with the setting it waits for
+    (the GUI greys them out with that reason; the engine ignores them)."""
+    lc, loss, s = cfg.lora, cfg.loss, cfg.sampling
+    rules = [
+        (lc.algorithm != "adalora", ("lora.adalora_init_rank", "lora.adalora_warmup", "lora.adalora_final"),
+         'lora.algorithm = "adalora"'),
+        (lc.algorithm != "lokr", ("lora.lokr_factor",), 'lora.algorithm = "lokr"'),
+        (lc.algorithm != "lora", ("lora.dora", "lora.rslora", "optimizer.loraplus_ratio", "lora.init_from"),
+         'lora.algorithm = "lora"'),
+        (lc.targets != "full", ("lora.conv_rank", "lora.conv_alpha"), "training the convolutions"),
+        (not lc.train_text_encoder, ("optimizer.text_encoder_lr",), "training the text encoder"),
+        (not lc.ema_decay, ("sampling.use_ema",), "lora.ema_decay above 0"),
+        (loss.type not in ("huber", "smooth_l1"), ("loss.huber_c", "loss.huber_schedule"),
+         'loss.type = "huber" or "smooth_l1"'),
+        (not loss.multires_noise_iterations, ("loss.multires_noise_discount",), "loss.multires_noise_iterations"),
+        (cfg.schedule.lr_scheduler != "cosine_with_restarts", ("schedule.num_cycles",),
+         'schedule.lr_scheduler = "cosine_with_restarts"'),
+        (not s.every_n_steps, ("sampling.at_start", "sampling.negative_prompt", "sampling.seed", "sampling.steps",
+                               "sampling.sampler", "sampling.guidance_scale", "sampling.width", "sampling.height",
+                               "sampling.use_ema"), "sampling.every_n_steps above 0"),
+        (not cfg.validation.every_n_steps, ("validation.timesteps",), "validation.every_n_steps above 0"),
+    ]
+    inactive: dict[str, str] = {}
+    for idle, keys, needs in rules:
+        for key in keys if idle else ():
+            inactive.setdefault(key, f"has no effect without {needs}")
+    return inactive

@@ -208,3 +208,17 @@ def test_adalora_keys_round_trip(qtbot, tmp_path):
         "adalora", 24, 0.15, 0.25)
     page.editors["lora.ema_decay"].editor.setText("0.999")
     assert "lora.ema_decay" in page.problem.text()
+
+
+def test_settings_that_change_nothing_are_greyed_out_saying_what_they_wait_for(qtbot, tmp_path):
+    _, page = _window(qtbot, tmp_path)
+    lokr, te_lr = page.editors["lora.lokr_factor"], page.editors["optimizer.text_encoder_lr"]
+    assert not lokr.isEnabled() and 'lora.algorithm = "lokr"' in lokr.toolTip()
+    assert not te_lr.isEnabled() and "text encoder" in te_lr.toolTip()
+    page.editors["lora.algorithm"].set_value("lokr")
+    page.targets["te"].setChecked(True)
+    assert lokr.isEnabled() and te_lr.isEnabled() and lokr.toolTip() == ""
+    assert not page.editors["lora.dora"].isEnabled()       # plain LoRA's options wait for plain LoRA
+    lokr.set_value(8)
+    page.editors["lora.algorithm"].set_value("lora")
+    assert lokr.isEnabled()  # it holds a value of its own: still there to undo
