@@ -4,6 +4,11 @@ The CLI prints `message` and `hint` (and emits an `error` event) instead of a tr
 """
 
 
+def some_files(paths: list, limit: int = 5) -> str:
+    """The first LIMIT of PATHS for a message, "…" when there are more (the full list goes elsewhere)."""
+    return ", ".join(str(p) for p in paths[:limit]) + (" …" if len(paths) > limit else "")
+
+
 class UserError(Exception):
     """A problem with the user's input (file, config, dataset) rather than a bug in LoRA Studio."""
 

@@ -22,7 +22,7 @@ from trainer.batches import Batch, Batches
 from trainer.config import TrainConfig
 from trainer.control import Control
 from trainer.data.masks import check_masks, no_masks_warning
-from trainer.data.records import adopt_caption_trigger, load_records
+from trainer.data.records import adopt_caption_trigger, load_records, unreadable_captions_warning
 from trainer.ema import resume_ema
 from trainer.encode import encode_text, pad_chunks, sample_latents, sdxl_time_ids
 from trainer.failures import explained
@@ -48,7 +48,8 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
           records: list | None = None) -> Path:
     items = load_records(cfg) if records is None else records  # before the model: errors come at once
     items, held_out = split_validation(cfg, items)
-    _warn_unreadable_captions(items, sink)
+    if warning := unreadable_captions_warning(items):
+        sink.emit(warning)
     check_masks(cfg, items)
     if warning := no_masks_warning(cfg, items):
         sink.emit(warning)
@@ -115,15 +116,6 @@ def _log_fingerprint(rt: Runtime) -> None:
     if acc.num_processes > 1:  # every rank says what it ended with; they must match (DDP keeps them in step)
         log.info("process %d of %d: adapter fingerprint %s", acc.process_index, acc.num_processes,
                  rt.fingerprint())
-
-
-def _warn_unreadable_captions(items: list, sink: EventSink) -> None:
-    bad = [r for r in items if r.caption_problem]
-    if bad:
-        names = ", ".join(str(r.path.with_suffix(".txt")) for r in bad[:5]) + (" …" if len(bad) > 5 else "")
-        sink.emit(ev.Warning(message=f"{len(bad)} caption file(s) are not UTF-8 and are trained as empty "
-                                     f"captions: {names}",
-                             hint="re-save them as UTF-8 (most editors offer this); the files were not changed"))
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from trainer.data.buckets import crop_plan
-from trainer.errors import DatasetError
+from trainer.errors import DatasetError, some_files
 from trainer.shared import masks as shared_masks
 
 LATENT_FACTOR = 8  # the VAE's downsampling
@@ -54,7 +54,7 @@ def check_masks(cfg, records: list) -> None:
         return
     broken = unreadable_masks(records)
     if broken:
-        names = ", ".join(str(path) for path, _ in broken[:5]) + (" …" if len(broken) > 5 else "")
+        names = some_files([path for path, _ in broken])
         raise DatasetError(f"{len(broken)} loss mask(s) are not readable images: {names} ({broken[0][1]})",
                            "replace each with a black-and-white image of the same name, or delete it to train "
                            "that image whole")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.config import SamplingConfig, TrainConfig
-from trainer.data.captions import split_tags
+from trainer.data.captions import caption_path, split_tags
 from trainer.data.spec import list_images, read_dataset
-from trainer.errors import DatasetError
+from trainer.errors import DatasetError, some_files
 
 
 def load_records(cfg: TrainConfig, unreadable: list | None = None) -> list:
@@ -37,10 +37,21 @@ def unreadable_images_warning(paths: list):
         return None
     from trainer import events as ev
 
-    names = ", ".join(str(p) for p in paths[:5]) + (" …" if len(paths) > 5 else "")
-    return ev.Warning(message=f"{len(paths)} image(s) cannot be read and are left out: {names}",
+    return ev.Warning(message=f"{len(paths)} image(s) cannot be read and are left out: {some_files(paths)}",
                       hint="re-save or replace them (a broken download or an unsupported format); "
                            "`dataset check` lists them all")
+
+
+def unreadable_captions_warning(records: list):
+    """A Warning event naming the caption files that are not UTF-8 (trained as empty captions), or None."""
+    bad = [caption_path(r.path, r.subset.caption_extension) for r in records if r.caption_problem]
+    if not bad:
+        return None
+    from trainer import events as ev
+
+    return ev.Warning(message=f"{len(bad)} caption file(s) are not UTF-8 and are trained as empty captions: "
+                              f"{some_files(bad)}",
+                      hint="re-save them as UTF-8 (most editors offer this); the files were not changed")
 
 
 def caption_trigger(records: list) -> str:
