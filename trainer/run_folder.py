@@ -92,10 +92,15 @@ def samples_in(run_dir: Path) -> list[tuple[Path, int, int]]:
     return sorted(found, key=lambda item: (item[1], item[2]))
 
 
+def checkpoints_in(run_dir: Path, output_name: str = "*") -> list[Path]:
+    """The run's checkpoint adapters (of OUTPUT_NAME, default any), oldest first, without their EMA files."""
+    found = (Path(run_dir) / CHECKPOINTS_DIR).glob(f"{output_name}-step[0-9]*.safetensors")
+    return sorted((p for p in found if not is_ema_file(p)), key=lambda p: (checkpoint_step(p) or 0, p.name))
+
+
 def adapters_in(run_dir: Path) -> list[Path]:
     """The final adapter first, then checkpoints, newest first; EMA files are not listed (ema_of finds them)."""
-    checkpoints = sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("*.safetensors"), reverse=True)
-    return final_adapters(run_dir) + [p for p in checkpoints if not is_ema_file(p)]
+    return final_adapters(run_dir) + checkpoints_in(run_dir)[::-1]
 
 
 def final_adapters(run_dir: Path) -> list[Path]:
@@ -104,6 +109,4 @@ def final_adapters(run_dir: Path) -> list[Path]:
 
 
 def checkpoint_for_step(run_dir: Path, step: int) -> Path | None:
-    matches = [p for p in sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("*.safetensors"))
-               if checkpoint_step(p) == step and not is_ema_file(p)]
-    return matches[0] if matches else None
+    return next((p for p in checkpoints_in(run_dir) if checkpoint_step(p) == step), None)

@@ -19,13 +19,13 @@ from trainer import faults
 from trainer.config import TrainConfig
 from trainer.control import Control
 from trainer.data.captions import split_tags
-from trainer.ema import LoraEma, ema_path, is_ema_file
+from trainer.ema import LoraEma, ema_path
 from trainer.export.kohya import to_kohya
 from trainer.export.metadata import TrainingFacts, build_metadata
 from trainer.export.save import SAVE_DTYPES, NonFiniteWeights, write_safetensors
 from trainer.failures import Diverged
 from trainer.lora.algorithms import exported_alpha, module_scales
-from trainer.run_folder import CHECKPOINTS_DIR, checkpoint_name
+from trainer.run_folder import CHECKPOINTS_DIR, checkpoint_name, checkpoints_in
 from trainer.runtime import TE_NAMES, Runtime
 from trainer.sampling import render_samples
 from trainer.sink import EventSink
@@ -54,8 +54,7 @@ class Saver:
         self.budget = None  # trainer.lora.adalora.AdaLoraBudget with lora.algorithm = "adalora"
         self.started_at = time.time()
         # checkpoints of earlier sessions of this run count too: for keep_last, and as "the last good one"
-        self.saved_checkpoints = sorted(p for p in (self.run_dir / CHECKPOINTS_DIR).glob(
-            f"{cfg.saving.output_name}-step[0-9]*.safetensors") if not is_ema_file(p))
+        self.saved_checkpoints = checkpoints_in(self.run_dir, cfg.saving.output_name)
 
     def due(self, state: TrainingState, control: Control) -> Due:
         """Validation, samples and checkpoints that are due or asked for after this step, and a stop."""
