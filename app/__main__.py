@@ -37,7 +37,7 @@ def main() -> int:
 def _self_test(app, window) -> None:
     from PySide6.QtCore import QTimer
 
-    from trainer.run_folder import final_adapters
+    from trainer.shared.run_folder import final_adapters
 
     def finished(ok: bool) -> None:
         adapter = next(iter(final_adapters(window.run_page.run_dir)), None)

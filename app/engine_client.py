@@ -6,7 +6,7 @@ child, and exiting it frees all GPU memory. Two shapes of call:
 - `EngineCall`: one short command (`inspect`, `system`, `plan`, `dataset check`, `export` ...) that prints
   one JSON answer on stdout; `done(answer, error)` arrives on the GUI thread.
 - `EngineProcess`: a long command (`train`, `resume`, `serve`, `dataset caption --model`) that streams
-  JSON-lines events (trainer.events) on stdout and logs on stderr; requests go in on stdin.
+  JSON-lines events (trainer.shared.events) on stdout and logs on stderr; requests go in on stdin.
 
 Process start, environment, stderr capture, the engine's `error: ...` line, event decoding and kill-after-
 grace live here once. Tests plug a fake engine in with `engine=[python, fake.py]` or `use_engine(...)`.
@@ -20,7 +20,7 @@ from collections import deque
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from trainer.events import Event, ProtocolError, decode
+from trainer.shared.events import Event, ProtocolError, decode
 
 STOP_GRACE_MS = 30_000   # a clean stop saves a checkpoint first; a big model's save can take a while
 STDERR_TAIL = 60
@@ -120,7 +120,7 @@ class EngineCall(QObject):
 
 class EngineProcess(QObject):
     """A long-lived engine child streaming events; one at a time per object, restartable."""
-    event = Signal(object)           # any trainer.events.Event
+    event = Signal(object)           # any trainer.shared.events.Event
     log_line = Signal(str)           # human-readable stderr lines
     finished = Signal(int, bool)     # exit code, crashed (killed or died without a done/error event)
 

@@ -53,6 +53,7 @@ class MainWindow(QMainWindow):
         self.training_page = TrainingPage(self.data_dir / "presets")
         self.training_page.saved.connect(lambda _path: self.prepare_project_run())
         self.dataset_page.dataset_changed.connect(self.training_page.dataset_changed)
+        self.training_page.model_checked.connect(self._model_checked)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._start_page(), "Start")
         self.tabs.addTab(self.dataset_page, "Dataset")
@@ -164,6 +165,12 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         # the probe's child imports torch (seconds): ask once the window is on screen, not before
         QTimer.singleShot(0, self.probe.start)
+
+    def _model_checked(self, info: dict) -> None:
+        """The base model's family (from the engine) sets what the caption editor counts tokens against."""
+        if info.get("ok"):
+            limit = self.training_page.editors["dataset.max_token_length"].value()
+            self.dataset_page.editor.set_family(info["family"], limit)
 
     def show_system_facts(self) -> None:
         report = self.facts.report

@@ -1,5 +1,6 @@
 """Is this file a base model we can train on? One check for the wizard and the training page: the engine's
-`inspect --json --require-base`, the architecture named for people, and the file remembered as recent."""
+`inspect --json --require-base`, which also carries the model family's facts (label, native resolution, token
+limit, presets: the GUI keeps no family tables of its own), and the file remembered as recent."""
 
 from __future__ import annotations
 
@@ -10,22 +11,11 @@ from PySide6.QtCore import QObject, Signal
 from app import settings
 from app.engine_client import EngineCall
 
-ARCH_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-
-
-def native_resolution(arch: str, prediction_type: str = "") -> int:
-    """The resolution a base was trained at: SDXL 1024, SD 2.x 768 (its 512 base is epsilon-predicting),
-    SD 1.x 512."""
-    if arch == "sdxl":
-        return 1024
-    if arch == "sd2" and prediction_type != "epsilon" or "768" in arch:
-        return 768
-    return 512
-
 
 def describe(info: dict, path: str = "") -> str:
-    """'SDXL · epsilon · safetensors' (with the file name when given)."""
-    parts = [ARCH_NAMES.get(info["arch"], info["arch"]), info.get("prediction_type", "")]
+    """'SDXL · epsilon · safetensors' (with the file name when given); the label is the engine's."""
+    label = (info.get("family") or {}).get("label", info.get("arch", ""))
+    parts = [label, info.get("prediction_type", "")]
     parts.append(Path(path).name if path else info.get("format", ""))
     return " · ".join(p for p in parts if p)
 
@@ -48,6 +38,6 @@ class ModelCheck(QObject):
     def _answered(self, path: str, info: dict | None, error: str) -> None:
         if path != self.path:
             return  # the user picked another file meanwhile
-        if info is not None:
+        if info is not None and info.get("format") != "demo":
             settings.remember(settings.RECENT_MODELS, path)
         self.checked.emit(path, info, error)

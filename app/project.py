@@ -8,7 +8,7 @@ from pathlib import Path
 
 import tomli_w
 
-from trainer.fsutil import atomic_write_text
+from trainer.shared.fsutil import atomic_write_text
 
 PROJECT_FILE = "project.toml"
 

@@ -27,7 +27,7 @@ from app.dialogs.image_viewer import ImageViewer
 from app.engine_client import EngineProcess
 from app.widgets.gallery import SampleGallery
 from app.widgets.loss_chart import LossChart
-from trainer.run_folder import STATE_DIR, adapters_in, checkpoint_for_step
+from trainer.shared.run_folder import STATE_DIR, adapters_in, checkpoint_for_step
 
 
 class RunPage(QWidget):

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from trainer.tryit.params import SAMPLER_LABELS
+from trainer.shared.generate_params import SAMPLER_LABELS
 
 
 class SettingsForm(QWidget):
@@ -50,7 +50,7 @@ class SettingsForm(QWidget):
         form.addRow("Size · sampler · images", size)
 
     def values(self) -> dict:
-        """The request fields (trainer.tryit.params.Request); 0 width/height: the model's own size."""
+        """The request fields (trainer.shared.generate_params.Request); 0 width/height: the model's own size."""
         return {"prompt": self.prompt.toPlainText().strip(), "negative": self.negative.text().strip(),
                 "seed": self.seed.value(), "steps": self.steps.value(), "cfg": self.cfg.value(),
                 "sampler": self.sampler.currentData(), "width": self.width_.value() or None,

@@ -35,7 +35,7 @@ from app.test_form import SettingsForm
 from app.widgets.lora_list import LoraList
 from app.widgets.results import ResultsGrid
 from app.xy_grid import compose_grid, parse_strengths, plan_cells
-from trainer.run_folder import is_ema_file
+from trainer.shared.run_folder import is_ema_file
 
 
 class TestPage(QWidget):
@@ -152,7 +152,7 @@ class TestPage(QWidget):
 
     def set_run(self, run_dir: Path) -> None:
         """Fill in the run's base model, prompt and adapters; results go to RUN_DIR/tests."""
-        from trainer import config as config_mod
+        from trainer.shared import config as config_mod
 
         self.run_dir = Path(run_dir)
         config_path = self.run_dir / "config.toml"

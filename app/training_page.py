@@ -1,5 +1,5 @@
 """The training page: base model, preset, the settings that matter most, and every other key under
-Advanced. Values are checked by trainer.config itself, so the messages are the engine's own."""
+Advanced. Values are checked by trainer.shared.config itself, so the messages are the engine's own."""
 
 from __future__ import annotations
 
@@ -25,16 +25,16 @@ from PySide6.QtWidgets import (
 
 from app import settings
 from app.engine_client import EngineCall
-from app.model_check import ModelCheck, describe, native_resolution
+from app.model_check import ModelCheck, describe
 from app.theme import ERROR
 from app.widgets.config_form import KeyEditor, all_keys, field_info
 from app.widgets.prompt_table import PromptTable
 from app.widgets.rows import row
-from trainer import config as config_mod
-from trainer.config_rules import inactive_keys
-from trainer.errors import UserError
-from trainer.fsutil import atomic_write_text
+from trainer.shared import config as config_mod
 from trainer.shared import steps as step_count
+from trainer.shared.config_rules import inactive_keys
+from trainer.shared.errors import UserError
+from trainer.shared.fsutil import atomic_write_text
 
 MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
              "schedule.batch_size", "schedule.epochs", "schedule.max_steps", "optimizer.name",
@@ -60,6 +60,8 @@ class TrainingPage(QWidget):
         for editor in self.editors.values():
             editor.changed.connect(self.revalidate)
         self.loaded_model = ""
+        self.loaded_resolution = 0
+        self.family: dict | None = None  # the base model's family facts, from the engine's model check
         self.resolution_chosen = False   # typed by the user (or loaded as an unusual value): a base never moves it
         self.editors["dataset.resolution"].changed.connect(lambda: setattr(self, "resolution_chosen", True))
         self._build()
@@ -158,8 +160,8 @@ class TrainingPage(QWidget):
     def load(self, cfg: config_mod.TrainConfig) -> None:
         for key, editor in self.editors.items():
             editor.set_value(cfg.get(key))
-        self.resolution_chosen = cfg.dataset.resolution not in (512, 768, 1024)
-        self.loaded_model = cfg.model.path   # a saved config's resolution was chosen for its own model
+        self.resolution_chosen = False   # until the engine says whether it is the loaded model's own resolution
+        self.loaded_model, self.loaded_resolution = cfg.model.path, cfg.dataset.resolution
         self.targets["ff"].setChecked(cfg.lora.targets in ("attention+ff", "full"))
         self.targets["conv"].setChecked(cfg.lora.targets == "full")
         self.targets["te"].setChecked(cfg.lora.train_text_encoder)
@@ -168,6 +170,8 @@ class TrainingPage(QWidget):
         self.prompts.blockSignals(False)
         if cfg.model.path and not cfg.model.path.startswith("demo:"):
             self.model.setCurrentText(cfg.model.path)
+        else:
+            self.check_model(self.model.currentText())
         self.revalidate()
 
     def current_config(self) -> config_mod.TrainConfig:
@@ -278,11 +282,22 @@ class TrainingPage(QWidget):
 
     # -- base model ----------------------------------------------------------------------------------
     def _follow_base_resolution(self, info: dict) -> None:
-        """Train at the base's own resolution (SDXL 1024, SD 2-v 768) unless the user chose one."""
+        """Train at the base's own resolution (the engine's fact: SDXL 1024, SD 2-v 768) unless the user chose
+        one; the demo's tiny model keeps its 64 px."""
         editor = self.editors["dataset.resolution"]
+        if info.get("format") == "demo":
+            return
         if not self.resolution_chosen and self.model.currentText().strip() != self.loaded_model:
-            editor.set_value(native_resolution(info["arch"], info.get("prediction_type", "")))
+            editor.set_value(info["family"]["native_resolution"])
             self.revalidate()
+
+    def _follow_family(self, family: dict) -> None:
+        """Settings whose steps and limits are the family's: caption tokens move by whole chunks up to the
+        most its text encoder reads."""
+        tokens = self.editors["dataset.max_token_length"].editor
+        tokens.setSingleStep(family["token_chunk"])
+        tokens.setMaximum(family["max_tokens"])
+        self.family = family
 
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Base model", "", "Models (*.safetensors *.ckpt)")
@@ -290,24 +305,28 @@ class TrainingPage(QWidget):
             self.model.setCurrentText(path)
 
     def check_model(self, text: str) -> None:
-        path = text.strip()
-        if not path or path.startswith("demo:"):
+        path = text.strip() or self.loaded_model  # an empty field trains the config's own model (the demo's)
+        if not path:
             self.model_check.path = ""  # an answer still on its way is for a model no longer chosen
-            self.arch.setText("built-in tiny demo model" if path else "")
+            self.arch.setText("")
             return
-        self.model_check.check(path)
+        self.model_check.check(path)  # the demo too: the engine says what its family is
         self.arch.setText("checking…")
 
     def _model_checked(self, path: str, info: dict | None, error: str) -> None:
-        if path != self.model.currentText().strip():
+        if path != (self.model.currentText().strip() or self.loaded_model):
             return  # the user picked another file meanwhile
         if info is None:
             self.arch.setText(error)
             self.arch.setStyleSheet(f"color: {ERROR};")
             self.model_checked.emit({"ok": False, "message": error})
             return
-        self.arch.setText(describe(info))
+        demo = info.get("format") == "demo"
+        self.arch.setText(f"built-in tiny demo model ({info['family']['label']})" if demo else describe(info))
         self.arch.setStyleSheet("")
+        self._follow_family(info["family"])
+        if path == self.loaded_model:  # a saved config at another resolution than its model's: the user's choice
+            self.resolution_chosen = self.loaded_resolution != info["family"]["native_resolution"]
         self._follow_base_resolution(info)
         self.model_checked.emit({"ok": True, **info})
 
@@ -326,7 +345,7 @@ def sparse(cfg: config_mod.TrainConfig) -> dict:
 
 
 def _tipped_label(text: str, key: str) -> QLabel:
-    """A form label whose tooltip is the config's own help for KEY (trainer.config metadata)."""
+    """A form label whose tooltip is the config's own help for KEY (trainer.shared.config metadata)."""
     label = QLabel(text)
     label.setToolTip(f"<b>{key}</b><br>{field_info(key)[1].get('help', '')}")
     return label

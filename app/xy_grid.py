@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter
 
-from trainer.fsutil import atomic_write
+from trainer.shared.fsutil import atomic_write
 
 TOP, LEFT, PAD = 40, 180, 4
 

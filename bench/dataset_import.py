@@ -78,8 +78,8 @@ def _step_seconds(steps: int) -> float:
     from step_overhead import Interleaved, low_quartile, reduced_sd15_folder
 
     from tests.support.engine import RecordingSink, make_dataset, tiny_config
-    from trainer import loop
-    from trainer.control import Control
+    from trainer.run import loop
+    from trainer.run.control import Control
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

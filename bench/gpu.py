@@ -49,7 +49,7 @@ def cases(arch: str, quick: bool) -> list[dict]:
 
 def _plain_cuda() -> None:
     """The child without trainer/accel.py's CUDA choices: what the speed rows compare against."""
-    from trainer import accel
+    from trainer.run import accel
 
     accel.preferred_sdpa_backends = lambda device: []
     accel.channels_last = lambda unet, device: False
@@ -82,9 +82,9 @@ def child(args) -> None:
     import torch
 
     from tests.support.engine import RecordingSink
-    from trainer import config as config_mod
-    from trainer.control import Control
-    from trainer.loop import train
+    from trainer.run.control import Control
+    from trainer.run.loop import train
+    from trainer.shared import config as config_mod
 
     if args.plain_cuda:
         _plain_cuda()

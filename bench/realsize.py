@@ -37,7 +37,7 @@ def meta_components(arch: str) -> dict:
 
 def build_checkpoint(arch: str, path: Path, seed: int = 0) -> Path:
     """Write a random-weight single file for `arch` (sd15 | sdxl) to `path` unless it is there already."""
-    from trainer.models.original_layout import to_original_state_dict
+    from trainer.families.ldm_layout import to_original_state_dict
     from trainer.models.safetensors_stream import stream_safetensors
 
     path = Path(path)

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.engine import RecordingSink, make_dataset, tiny_config  # noqa: E402
-from trainer.control import Control  # noqa: E402
+from trainer.run.control import Control  # noqa: E402
 
 WALL = "--wall" in sys.argv
 
@@ -95,8 +95,8 @@ def bare_step_fn(cfg):
     """A bare forward+backward of the same LoRA-injected UNet on a batch of the same shape, then the same
     AdamW update the trainer makes (timed apart: the update is model work too, not trainer overhead)."""
     from trainer.models.load import load_base_model
-    from trainer.optim import build_optimizer, param_groups
-    from trainer.runtime import _add_adapters
+    from trainer.run.optim import build_optimizer, param_groups
+    from trainer.run.runtime import _add_adapters
 
     model = load_base_model(cfg.model.path)
     params = _add_adapters(cfg, model)[0]
@@ -121,7 +121,7 @@ def bare_step_fn(cfg):
 
 
 def measure(name: str, cfg, root: Path, steps: int, warmup: int) -> dict:
-    from trainer import loop
+    from trainer.run import loop
 
     cfg.schedule.max_steps = steps + warmup + 1
     run_dir = root / f"run-{name}"

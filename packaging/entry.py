@@ -14,14 +14,14 @@ def main() -> int:
     multiprocessing.freeze_support()  # data-loader workers re-enter this executable
     args = sys.argv[1:]
     if args[:2] == ["-m", "trainer"]:
-        from trainer.cli import main as engine
+        from trainer.commands.dispatch import main as engine
 
         return engine(args[2:])
     if args[:2] == ["-m", "app"] or not args or args[0] == "--self-test":
         from app.__main__ import main as gui
 
         return gui()
-    from trainer.cli import main as cli
+    from trainer.commands.dispatch import main as cli
 
     return cli(args)
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from trainer import config as config_mod
-from trainer.cli import GUI_OPTIONS
+from trainer.commands.dispatch import GUI_OPTIONS
+from trainer.shared import config as config_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -234,7 +234,7 @@ class _Refused(Exception):
 
 
 def _strict_parser() -> argparse.ArgumentParser:
-    from trainer.cli import build_parser
+    from trainer.commands.dispatch import build_parser
 
     def refuse(self, message):
         raise _Refused(message)

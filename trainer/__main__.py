@@ -4,7 +4,7 @@ import logging
 import os
 import sys
 
-from trainer.cli import main
+from trainer.commands.dispatch import main
 
 QUICK_EXIT_COMMANDS = ("train", "resume")
 

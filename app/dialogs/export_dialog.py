@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from app import settings
 from app.engine_client import EngineCall
-from trainer.run_folder import adapters_in, checkpoint_for_step, ema_of, is_ema_file
+from trainer.shared.run_folder import adapters_in, checkpoint_for_step, ema_of, is_ema_file
 
 EMA_LABEL = "{name} · EMA (averaged weights)"
 

@@ -1,6 +1,6 @@
 """The caption of one image: its preview (with its loss mask), the text, a token counter and tag chips.
 
-Edits are saved atomically (trainer.fsutil) shortly after typing stops; undo/redo is Ctrl+Z / Ctrl+Shift+Z.
+Edits are saved atomically (trainer.shared.fsutil) shortly after typing stops; undo/redo is Ctrl+Z / Ctrl+Shift+Z.
 A caption that is not UTF-8 is shown read-only and never rewritten (the engine's reading rule:
 trainer.shared.captions).
 """
@@ -16,8 +16,8 @@ from app.theme import ERROR
 from app.widgets.image_preview import ImagePreview
 from app.widgets.rows import row
 from app.widgets.tag_chips import TagChips
-from trainer.fsutil import atomic_write_text
 from trainer.shared.captions import caption_path, read_caption, split_tags
+from trainer.shared.fsutil import atomic_write_text
 
 SAVE_DELAY_MS = 600
 
@@ -34,6 +34,8 @@ class CaptionEditor(QWidget):
         self.caption.setMaximumHeight(120)
         self.state = QLabel("")
         self.tokens = QLabel("")
+        self.family: dict | None = None    # the base model's family facts: tokenizer, token limit, chunks
+        self.token_limit: int | None = None
         self.chips = TagChips()
         self.chips.tags_edited.connect(self._tags_edited)
         self.save_timer = QTimer(self, singleShot=True, interval=SAVE_DELAY_MS)
@@ -72,6 +74,12 @@ class CaptionEditor(QWidget):
         self._show_count()
         self.chips.set_tags(split_tags(self.caption.toPlainText()))
 
+    def set_family(self, family: dict | None, limit: int | None = None) -> None:
+        """The base model's family facts (from the engine's model check) and dataset.max_token_length:
+        what the token count is measured against."""
+        self.family, self.token_limit = family, limit
+        self._show_count()
+
     def set_known_tags(self, tags: list[str]) -> None:
         self.chips.completer.model().setStringList(tags)
 
@@ -93,7 +101,9 @@ class CaptionEditor(QWidget):
     def _show_count(self) -> None:
         from app.tokens import count_tokens, token_summary  # the tokenizer loads on the first caption shown
 
-        text, over = token_summary(count_tokens(self.caption.toPlainText()))
+        tokenizer = self.family["tokenizer"] if self.family else "tokenizer"
+        text, over = token_summary(count_tokens(self.caption.toPlainText(), tokenizer), self.family,
+                                   self.token_limit)
         self.tokens.setText(text)
         self.tokens.setStyleSheet(f"color: {ERROR};" if over else "")
 

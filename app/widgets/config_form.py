@@ -1,6 +1,6 @@
 """Editors for TrainConfig keys, built from the config's own field types, ranges and choices.
 
-One editor per dotted key; the allowed range and help text come from trainer.config, so the form can
+One editor per dotted key; the allowed range and help text come from trainer.shared.config, so the form can
 never drift from what the engine accepts.
 """
 
@@ -23,12 +23,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from trainer import config as config_mod
+from trainer.shared import config as config_mod
 
 # floats typed as text: learning rates (1e-4 reads better than 0.000) and decays (0.9999 needs 4+ decimals)
 SCIENTIFIC = {"optimizer.lr", "optimizer.text_encoder_lr", "optimizer.eps", "optimizer.weight_decay",
               "lora.ema_decay"}
-STEPS = {"dataset.max_token_length": 75}   # the arrows move by what the engine accepts: whole 75-token chunks
 FILES = {"lora.init_from": "LoRA (*.safetensors)"}   # path keys get a Browse… button with this filter
 LIST_HINT = "down, mid, up (e.g. 8, 16, 32); empty = one value for every block"
 
@@ -81,7 +80,8 @@ class KeyEditor(QWidget):
             w = QSpinBox()
             w.setRange(int(lo if lo is not None else -2**31), int(min(hi if hi is not None else 2**31 - 1,
                                                                       2**31 - 1)))
-            w.setSingleStep(STEPS.get(self.dotted, 1))
+            # a family's limits (caption tokens in whole chunks) come from the engine once the model is known
+            # (TrainingPage._follow_family)
             w.valueChanged.connect(self.changed)
         elif self.kind is float and self.dotted not in SCIENTIFIC:
             w = QDoubleSpinBox()

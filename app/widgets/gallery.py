@@ -12,7 +12,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QTableView
 
-from trainer.run_folder import samples_in
+from trainer.shared.run_folder import samples_in
 
 THUMB = 128
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -62,7 +62,7 @@ class SampleGallery(QTableView):
         return [i.data(STEP_ROLE) for i in self.selectedIndexes() if i.data(PATH_ROLE)]
 
     def load_run(self, run_dir: Path) -> None:
-        """Show the samples of a finished run (the run folder's layout: trainer.run_folder)."""
+        """Show the samples of a finished run (the run folder's layout: trainer.shared.run_folder)."""
         from PIL import Image
 
         for png, step, index in samples_in(run_dir):

@@ -1,6 +1,6 @@
 """Sample prompts as a table of fields: the prompt, and its own negative prompt, size, steps, CFG and seed.
 
-On disk each row is one prompt in kohya's syntax (`a cat --n blurry --w 768 --s 28`, trainer.prompts), so
+On disk each row is one prompt in kohya's syntax (`a cat --n blurry --w 768 --s 28`, trainer.shared.prompts), so
 prompt files from sd-scripts carry over; here nobody has to learn that syntax. An empty cell takes the
 [sampling] default.
 """
@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from trainer.prompts import join_prompt, split_prompt
+from trainer.shared.prompts import join_prompt, split_prompt
 
 # (kohya flag or "" for the prompt itself, column title, tooltip)
 COLUMNS = [("", "Prompt", "what to draw; use the trigger word"),

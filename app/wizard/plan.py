@@ -2,7 +2,7 @@
 one line of why for each setting. Kept apart from the pages so the choices can be tested directly.
 
 A plan is presets stacked on the defaults (kind preset, then memory tier) plus a few values computed from
-the user's images and GPU. Every value the user sees comes from trainer.config, so it is validated the
+the user's images and GPU. Every value the user sees comes from trainer.shared.config, so it is validated the
 same way as a hand-written config.
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer import config as config_mod
-from trainer.errors import UserError
+from trainer.shared import config as config_mod
 from trainer.shared import steps as step_count
 from trainer.shared.dataset_layout import Subset
-from trainer.tiers import memory_tier
+from trainer.shared.errors import UserError
+from trainer.shared.tiers import memory_tier
 
 KINDS = ("character", "style")
 EPOCHS = 10
@@ -81,16 +81,12 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
-def family(arch: str) -> str:
-    """The preset family of an architecture from `inspect` ('sd1', 'sd2', 'sdxl') or a demo model path."""
-    return "sdxl" if "sdxl" in arch else "sd15"
-
-
-def choose_tier(fam: str, system: SystemInfo) -> tuple[str, str]:
+def choose_tier(family: dict, system: SystemInfo) -> tuple[str, str]:
+    """The memory tier of the family's presets (its `tier_prefix`, `smallest_tier`) that fits the GPU."""
     gpu = system.gpu
     if gpu is None:
         return "cpu", "no CUDA GPU was found, so the CPU settings apply (fp32, batch size 1)"
-    tier = memory_tier(fam, gpu.free_gb)
+    tier = memory_tier(family["tier_prefix"], gpu.free_gb, family["smallest_tier"])
     size = tier.rsplit("-", 1)[-1]
     return tier, f"{gpu.name} has {gpu.free_gb:.1f} GB free: the {size.upper()} memory settings fit"
 
@@ -107,12 +103,13 @@ def repeats_and_epochs(kind: str, images: int) -> tuple[int, int, str]:
                              f"{images * repeats * EPOCHS} image views (a {kind} needs about {target})")
 
 
-def make_plan(kind: str, arch: str, model_path: str, dataset: Path, images: int, system: SystemInfo,
+def make_plan(kind: str, family: dict, model_path: str, dataset: Path, images: int, system: SystemInfo,
               trigger: str = "", prompts: list[str] | None = None, class_word: str = "",
               name: str = "") -> Plan:
-    fam, demo = family(arch), model_path.startswith("demo:")
-    tier, tier_why = choose_tier(fam, system)
-    presets = [f"{fam}-{kind}", tier]
+    """FAMILY: the model family's facts from the engine (`inspect --json`): presets, tiers, resolution."""
+    demo = model_path.startswith("demo:")
+    tier, tier_why = choose_tier(family, system)
+    presets = [f"{family['preset_prefix']}-{kind}", tier]
     cfg = config_mod.TrainConfig()
     for preset in presets:
         cfg = config_mod.load_preset(preset, base=cfg)
@@ -120,14 +117,13 @@ def make_plan(kind: str, arch: str, model_path: str, dataset: Path, images: int,
     cfg.model.path, cfg.dataset.path = model_path, str(dataset)
     cfg.dataset.repeats, cfg.schedule.epochs = repeats, epochs
     _name_and_trigger(cfg, kind, trigger, class_word, name, prompts)
-    if arch == "sd2" or "768" in arch:
-        cfg.dataset.resolution = 768
+    cfg.dataset.resolution = family["native_resolution"]  # the base's own: SD2 768-v at 768, SDXL at 1024
     if demo:
         _demo_overrides(cfg)
         data_why = f"the demo's short run: {DEMO_STEPS} steps"
     steps = estimate_steps(cfg, dataset, images)
     _spread_samples(cfg, steps)
-    choices = _preset_choices(cfg, kind, fam, tier, tier_why, system)
+    choices = _preset_choices(cfg, kind, family, tier, tier_why, system)
     if demo:
         choices.insert(0, Choice("model.path", model_path, "the built-in tiny model: 64 px, rank 4 and a short "
                                  "run, to show the flow; its images are noise because its weights are random"))
@@ -137,7 +133,7 @@ def make_plan(kind: str, arch: str, model_path: str, dataset: Path, images: int,
                           "previews at the start and about 8 times during the run, to watch it learn"))
     config_mod.validate(cfg)
     seconds = steps * cfg.schedule.batch_size * SECONDS_PER_VIEW["demo" if demo else tier] * 1.1
-    return Plan(cfg, presets, tier, choices, images, steps, seconds, _warnings(fam, tier, system, images))
+    return Plan(cfg, presets, tier, choices, images, steps, seconds, _warnings(family, tier, system, images))
 
 
 def _name_and_trigger(cfg, kind, trigger, class_word, name, prompts) -> None:
@@ -148,12 +144,13 @@ def _name_and_trigger(cfg, kind, trigger, class_word, name, prompts) -> None:
     cfg.sampling.prompts = prompts or default_prompts(kind, trigger, class_word)
 
 
-def _preset_choices(cfg, kind, fam, tier, tier_why, system) -> list[Choice]:
+def _preset_choices(cfg, kind, family, tier, tier_why, system) -> list[Choice]:
     te = cfg.lora.train_text_encoder
     gpu = system.gpu
     precision = "fp32 on the CPU" if gpu is None else ("bf16" if gpu.bf16 else "fp16 (this GPU has no bf16)")
     return [
-        Choice("preset", f"{fam}-{kind} + {tier}", f"the {kind} recipe for {fam.upper()}, with {tier_why}"),
+        Choice("preset", f"{family['preset_prefix']}-{kind} + {tier}",
+               f"the {kind} recipe for {family['label']}, with {tier_why}"),
         Choice("lora.rank / lora.alpha", f"{cfg.lora.rank} / {cfg.lora.alpha:g}",
                "a single subject needs little capacity" if kind == "character" else
                "a style touches every layer's texture and colour, so it gets more capacity"),
@@ -179,12 +176,13 @@ def _preset_choices(cfg, kind, fam, tier, tier_why, system) -> list[Choice]:
     ]
 
 
-def _warnings(fam: str, tier: str, system: SystemInfo, images: int) -> list[str]:
+def _warnings(family: dict, tier: str, system: SystemInfo, images: int) -> list[str]:
     out = []
     gpu = system.gpu
-    if fam == "sdxl" and gpu is not None and gpu.free_gb < 7.5:
-        out.append(f"SDXL needs about 8 GB of free GPU memory and {gpu.name} has {gpu.free_gb:.1f} GB free: "
-                   "close other programs, or train on SD 1.5.")
+    need = family["min_gpu_gb"]
+    if need and gpu is not None and gpu.free_gb < need:
+        out.append(f"{family['label']} needs about {need:.0f} GB of free GPU memory and {gpu.name} has "
+                   f"{gpu.free_gb:.1f} GB free: close other programs, or train on a smaller model.")
     if tier == "cpu":
         out.append("Without a CUDA GPU a real model trains for many hours; the built-in demo model shows the "
                    "whole flow in a minute.")

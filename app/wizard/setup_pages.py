@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from app import settings
 from app.engine_client import EngineCall
 from app.import_job import ImportJob
-from app.model_check import ARCH_NAMES, ModelCheck, describe
+from app.model_check import ModelCheck, describe
 from app.project import Project, ProjectError
 from app.theme import ERROR
 from app.wizard.state import DEMO_MODEL, WizardState
@@ -104,8 +104,8 @@ class ModelPage(QWizardPage):
         self.state = state
         self.checked_ok = False
         self.setTitle("Base model")
-        self.setSubTitle("The Stable Diffusion checkpoint your LoRA is trained on and will be used with: a "
-                         ".safetensors or .ckpt file (SD 1.x, SD 2.x or SDXL), or a diffusers folder.")
+        self.setSubTitle("The checkpoint your LoRA is trained on and will be used with: a .safetensors or "
+                         ".ckpt file, or a diffusers folder.")
         self.model_check = ModelCheck(self)
         self.model_check.checked.connect(self._checked)
         self.own = QRadioButton("My model file")
@@ -144,9 +144,7 @@ class ModelPage(QWizardPage):
         if own:
             self._check(self.model.currentText())
         else:
-            self.state.model_path, self.state.arch = DEMO_MODEL, "sd1"
-            self.state.model_text = "built-in tiny demo model (SD 1.x architecture)"
-            self.info.setText("")
+            self._check(DEMO_MODEL)  # the engine says what the demo's family is, as for any model
         self.completeChanged.emit()
 
     def _browse(self) -> None:
@@ -156,6 +154,7 @@ class ModelPage(QWizardPage):
 
     def _check(self, text: str) -> None:
         self.checked_ok = False
+        self.state.family = None
         self.completeChanged.emit()
         path = text.strip()
         if not path:
@@ -165,20 +164,24 @@ class ModelPage(QWizardPage):
         self.model_check.check(path)
 
     def _checked(self, path: str, info: dict | None, error: str) -> None:
-        if path != self.model.currentText().strip():
+        if path != (DEMO_MODEL if self.demo.isChecked() else self.model.currentText().strip()):
             return  # another file was picked meanwhile
         if info is None:
             self.info.setText(f"<span style='color:{ERROR}'>{error}</span>")
             return
-        arch = ARCH_NAMES.get(info["arch"], info["arch"])
-        self.state.model_path, self.state.arch = path, info["arch"]
-        self.state.model_text = describe(info, path)
-        self.info.setText(f"✓ {arch} ({info.get('prediction_type', '')})")
+        label = info["family"]["label"]
+        self.state.model_path, self.state.family = path, info["family"]
+        if path == DEMO_MODEL:
+            self.state.model_text = f"built-in tiny demo model ({label} architecture)"
+            self.info.setText("")
+        else:
+            self.state.model_text = describe(info, path)
+            self.info.setText(f"✓ {label} ({info.get('prediction_type', '')})")
         self.checked_ok = True
         self.completeChanged.emit()
 
     def isComplete(self) -> bool:
-        return self.demo.isChecked() or self.checked_ok
+        return self.checked_ok
 
 
 class ImagesPage(QWizardPage):
@@ -254,8 +257,9 @@ class ImagesPage(QWizardPage):
     def refresh(self) -> None:
         if self.state.project is None:
             return
-        arch = "sdxl" if self.state.arch == "sdxl" else "sd15"
-        call = EngineCall(["dataset", "check", str(self.state.project.dataset), "--arch", arch, "--json"], self)
+        family = self.state.family  # the chosen model's buckets and tokenizer (the engine's facts)
+        args = ["--arch", family["id"], "--resolution", str(family["native_resolution"])] if family else []
+        call = EngineCall(["dataset", "check", str(self.state.project.dataset), *args, "--json"], self)
         call.done.connect(self._checked)
         self.report.setText("Checking the images…")
 

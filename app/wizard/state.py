@@ -18,7 +18,7 @@ class WizardState:
     name: str = "my-lora"
     project: Project | None = None
     model_path: str = ""
-    arch: str = ""                  # 'sd1' | 'sd2' | 'sdxl' from `inspect`, or the demo's
+    family: dict | None = None      # the model family's facts from the engine's `inspect` (the demo's too)
     model_text: str = ""            # what the model page shows about it
     system: SystemInfo | None = None
     images: int = 0
@@ -29,6 +29,11 @@ class WizardState:
     captions_applied: tuple = ()    # the (trigger, class word, prune) last written, to write once
     plan: Plan | None = None
     prompts: list[str] = field(default_factory=list)
+
+    @property
+    def arch(self) -> str:
+        """The family id (sd1, sdxl, ...), '' until the engine has answered."""
+        return self.family["id"] if self.family else ""
 
     @property
     def is_demo(self) -> bool:

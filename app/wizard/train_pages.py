@@ -29,7 +29,7 @@ from app.theme import ERROR, WARNING
 from app.widgets.prompt_table import PromptTable
 from app.wizard.plan import default_prompts, format_duration, make_plan
 from app.wizard.state import WizardState
-from trainer import config as config_mod
+from trainer.shared import config as config_mod
 
 TRIGGER_RULE = re.compile(r"^[^,\n]{2,40}$")
 PREVIEW_ROWS = 50
@@ -210,7 +210,7 @@ class SettingsPage(QWizardPage):
 
     def initializePage(self) -> None:
         s = self.state
-        s.plan = make_plan(s.kind, s.arch, s.model_path, s.project.dataset, s.images, s.system,
+        s.plan = make_plan(s.kind, s.family, s.model_path, s.project.dataset, s.images, s.system,
                            s.trigger, s.prompts or None, class_word=s.class_word, name=s.name)
         _fill(self.table, [(c.key, _show(c.value), c.why) for c in s.plan.choices])
         self.warnings.setText("\n".join(f"⚠ {w}" for w in s.plan.warnings))

@@ -17,7 +17,7 @@ from app.wizard.plan import SystemInfo
 from app.wizard.setup_pages import ImagesPage, KindPage, ModelPage
 from app.wizard.state import WizardState
 from app.wizard.train_pages import CaptionsPage, PromptsPage, SettingsPage, SummaryPage
-from trainer import config as config_mod
+from trainer.shared import config as config_mod
 
 
 class NewLoraWizard(QWizard):

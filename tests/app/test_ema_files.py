@@ -10,7 +10,7 @@ from app.dialogs.export_dialog import ExportDialog
 from app.engine_client import EngineProcess
 from app.run_page import RunPage
 from app.test_page import TestPage
-from trainer.run_folder import adapters_in, checkpoint_name, ema_path, final_adapters
+from trainer.shared.run_folder import adapters_in, checkpoint_name, ema_path, final_adapters
 
 FAKE_SERVE = [sys.executable, str(Path(__file__).with_name("fake_serve.py"))]
 FAKE_ENGINE = [sys.executable, str(Path(__file__).with_name("fake_engine.py"))]

@@ -9,8 +9,12 @@ RTX_4090 = SystemInfo([Gpu("RTX 4090", 24.0, 23.1, True)])
 GTX_1660 = SystemInfo([Gpu("GTX 1660", 6.0, 5.5, False)])
 
 
-def _plan(kind, arch, images, system, model="/models/base.safetensors"):
-    return make_plan(kind, arch, model, Path("/data/set"), images, system, trigger="zkx")
+def _plan(kind, arch, images, system, model="/models/base.safetensors", prediction="epsilon"):
+    """The wizard's plan with the family facts the engine's `inspect --json` reports for such a model."""
+    from trainer.families.registry import get
+
+    facts = get(arch).facts(prediction)
+    return make_plan(kind, facts, model, Path("/data/set"), images, system, trigger="zkx")
 
 
 def test_sdxl_on_8gb_gets_kohyas_low_memory_recipe():
@@ -54,5 +58,6 @@ def test_sdxl_on_a_6gb_card_warns():
     assert any(c.key == "performance.mixed_precision" and "fp16" in c.value for c in plan.choices)
 
 
-def test_sd2_768_trains_at_768():
-    assert _plan("style", "sd2", 30, RTX_4090).config.dataset.resolution == 768
+def test_sd2_768_trains_at_768_and_the_512_base_at_512():
+    assert _plan("style", "sd2", 30, RTX_4090, prediction="v_prediction").config.dataset.resolution == 768
+    assert _plan("style", "sd2", 30, RTX_4090, prediction="epsilon").config.dataset.resolution == 512

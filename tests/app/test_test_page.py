@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QDialogButtonBox
 from app.engine_client import EngineProcess
 from app.run_page import RunPage
 from app.test_page import TestPage
-from trainer import config as config_mod
+from trainer.shared import config as config_mod
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_serve.py"))]
 

@@ -7,9 +7,9 @@ from safetensors.torch import save_file
 
 from app.main_window import MainWindow
 from app.theme import ERROR
-from trainer import config as config_mod
-from trainer.models.original_layout import save_original_checkpoint
+from trainer.families.ldm_layout import save_original_checkpoint
 from trainer.models.tiny import build_tiny_components
+from trainer.shared import config as config_mod
 
 
 def _window(qtbot, tmp_path):
@@ -171,6 +171,8 @@ def test_advanced_form_edits_the_training_method_keys_and_they_round_trip(qtbot,
     editors["optimizer.block_lr"].editor.setText("0.5, 1, 1")
     editors["loss.timestep_shift"].editor.setValue(2.5)
     editors["loss.masked"].editor.setChecked(True)
+    # whole chunks of the family's text encoder, once the engine has said which family the model is
+    qtbot.waitUntil(lambda: editors["dataset.max_token_length"].editor.singleStep() == 75, timeout=60_000)
     editors["dataset.max_token_length"].editor.stepDown()
     start = tmp_path / "earlier.safetensors"
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(start), ""))

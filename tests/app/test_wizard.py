@@ -147,7 +147,7 @@ def test_expert_button_opens_the_training_page_with_the_plan(qtbot, window, tmp_
 
 
 def test_a_real_sdxl_file_gets_the_sdxl_recipe_and_tier(qtbot, window, tmp_path):
-    from trainer.models.original_layout import save_original_checkpoint
+    from trainer.families.ldm_layout import save_original_checkpoint
     from trainer.models.tiny import build_tiny_components
 
     model = save_original_checkpoint(build_tiny_components("sdxl"), "sdxl", tmp_path / "xl-base.safetensors")

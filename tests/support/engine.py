@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainer import config as config_mod
-from trainer.control import Control
-from trainer.events import Event, decode
-from trainer.sink import EventSink
+from trainer.run.control import Control
+from trainer.run.sink import EventSink
+from trainer.shared import config as config_mod
+from trainer.shared.events import Event, decode
 
 REPO = Path(__file__).resolve().parents[2]
 COLORS = [(220, 40, 40), (40, 180, 70), (40, 80, 220), (240, 210, 40), (245, 245, 245), (20, 20, 20)]
@@ -62,7 +62,7 @@ class RecordingSink(EventSink):
 
 
 def train_in_process(cfg, run_dir: Path, resume: bool = False, stop_at: int | None = None):
-    from trainer.loop import train
+    from trainer.run.loop import train
 
     run_dir.mkdir(parents=True, exist_ok=True)
     config_mod.save(cfg, run_dir / "config.toml")

@@ -18,12 +18,12 @@ def test_adalora_export_folds_pruned_triplets_into_the_trained_update(tmp_path):
     from trainer.lora.algorithms import ADAPTER, module_scales
     from trainer.lora.inject import adapter_state_dict
     from trainer.models.load import load_base_model
-    from trainer.runtime import _add_adapters
+    from trainer.run.runtime import add_adapters
 
     cfg = tiny_config(tmp_path, lora__algorithm="adalora", lora__rank=2, lora__alpha=3.0,
                       lora__targets="attention+ff")
     model = load_base_model(cfg.model.path)
-    params, _ = _add_adapters(cfg, model)
+    params, _ = add_adapters(cfg, model)
     torch.manual_seed(0)
     for p in params:
         p.data = torch.randn_like(p) * 0.1
@@ -64,7 +64,7 @@ def test_adalora_moves_the_budget_and_exports_a_plain_lora(tmp_path, spec):
 
 def test_adalora_refuses_convolutions_and_ema(tmp_path):
     from tests.support.engine import tiny_config
-    from trainer.errors import ConfigError
+    from trainer.shared.errors import ConfigError
 
     with pytest.raises(ConfigError, match="adalora") as err:
         tiny_config(tmp_path, lora__algorithm="adalora", lora__targets="full")

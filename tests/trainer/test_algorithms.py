@@ -23,11 +23,11 @@ FIRST_PART = {"loha": "hada_w1_a", "lokr": "lokr_w1"}
 
 def _random_adapter(cfg):
     """The tiny model with the configured adapter, its factors all random (as after training)."""
-    from trainer.runtime import _add_adapters
+    from trainer.run.runtime import add_adapters
 
     model = load_base_model(cfg.model.path)
     base = {k: v.clone() for k, v in model.unet.state_dict().items()}
-    params, _ = _add_adapters(cfg, model)
+    params, _ = add_adapters(cfg, model)
     torch.manual_seed(0)
     for p in params:
         p.data = torch.randn_like(p) * 0.1
@@ -98,7 +98,7 @@ def _cli(*args):
 
 
 def test_dora_is_refused_for_loha(tmp_path):
-    from trainer.errors import ConfigError
+    from trainer.shared.errors import ConfigError
 
     with pytest.raises(ConfigError, match="lora.dora"):
         tiny_config(tmp_path, lora__algorithm="loha", lora__dora=True)
@@ -162,7 +162,7 @@ def test_rslora_on_sdxl_exports_the_stabilised_alpha_and_verifies(tmp_path):
 
 
 def test_conv_rank_without_conv_targets_is_refused(tmp_path):
-    from trainer.errors import ConfigError
+    from trainer.shared.errors import ConfigError
 
     with pytest.raises(ConfigError, match="lora.conv_rank") as err:
         tiny_config(tmp_path, lora__conv_rank=8)

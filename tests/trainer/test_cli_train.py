@@ -131,7 +131,7 @@ def test_demo_with_a_real_model_says_which_demo_settings_remain(tmp_path):
 
 
 def test_self_test_is_handed_to_the_app(monkeypatch):
-    from trainer import cli
+    from trainer.commands import dispatch as cli
 
     launched = []
     monkeypatch.setattr(cli, "_launch_gui", lambda argv: launched.append(argv) or 0)

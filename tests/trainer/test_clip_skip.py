@@ -9,14 +9,14 @@ from PIL import Image
 from safetensors import safe_open
 
 from tests.support.engine import make_dataset, run_cli
-from trainer.encode import encode_text
 from trainer.models.load import load_base_model
+from trainer.run.encode import encode_text
 
 
 @pytest.mark.parametrize("spec", ["demo:sd15", "demo:sdxl"])
 def test_clip_skip_2_matches_diffusers_reference(spec):
     """diffusers' pipelines implement A1111's clip skip (their clip_skip=1 is A1111's 2); ours must agree."""
-    from trainer.sampling import build_pipeline
+    from trainer.run.sampling import build_pipeline
 
     model = load_base_model(spec)
     pipe = build_pipeline(model, "euler_a")

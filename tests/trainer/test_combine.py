@@ -13,12 +13,12 @@ from safetensors.torch import load_file
 
 from tests.support.engine import REPO
 from tests.support.loras import our_lora
-from trainer.errors import UserError
 from trainer.export.convert import group_modules, scale_of
 from trainer.export.verify import verify_file
+from trainer.shared.errors import UserError
+from trainer.shared.generate_params import Request
 from trainer.tryit.combine import combine_files
 from trainer.tryit.loras import LoraSpec
-from trainer.tryit.params import Request
 
 # Both sides go through fp16 LoRA weights and 8-bit PNGs; the sums are grouped differently, so a pixel may
 # move by a few levels out of 255 (the images differ by > 20 levels from the base).

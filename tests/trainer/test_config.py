@@ -2,8 +2,8 @@
 
 import pytest
 
-from trainer import config as config_mod
-from trainer.errors import ConfigError
+from trainer.shared import config as config_mod
+from trainer.shared.errors import ConfigError
 
 
 def test_defaults_have_the_contract_keys():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trainer import events as ev
+from trainer.shared import events as ev
 
 
 @pytest.mark.parametrize("event", [
@@ -43,7 +43,7 @@ def test_nan_loss_cannot_be_encoded():
 
 
 def test_a_resumed_run_cuts_a_torn_last_line_before_appending(tmp_path):
-    from trainer.sink import EventSink
+    from trainer.run.sink import EventSink
 
     whole = ev.Checkpoint(path="/r/c.safetensors", step=4).encode()
     (tmp_path / "events.jsonl").write_text(whole + "\n" + whole[:17], encoding="utf-8")  # killed mid-line

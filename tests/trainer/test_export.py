@@ -10,10 +10,10 @@ import torch
 from safetensors import safe_open
 
 from tests.support.engine import make_dataset, tiny_config, train_in_process
-from trainer.errors import UserError
 from trainer.export.exporter import export_adapter
 from trainer.export.resizer import resize_file
 from trainer.models.load import load_base_model
+from trainer.shared.errors import UserError
 
 UI_LAYOUTS = {
     "a1111": (["webui.py"], [], "models/Lora"),
@@ -148,15 +148,15 @@ def test_dora_scale_gives_the_trained_weights_by_the_uis_formula(tmp_path):
     from safetensors.torch import load_file
 
     from trainer.lora.inject import load_adapter_state_dict
-    from trainer.runtime import _add_adapters
-    from trainer.state import latest_snapshot, load_state
+    from trainer.run.runtime import add_adapters
+    from trainer.run.state import latest_snapshot, load_state
 
     cfg = tiny_config(make_dataset(tmp_path / "d"), lora__dora=True, schedule__max_steps=3,
                       optimizer__lr=1e-2, saving__dtype="fp32")
     adapter, _ = train_in_process(cfg, tmp_path / "run")
     model = load_base_model("demo:sd15")
     base = {k: v.clone() for k, v in model.unet.state_dict().items()}
-    _add_adapters(cfg, model)
+    add_adapters(cfg, model)
     load_adapter_state_dict(model.unet, load_state(latest_snapshot(tmp_path / "run")).adapters["unet"])
     tensors = load_file(str(adapter))
     module = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.support.engine import REPO, _env, make_dataset
-from trainer.events import decode
+from trainer.shared.events import decode
 
 FAST = ["--set", "schedule.max_steps=12", "--set", "saving.every_n_steps=4", "--set", "sampling.every_n_steps=4",
         "--set", "sampling.steps=2", "--set", "sampling.prompts=[\"a red circle\"]"]
@@ -69,7 +69,7 @@ def assert_same(a, b):
 
 def assert_run_folder_consistent(run_dir, finished=False):
     """Every file is a complete old or new version; interrupted writes left only hidden .tmp files."""
-    from trainer.state import latest_snapshot, load_state
+    from trainer.run.state import latest_snapshot, load_state
 
     tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
     for path in run_dir.rglob("*.safetensors"):
@@ -115,7 +115,7 @@ def test_sigkill_at_every_point_leaves_complete_files_and_resume_matches_an_unin
         assert not any(e.type == "done" for e in events)
         assert not (out / "demo-lora.safetensors").exists(), fault
         assert_run_folder_consistent(out)
-        from trainer.state import latest_snapshot
+        from trainer.run.state import latest_snapshot
 
         assert latest_snapshot(out).name == f"step-{next_start:06d}", fault
     code, events, err = resume(out)
@@ -231,7 +231,7 @@ def test_bad_input_is_an_error_event_naming_the_thing_and_changes_nothing_of_the
 
 
 def test_model_deleted_before_resume_is_named_with_what_to_do(tmp_path):
-    from trainer.models.original_layout import save_original_checkpoint
+    from trainer.families.ldm_layout import save_original_checkpoint
     from trainer.models.tiny import build_tiny_components
 
     model = save_original_checkpoint(build_tiny_components("sd15"), "sd15", tmp_path / "base.safetensors")
@@ -262,7 +262,7 @@ def test_a_run_folder_in_use_is_refused_and_the_lock_dies_with_its_process(tmp_p
     finally:
         first.kill()  # SIGKILL: the lock must not outlive its holder
         first.wait()
-    from trainer import fsutil
+    from trainer.shared import fsutil
 
     assert fsutil.lock_folder(out) is None, "a killed holder's lock is gone"
     fsutil._held.pop().close()

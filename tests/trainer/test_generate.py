@@ -12,10 +12,10 @@ from PIL import Image
 
 from tests.support.engine import REPO
 from tests.support.loras import kohya_tensors, our_lora, write_lora
-from trainer.errors import UserError
 from trainer.export.convert import kohya_to_diffusers
+from trainer.shared.errors import UserError
+from trainer.shared.generate_params import Request, split_lora_tags
 from trainer.tryit.loras import LoraSpec
-from trainer.tryit.params import Request, split_lora_tags
 
 # Images go through 8-bit PNGs; different-but-equivalent float paths (fp16 files vs folded fp32) may flip a
 # pixel value by one step.

@@ -6,22 +6,13 @@ import torch
 from tests.support.engine import tiny_config, train_in_process
 from trainer.lora.inject import load_adapter_state_dict
 from trainer.models.load import load_base_model
-from trainer.runtime import _add_adapters
-from trainer.state import latest_snapshot, load_state
+from trainer.run.runtime import add_adapters
+from trainer.run.state import latest_snapshot, load_state
 
 
 def _pipeline(model):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    if model.is_sdxl:
-        return StableDiffusionXLPipeline(
-            vae=model.vae, text_encoder=model.text_encoders[0], text_encoder_2=model.text_encoders[1],
-            tokenizer=model.tokenizers[0], tokenizer_2=model.tokenizers[1], unet=model.unet,
-            scheduler=model.noise_scheduler)
-    return StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoders[0],
-                                   tokenizer=model.tokenizers[0], unet=model.unet,
-                                   scheduler=model.noise_scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    """The family's diffusers pipeline around the model (what diffusers users load a LoRA into)."""
+    return model.family.preview_pipeline(model, model.noise_scheduler)
 
 
 def _latents(pipe) -> torch.Tensor:
@@ -38,7 +29,7 @@ def test_kohya_file_loads_in_diffusers_and_matches_the_trained_network(tmp_path,
 
     base = _latents(_pipeline(load_base_model(spec)))
     trained_model = load_base_model(spec)
-    _add_adapters(cfg, trained_model)
+    add_adapters(cfg, trained_model)
     state = load_state(latest_snapshot(tmp_path / "run"))
     load_adapter_state_dict(trained_model.unet, state.adapters["unet"])
     for name, encoder in zip(("text_encoder", "text_encoder_2"), trained_model.text_encoders):

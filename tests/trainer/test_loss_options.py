@@ -7,9 +7,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tests.support.engine import make_dataset, run_cli
-from trainer.config import LossConfig, TrainConfig
-from trainer.errors import ConfigError
-from trainer.objective import (
+from trainer.families.ddpm import (
     add_noise,
     declares_zero_terminal_snr,
     loss_per_sample,
@@ -17,6 +15,8 @@ from trainer.objective import (
     pyramid_noise,
     snr,
 )
+from trainer.shared.config import LossConfig, TrainConfig
+from trainer.shared.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_huber_is_quadratic_for_small_errors_and_linear_for_large(scheduler):
 
 
 def test_huber_threshold_follows_the_noise_level(scheduler):
-    from trainer.objective import huber_c
+    from trainer.families.ddpm import huber_c
 
     c = huber_c(scheduler, torch.tensor([0, 999]), _loss(type="huber", huber_c=0.1, huber_schedule="snr"))
     assert c[0] > 0.9 and c[1] == pytest.approx(0.1, abs=0.01)  # ~L2 at low noise, robust at high noise
@@ -110,7 +110,7 @@ def test_zero_terminal_snr_reaches_pure_noise_and_needs_v_prediction(tmp_path):
 
 
 def test_prodigy_far_from_lr_1_is_warned():
-    from trainer.optim import prodigy_lr_warning
+    from trainer.run.optim import prodigy_lr_warning
 
     cfg = TrainConfig()
     cfg.optimizer.name = "prodigy"
@@ -120,7 +120,7 @@ def test_prodigy_far_from_lr_1_is_warned():
 
 
 def test_timestep_window_must_not_be_empty():
-    from trainer import config as config_mod
+    from trainer.shared import config as config_mod
 
     with pytest.raises(ConfigError, match="loss.min_timestep"):
         config_mod.from_dict({"loss": {"min_timestep": 500, "max_timestep": 500}})

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from trainer.errors import ModelFileError
+from trainer.families.ldm_layout import save_original_checkpoint
 from trainer.models.detect import inspect_base_model, inspect_file
 from trainer.models.load import load_base_model
-from trainer.models.original_layout import save_original_checkpoint
 from trainer.models.tiny import build_tiny_components
+from trainer.shared.errors import ModelFileError
 
 FAMILY = {"sd15": "sd1", "sd2": "sd2", "sdxl": "sdxl"}
 

@@ -24,7 +24,7 @@ import torch.distributed
 from safetensors.torch import load_file
 
 from tests.support.engine import REPO, _env, read_jsonl
-from trainer.events import decode
+from trainer.shared.events import decode
 
 pytest.importorskip("accelerate")
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(),

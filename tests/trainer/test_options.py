@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from tests.support.engine import tiny_config, train_in_process
-from trainer.errors import ConfigError
+from trainer.shared.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", ["adamw", "prodigy", "adafactor"])
@@ -54,15 +54,15 @@ def test_sdxl_with_text_encoders_checkpointing_and_dpmpp_previews(tmp_path, data
 
 def test_sample_and_save_commands_act_at_the_next_step(tmp_path, dataset_dir):
     from tests.support.engine import RecordingSink
-    from trainer.control import Control
+    from trainer.run.control import Control
 
     cfg = tiny_config(dataset_dir, schedule__max_steps=3)
     control = Control()
     control.listening = True  # as when the app is attached: it may ask for a sample at any step
     control.request("sample")
     control.request("save")
-    from trainer import config as config_mod
-    from trainer.loop import train
+    from trainer.run.loop import train
+    from trainer.shared import config as config_mod
 
     run = tmp_path / "run"
     run.mkdir()

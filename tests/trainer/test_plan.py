@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from tests.support.engine import REPO, _env
-from trainer import config as config_mod
-from trainer.models.original_layout import save_original_checkpoint
+from trainer.commands.plan import make_plan
+from trainer.families.ldm_layout import save_original_checkpoint
 from trainer.models.tiny import build_tiny_components
-from trainer.plan import make_plan
+from trainer.shared import config as config_mod
 
 
 def _cfg(**keys) -> config_mod.TrainConfig:
@@ -79,8 +79,8 @@ def test_plan_cli_prints_json_and_names_a_missing_model(tmp_path):
                                   {"lora__targets": "full", "lora__block_ranks": [2, 4, 8], "lora__conv_rank": 3}])
 def test_lora_size_is_the_count_training_builds_with_per_block_and_conv_ranks(keys):
     from trainer.models.load import load_base_model
-    from trainer.runtime import _add_adapters
+    from trainer.run.runtime import add_adapters
 
     cfg = _cfg(lora__rank=6, **keys)
-    unet_params, _ = _add_adapters(cfg, load_base_model(cfg.model.path))
+    unet_params, _ = add_adapters(cfg, load_base_model(cfg.model.path))
     assert make_plan(cfg, "cpu").lora_params == sum(p.numel() for p in unet_params)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from trainer import config as config_mod
+from trainer.shared import config as config_mod
 
 PRESETS = sorted(config_mod.PRESETS_DIR.glob("*.toml"))
 KINDS = ["sd15-character", "sd15-style", "sdxl-character", "sdxl-style"]
@@ -36,7 +36,8 @@ def test_kind_presets_cite_their_sources():
 
 
 def test_train_stacks_presets_from_the_command_line(tmp_path):
-    from trainer.cli import build_parser, resolve_config
+    from trainer.commands.dispatch import build_parser
+    from trainer.commands.train import resolve_config
 
     args = build_parser().parse_args(["train", "--demo", "--preset", "sdxl-character", "--preset",
                                       "sdxl-vram-8gb"])

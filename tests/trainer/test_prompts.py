@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from tests.support.engine import make_dataset, run_cli
-from trainer.config import SamplingConfig
-from trainer.errors import ConfigError
-from trainer.prompts import join_prompt, parse_prompt, split_prompt
+from trainer.shared.config import SamplingConfig
+from trainer.shared.errors import ConfigError
+from trainer.shared.prompts import join_prompt, parse_prompt, split_prompt
 
 
 def test_kohya_options_override_the_sampling_defaults():
@@ -25,7 +25,7 @@ def test_kohya_options_override_the_sampling_defaults():
 
 
 def test_a_bad_option_is_a_config_error_naming_the_key():
-    from trainer import config as config_mod
+    from trainer.shared import config as config_mod
 
     with pytest.raises(ConfigError, match="sampling.prompts"):
         config_mod.from_dict({"sampling": {"prompts": ["a cat --w wide"]}})

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.support.engine import REPO, _env
 from tests.support.loras import our_lora
-from trainer.events import decode
+from trainer.shared.events import decode
 
 
 class Served:

@@ -3,13 +3,19 @@
 import pytest
 from PIL import Image
 
-from trainer.batches import Batches
-from trainer.config import TrainConfig
 from trainer.data.spec import list_images, read_dataset
-from trainer.run_folder import checkpoint_for_step, checkpoint_step, parse_sample, sample_name, samples_in
+from trainer.run.batches import Batches
+from trainer.run.validation import split_validation
 from trainer.shared import steps
+from trainer.shared.config import TrainConfig
 from trainer.shared.images import images_in
-from trainer.validation import split_validation
+from trainer.shared.run_folder import (
+    checkpoint_for_step,
+    checkpoint_step,
+    parse_sample,
+    sample_name,
+    samples_in,
+)
 
 SIZES = [(64, 64), (64, 64), (128, 64), (64, 128), (96, 64), (64, 64), (200, 100)]
 

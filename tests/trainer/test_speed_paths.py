@@ -10,7 +10,7 @@ from tests.support.engine import tiny_config, train_in_process
 
 
 def test_compile_trains_the_same_steps_and_reports_its_time(tmp_path, dataset_dir, monkeypatch, caplog):
-    from trainer import accel
+    from trainer.run import accel
 
     monkeypatch.setattr(accel, "COMPILE_BACKEND", "eager")
     plain = tiny_config(dataset_dir, schedule__max_steps=3)
@@ -24,8 +24,8 @@ def test_compile_trains_the_same_steps_and_reports_its_time(tmp_path, dataset_di
 
 
 def test_adamw_uses_the_fused_kernel():
-    from trainer import config as config_mod
-    from trainer.optim import build_optimizer, param_groups
+    from trainer.run.optim import build_optimizer, param_groups
+    from trainer.shared import config as config_mod
 
     cfg = config_mod.TrainConfig()
     params = [torch.nn.Parameter(torch.zeros(3))]
@@ -36,7 +36,7 @@ def test_adamw_uses_the_fused_kernel():
 def test_attention_kernels_prefer_flash_then_memory_efficient_on_cuda_and_leave_the_cpu_alone():
     from torch.nn.attention import SDPBackend
 
-    from trainer.accel import preferred_sdpa_backends
+    from trainer.run.accel import preferred_sdpa_backends
 
     assert preferred_sdpa_backends(torch.device("cuda", 0))[:2] == [SDPBackend.FLASH_ATTENTION,
                                                                     SDPBackend.EFFICIENT_ATTENTION]

@@ -8,17 +8,17 @@ from tests.support.engine import make_dataset, tiny_config, train_in_process
 
 def _fixed_eval_loss(run_dir, cfg) -> float:
     """Mean loss over fixed (noise, timestep) draws, for the adapter saved in run_dir (or none)."""
-    from trainer.batches import Batches
-    from trainer.caching import fill_latent_cache
-    from trainer.encode import encode_text
-    from trainer.loop import load_records
     from trainer.lora.inject import load_adapter_state_dict
     from trainer.models.load import load_base_model
-    from trainer.runtime import _add_adapters
-    from trainer.state import latest_snapshot, load_state
+    from trainer.run.batches import Batches
+    from trainer.run.caching import fill_latent_cache
+    from trainer.run.encode import encode_text
+    from trainer.run.loop import load_records
+    from trainer.run.runtime import add_adapters
+    from trainer.run.state import latest_snapshot, load_state
 
     model = load_base_model(cfg.model.path)
-    _add_adapters(cfg, model)
+    add_adapters(cfg, model)
     if run_dir is not None:
         load_adapter_state_dict(model.unet, load_state(latest_snapshot(run_dir)).adapters["unet"])
     data = Batches(cfg, load_records(cfg))
@@ -98,8 +98,8 @@ def test_resume_ends_with_the_same_adapter_as_an_uninterrupted_run(tmp_path, dat
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_path, dataset_dir, monkeypatch):
     import pytest
 
-    from trainer import loop
-    from trainer.failures import Diverged
+    from trainer.run import loop
+    from trainer.run.failures import Diverged
 
     calls = []
     original = loop.loss_per_sample
@@ -124,8 +124,8 @@ def test_after_resume_the_last_good_checkpoint_is_still_named(tmp_path, dataset_
     """Checkpoints from before an interruption count: the divergence hint names them, keep_last prunes them."""
     import pytest
 
-    from trainer import loop
-    from trainer.failures import Diverged
+    from trainer.run import loop
+    from trainer.run.failures import Diverged
 
     cfg = tiny_config(dataset_dir, schedule__max_steps=10, saving__every_n_steps=2, saving__keep_last=2)
     train_in_process(cfg, tmp_path / "run", stop_at=6)
@@ -150,7 +150,7 @@ def test_a_run_that_fails_still_leaves_its_tensorboard_curves(tmp_path, dataset_
     import pytest
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from trainer.saving import Saver
+    from trainer.run.saving import Saver
 
     def failing(self, state, control, original=Saver.due):
         if state.pos.step == 3:
@@ -173,8 +173,8 @@ def test_reading_the_loss_back_every_few_steps_changes_no_event_and_still_stops_
     the checkpoint after it is written."""
     import pytest
 
-    from trainer import loop
-    from trainer.failures import Diverged
+    from trainer.run import loop
+    from trainer.run.failures import Diverged
 
     every_step = tiny_config(dataset_dir, schedule__max_steps=6)
     batched = tiny_config(dataset_dir, schedule__max_steps=6, performance__report_every_n_steps=4)

@@ -8,9 +8,9 @@ from safetensors.torch import load_file
 from tests.support.engine import make_dataset, run_cli
 from tests.support.runs import adapter_metadata, train_verified
 from tests.support.ui_formulas import modules_of
-from trainer.config import LossConfig
 from trainer.export.verify import verify_file
-from trainer.objective import draw_timesteps
+from trainer.families.ddpm import draw_timesteps
+from trainer.shared.config import LossConfig
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def tiny_model(request):
 
 @torch.no_grad()
 def test_long_captions_encode_in_75_token_chunks_and_short_ones_as_before(tiny_model):
-    from trainer.encode import encode_text, pad_chunks
+    from trainer.run.encode import encode_text, pad_chunks
 
     model = tiny_model
     tok = model.tokenizers[0]
@@ -65,27 +65,30 @@ def test_long_captions_encode_in_75_token_chunks_and_short_ones_as_before(tiny_m
     short, short_pooled = encode_text(model, ["a red circle"], "cpu", max_tokens=225)
     old, old_pooled = encode_text(model, ["a red circle"], "cpu", max_tokens=75)
     assert short.shape[1] == 77 and torch.equal(short, old)
-    if model.is_sdxl:
+    if short_pooled is not None:  # SDXL's pooled projection
         assert torch.equal(short_pooled, old_pooled)
     long, long_pooled = encode_text(model, [LONG], "cpu", max_tokens=225)
     truncated, truncated_pooled = encode_text(model, [LONG], "cpu", max_tokens=75)
     assert long.shape[1] == 154  # two chunks of 77 hidden states
     assert torch.allclose(long[:, :77], truncated, atol=1e-5)  # the first chunk is the caption's first 75 tokens
     assert not torch.allclose(long[:, 77:], encode_text(model, [""], "cpu")[0], atol=1e-3)  # the rest is read
-    if model.is_sdxl:
+    if long_pooled is not None:
         assert torch.allclose(long_pooled, truncated_pooled, atol=1e-5)  # pooled: the first chunk's, as kohya
     # a batch mixing both encodes as the two padded with the empty caption's chunk (what the text cache does)
     together, _ = encode_text(model, ["a red circle", LONG], "cpu", max_tokens=225)
-    apart = pad_chunks([short[0], long[0]], encode_text(model, [""], "cpu")[0][0])
+    apart = pad_chunks(model, [short[0], long[0]], encode_text(model, [""], "cpu")[0][0])
     assert torch.allclose(together, apart, atol=1e-5)
 
 
-def test_max_token_length_must_be_whole_chunks(tmp_path):
-    from tests.support.engine import tiny_config
-    from trainer.errors import ConfigError
+@pytest.mark.parametrize("tokens", [100, 300])
+def test_max_token_length_must_be_whole_chunks_the_family_reads(tmp_path, tokens):
+    from tests.support.engine import make_dataset, tiny_config, train_in_process
+    from trainer.shared.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="dataset.max_token_length"):
-        tiny_config(tmp_path, dataset__max_token_length=100)
+    cfg = tiny_config(make_dataset(tmp_path / "data", count=1), dataset__max_token_length=tokens)
+    with pytest.raises(ConfigError, match=r"dataset.max_token_length' is \d+; SD 1.x allows 75, 150, 225"):
+        train_in_process(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("spec", ["demo:sd15", "demo:sdxl"])
@@ -168,7 +171,7 @@ def test_block_ranks_alphas_and_learning_rates_reach_the_file(runs):
 
 def test_block_lists_take_three_values(tmp_path):
     from tests.support.engine import tiny_config
-    from trainer.errors import ConfigError
+    from trainer.shared.errors import ConfigError
 
     with pytest.raises(ConfigError, match="lora.block_ranks") as err:
         tiny_config(tmp_path, lora__block_ranks=[4, 8])
@@ -273,9 +276,9 @@ def test_masks_come_from_the_masks_folder_or_alpha_and_follow_crop_and_flip(tmp_
 
 
 def test_masked_loss_without_any_mask_is_warned(tmp_path):
-    from trainer.config import TrainConfig
     from trainer.data.masks import no_masks_warning
     from trainer.data.spec import list_images, read_dataset
+    from trainer.shared.config import TrainConfig
 
     records = list_images(read_dataset(make_dataset(tmp_path / "d", count=2)))
     cfg = TrainConfig()
@@ -300,7 +303,7 @@ def test_a_broken_mask_is_refused_before_the_model_loads_and_named_by_check(tmp_
 def test_masked_loss_counts_only_the_white_part(tmp_path):
     from diffusers import DDPMScheduler
 
-    from trainer.objective import loss_per_sample
+    from trainer.families.ddpm import loss_per_sample
 
     pred, target = torch.zeros(1, 4, 8, 8), torch.ones(1, 4, 8, 8)
     target[..., :4] = 3.0  # the left half is far off

@@ -8,8 +8,9 @@ from safetensors import safe_open
 
 from tests.support.engine import make_dataset, run_cli, tiny_config, train_in_process
 from trainer.data.records import load_records
-from trainer.errors import DatasetError
-from trainer.validation import fixed_timesteps, split_validation
+from trainer.families.ddpm import Ddpm
+from trainer.run.validation import fixed_timesteps, split_validation
+from trainer.shared.errors import DatasetError
 
 
 def test_validation_through_the_cli_reports_and_logs_and_holds_images_out(tmp_path):
@@ -62,4 +63,4 @@ def test_held_out_images_come_from_validation_subsets_or_the_fraction(tmp_path):
 
 def test_fixed_timesteps_cover_the_trained_range():
     cfg = tiny_config(".", validation__timesteps=4, loss__min_timestep=200, loss__max_timestep=600)
-    assert fixed_timesteps(cfg) == [250, 350, 450, 550]
+    assert fixed_timesteps(cfg, Ddpm()) == [250, 350, 450, 550]

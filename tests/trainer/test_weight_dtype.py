@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from tests.support.engine import run_cli
-from trainer.errors import ConfigError, ModelFileError
+from trainer.families.ldm_layout import save_original_checkpoint
 from trainer.models.load import load_base_model
-from trainer.models.original_layout import save_original_checkpoint
 from trainer.models.precision import FP8, resolve_precision
 from trainer.models.tiny import build_tiny_components
+from trainer.shared.errors import ConfigError, ModelFileError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -150,9 +150,9 @@ def test_any_transformers_model_streams_from_sharded_files(tmp_path):
 
 def test_with_previews_off_the_encoders_are_unloaded_and_a_sample_request_says_why(tmp_path, dataset_dir):
     from tests.support.engine import RecordingSink, tiny_config
-    from trainer import config as config_mod
-    from trainer.control import Control
-    from trainer.loop import train
+    from trainer.run.control import Control
+    from trainer.run.loop import train
+    from trainer.shared import config as config_mod
 
     cfg = tiny_config(dataset_dir, schedule__max_steps=2, sampling__every_n_steps=0)
     run_dir = tmp_path / "run"
@@ -169,15 +169,15 @@ def test_with_previews_off_the_encoders_are_unloaded_and_a_sample_request_says_w
 
 
 def test_fp8_training_step_keeps_no_upcast_copies_and_gives_the_same_gradients():
-    from trainer import config as config_mod
     from trainer.lora.algorithms import peft_config
-    from trainer.lora.inject import UNET_TARGETS, inject
+    from trainer.lora.inject import inject
     from trainer.models import precision
+    from trainer.shared import config as config_mod
 
     model = load_base_model("demo:sdxl", weight_dtype="fp8")
     lora = config_mod.TrainConfig().lora
     lora.rank, lora.alpha = 4, 4.0
-    params = inject(model.unet, peft_config(lora, UNET_TARGETS["attention+ff"]))
+    params = inject(model.unet, peft_config(lora, model.family.lora.denoiser["attention+ff"]))
     for p in params:
         p.data = p.data.float()
         torch.nn.init.normal_(p, std=0.1)  # B starts at zero: give every LoRA matrix a gradient

@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.fsutil import atomic_write_text
-
 # the reading and splitting rules are shared with the GUI (torch-free); re-exported for the engine's imports
 from trainer.shared.captions import CaptionText, caption_path, join_tags, read_caption, split_tags  # noqa: F401
+from trainer.shared.fsutil import atomic_write_text
 
 
 @dataclass

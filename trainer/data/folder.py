@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from trainer.data.buckets import crop_plan
-from trainer.errors import DatasetError
+from trainer.shared.buckets import crop_plan
+from trainer.shared.errors import DatasetError
 
 
 @dataclass

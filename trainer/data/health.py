@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainer.config import TrainConfig
-from trainer.data.buckets import BASE_BY_ARCH, bucket_plan
 from trainer.data.captions import split_tags
 from trainer.data.masks import mask_source, unreadable_masks
 from trainer.data.spec import ImageRecord, list_images, read_dataset
+from trainer.shared.buckets import bucket_plan
+from trainer.shared.config import TrainConfig
 from trainer.shared.steps import batches_per_epoch
 
 CLIP_TOKENS = 75  # one CLIP chunk; captioners trim to it (captioning.finish)
@@ -67,22 +67,28 @@ class HealthReport:
         return "\n".join(lines)
 
 
-def check_dataset(root: Path, arch: str = "sd15", batch_size: int = 1, min_side: int = 256,
-                  max_tokens: int = 225, repeats: int = 1) -> HealthReport:
-    """`max_tokens`: dataset.max_token_length (225 by default: three 75-token chunks); `repeats`:
-    dataset.repeats, on top of each subset's own."""
+def check_dataset(root: Path, arch: str = "sd1", batch_size: int = 1, min_side: int = 256,
+                  max_tokens: int | None = None, repeats: int = 1, resolution: int | None = None) -> HealthReport:
+    """`arch`: the family (its id, or a preset name such as sd15) whose buckets and tokenizer apply;
+    `resolution`: the model's native resolution when it is not the family's (an SD2 512-base);
+    `max_tokens`: dataset.max_token_length (default: the family's); `repeats`: dataset.repeats, on top of each
+    subset's own."""
+    from trainer.families.registry import find
+
+    family = find(arch)
     records = list_images(read_dataset(root))
-    base = BASE_BY_ARCH[arch]
+    base = resolution or family.native_resolution()
+    max_tokens = max_tokens or family.tokens.default
     readable = [r for r in records if r.width]
     plan = bucket_plan([(r.width, r.height) for r in readable], base)
     counting = TrainConfig()  # the engine's own step count (trainer.shared.steps), at this arch's resolution
     counting.dataset.resolution, counting.dataset.repeats, counting.schedule.batch_size = base, repeats, batch_size
     report = HealthReport(
-        root=str(root), arch=arch, images=len(records), subsets=_subsets(records),
+        root=str(root), arch=family.id, images=len(records), subsets=_subsets(records),
         resolutions=dict(Counter(f"{r.width}x{r.height}" for r in records).most_common(20)),
         tag_frequency=dict(Counter(t for r in records for t in split_tags(r.caption)).most_common(100)),
         bucket_plan=plan.to_dict(), steps_per_epoch=batches_per_epoch(readable, counting))
-    report.warnings = _warnings(records, min_side, base, plan.upscaled, max_tokens)
+    report.warnings = _warnings(records, min_side, base, plan.upscaled, max_tokens, family)
     sources = {r.path: mask_source(r) for r in records if r.width}
     report.masks = dict(Counter(sources.values()))
     unmasked = [str(p) for p, source in sources.items() if not source]
@@ -106,7 +112,7 @@ def _subsets(records: list[ImageRecord]) -> dict[str, dict]:
 
 
 def _warnings(records: list[ImageRecord], min_side: int, base: int, upscaled: int,
-              max_tokens: int) -> list[Warning]:
+              max_tokens: int, family) -> list[Warning]:
     found = []
 
     def add(kind: str, message: str, files: list) -> None:
@@ -124,19 +130,17 @@ def _warnings(records: list[ImageRecord], min_side: int, base: int, upscaled: in
                                                              and not r.caption_problem])
     add("bad_caption", "{n} caption files are not UTF-8 and will be ignored",
         [r.path.with_suffix(".txt") for r in records if r.caption_problem])
-    add("long_caption", f"{{n}} captions are longer than {max_tokens} CLIP tokens (dataset.max_token_length; "
-        "the rest is cut off)", _long_captions(records, max_tokens))
+    add("long_caption", f"{{n}} captions are longer than {max_tokens} tokens of {family.label}'s text encoder "
+        "(dataset.max_token_length; the rest is cut off)", _long_captions(records, max_tokens, family))
     add("near_duplicate", "{n} images look like another image in the dataset", _near_duplicates(records))
     return found
 
 
-def _long_captions(records: list[ImageRecord], max_tokens: int) -> list[Path]:
+def _long_captions(records: list[ImageRecord], max_tokens: int, family) -> list[Path]:
     captioned = [r for r in records if r.caption]
     if not captioned:
         return []
-    from trainer.models.assets import load_tokenizer
-
-    tokenizer = load_tokenizer()
+    tokenizer = family.caption_tokenizer()
     lengths = tokenizer([r.caption for r in captioned], add_special_tokens=False).input_ids
     return [r.path for r, ids in zip(captioned, lengths) if len(ids) > max_tokens]
 

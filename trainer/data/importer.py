@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from trainer.data.normalize import NormalizeError, normalize_image
-from trainer.fsutil import atomic_write_bytes
+from trainer.shared.fsutil import atomic_write_bytes
 from trainer.shared.images import IMAGE_SUFFIXES
 
 INDEX_FILE = ".lora-studio-import.json"

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from trainer.fsutil import atomic_write_bytes
+from trainer.shared.fsutil import atomic_write_bytes
 
 
 def default_cache_dir() -> Path:

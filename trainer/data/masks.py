@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from trainer.data.buckets import crop_plan
-from trainer.errors import DatasetError, some_files
 from trainer.shared import masks as shared_masks
+from trainer.shared.buckets import crop_plan
+from trainer.shared.errors import DatasetError, some_files
 
 LATENT_FACTOR = 8  # the VAE's downsampling
 
@@ -31,7 +31,7 @@ def no_masks_warning(cfg, records: list):
     """A Warning event when loss.masked is on but no image has a mask (the option would change nothing)."""
     if not cfg.loss.masked or any(mask_source(r) for r in records):
         return None
-    from trainer import events as ev
+    from trainer.shared import events as ev
 
     return ev.Warning(message="loss.masked is on but no image has a mask (a masks/ folder of same-named images "
                               "or an alpha channel): every image trains whole",

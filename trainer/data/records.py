@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.config import SamplingConfig, TrainConfig
 from trainer.data.captions import caption_path, split_tags
 from trainer.data.spec import list_images, read_dataset
-from trainer.errors import DatasetError, some_files
+from trainer.shared.config import SamplingConfig, TrainConfig
+from trainer.shared.errors import DatasetError, some_files
 
 
 def load_records(cfg: TrainConfig, unreadable: list | None = None) -> list:
@@ -35,7 +35,7 @@ def unreadable_images_warning(paths: list):
     """A Warning event naming the images training leaves out because they cannot be read, or None."""
     if not paths:
         return None
-    from trainer import events as ev
+    from trainer.shared import events as ev
 
     return ev.Warning(message=f"{len(paths)} image(s) cannot be read and are left out: {some_files(paths)}",
                       hint="re-save or replace them (a broken download or an unsupported format); "
@@ -47,7 +47,7 @@ def unreadable_captions_warning(records: list):
     bad = [caption_path(r.path, r.subset.caption_extension) for r in records if r.caption_problem]
     if not bad:
         return None
-    from trainer import events as ev
+    from trainer.shared import events as ev
 
     return ev.Warning(message=f"{len(bad)} caption file(s) are not UTF-8 and are trained as empty captions: "
                               f"{some_files(bad)}",

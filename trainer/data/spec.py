@@ -36,3 +36,12 @@ def _record(path: Path, subset: Subset) -> ImageRecord:
     caption = read_caption(caption_path(path, subset.caption_extension))
     w, h = image_size(path)
     return ImageRecord(path, subset, caption.text, w, h, caption.problem)
+
+
+def dataset_images(folder: Path, only: list[Path] | None = None) -> list[Path]:
+    """The dataset's images, or those of them named in ONLY (`dataset caption --only`)."""
+    images = [r.path for r in list_images(read_dataset(folder))]
+    if only:
+        wanted = {p.resolve() for p in only}
+        images = [p for p in images if p.resolve() in wanted]
+    return images

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from trainer.data.captions import caption_path, join_tags, read_caption, split_tags
-from trainer.fsutil import atomic_write_text
+from trainer.shared.fsutil import atomic_write_text
 
 # Tags seen in at least this share of captions describe the subject itself, not one picture of it...
 CHARACTER_PRUNE_SHARE = 0.5

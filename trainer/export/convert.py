@@ -11,9 +11,10 @@ from collections import defaultdict
 
 import torch
 
-from trainer.errors import UserError
 from trainer.export.kohya import lycoris_algorithm
-from trainer.export.verify import ARCH_OF_CONFIG, base_config_of, module_table
+from trainer.export.verify import base_config_of, module_table
+from trainer.families.registry import by_config
+from trainer.shared.errors import UserError
 
 PARTS = ("lora_down.weight", "lora_up.weight", "alpha", "dora_scale")
 
@@ -45,7 +46,7 @@ def refuse_lycoris(tensors: dict[str, torch.Tensor], what: str) -> None:
 def kohya_to_diffusers(tensors: dict[str, torch.Tensor], metadata: dict) -> dict[str, torch.Tensor]:
     refuse_lycoris(tensors, "the diffusers layout export")
     config = base_config_of(metadata)
-    table = module_table(config, ARCH_OF_CONFIG[config])
+    table = module_table(config, by_config(config).id)
     out = {}
     for name, parts in group_modules(tensors).items():
         if "dora_scale" in parts:

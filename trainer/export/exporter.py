@@ -16,13 +16,14 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from trainer.errors import UserError
 from trainer.export.convert import kohya_to_diffusers
 from trainer.export.save import SAVE_DTYPES, write_safetensors
 from trainer.export.uis import UiFolder, a1111_sidecar, detect_ui
-from trainer.export.verify import ARCH_OF_CONFIG, base_config_of, verify_file
-from trainer.fsutil import atomic_write, atomic_write_text
-from trainer.run_folder import final_adapters
+from trainer.export.verify import base_config_of, verify_file
+from trainer.families.registry import by_config
+from trainer.shared.errors import UserError
+from trainer.shared.fsutil import atomic_write, atomic_write_text
+from trainer.shared.run_folder import final_adapters
 
 
 @dataclass
@@ -140,12 +141,12 @@ def _write_sidecars(target: Path, fmt: str, ui: UiFolder, metadata: dict, previe
     if fmt != "kohya":
         return []
     written = []
-    arch = ARCH_OF_CONFIG.get(base_config_of(metadata), "")
+    family = by_config(base_config_of(metadata))
     if ui.ui in ("a1111", "forge", "folder"):
         notes = (f"Trained with LoRA Studio on {metadata.get('ss_sd_model_name', '?')}: "
                  f"{metadata.get('ss_steps', '?')} steps, rank {metadata.get('ss_network_dim', '?')}.")
         sidecar = target.with_suffix(".json")
-        atomic_write_text(sidecar, a1111_sidecar(arch, metadata.get("modelspec.trigger_phrase", ""),
+        atomic_write_text(sidecar, a1111_sidecar(family.a1111_version, metadata.get("modelspec.trigger_phrase", ""),
                                                  metadata.get("modelspec.title", target.stem), notes))
         written.append(sidecar)
     if preview:

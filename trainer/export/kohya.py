@@ -1,11 +1,9 @@
 """peft-layout adapter weights <-> the kohya layout that A1111/Forge, ComfyUI, InvokeAI and diffusers read.
 
 Key rules (taken from kohya sd-scripts' networks/lora.py and checked against the UIs' loaders):
-- `lora_unet_<module path, dots as underscores>`; SD1.x/SD2.x use diffusers' UNet module names
-  (`lora_unet_down_blocks_0_attentions_0_...`), SDXL uses the original SGM names
-  (`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`) because that is what kohya writes for
-  SDXL and what every UI maps for it.
-- text encoders: `lora_te_text_model_encoder_layers_0_self_attn_q_proj` (SDXL: `lora_te1_` / `lora_te2_`).
+- `lora_unet_<module path, dots as underscores>`, the path and the text encoders' prefixes by the family's
+  rules (trainer.families: SD1.x/SD2.x diffusers' UNet names, SDXL the original SGM names;
+  `lora_te_…` / SDXL `lora_te1_…`, `lora_te2_…`).
 - each module has `.lora_down.weight` (peft lora_A), `.lora_up.weight` (lora_B) and `.alpha` (a 0-d tensor
   holding the trained alpha; the UIs scale by alpha/rank). DoRA magnitudes go in `.dora_scale`.
 - LoHa / LoKr (LyCORIS layout, built into A1111 since 1.5, Forge, ComfyUI, InvokeAI): the same module
@@ -17,8 +15,6 @@ Key rules (taken from kohya sd-scripts' networks/lora.py and checked against the
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 PEFT_SUFFIX = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
@@ -26,53 +22,13 @@ PEFT_SUFFIX = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.we
 LYCORIS_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
                  "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
 ADALORA_PARTS = ("lora_A", "lora_B", "lora_E")  # peft's AdaLoRA parameters (no `.weight`): folded on export
-TE_PREFIXES = {("sd1", "text_encoder"): "lora_te", ("sd2", "text_encoder"): "lora_te",
-               ("sdxl", "text_encoder"): "lora_te1", ("sdxl", "text_encoder_2"): "lora_te2"}
-_RESNET_TO_SGM = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
-                  "conv_shortcut": "skip_connection", "norm1": "in_layers.0", "norm2": "out_layers.0"}
 
 
-def sgm_unet_name(name: str, unet_config: dict) -> str:
-    """Diffusers UNet module path -> original SGM path (input_blocks / middle_block / output_blocks)."""
-    layers = unet_config["layers_per_block"]
-    m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.?(.*)", name)
-    if m:
-        block, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-        if kind == "downsamplers":
-            return f"input_blocks.{(block + 1) * (layers + 1)}.0.op"
-        index = 1 + block * (layers + 1) + j
-        return _join(f"input_blocks.{index}", kind, rest)
-    m = re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.?(.*)", name)
-    if m:
-        index = 1 if m[1] == "attentions" else 2 * int(m[2])
-        return _join_inner(f"middle_block.{index}", m[1], m[3])
-    m = re.match(r"up_blocks\.(\d+)\.(resnets|attentions|upsamplers)\.(\d+)\.?(.*)", name)
-    if m:
-        block, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-        if kind == "upsamplers":
-            has_attn = "CrossAttn" in unet_config["up_block_types"][block]
-            return f"output_blocks.{block * (layers + 1) + layers}.{2 if has_attn else 1}.conv"
-        return _join(f"output_blocks.{block * (layers + 1) + j}", kind, rest)
-    raise ValueError(f"no SGM name for UNet module '{name}'")
+def kohya_module_name(component: str, module: str, arch: str, denoiser_config: dict | None) -> str:
+    """The kohya name of one adapted module, by the rules of family `arch` (trainer.families)."""
+    from trainer.families.registry import get
 
-
-def _join(prefix: str, kind: str, rest: str) -> str:
-    return _join_inner(f"{prefix}.{0 if kind == 'resnets' else 1}", kind, rest)
-
-
-def _join_inner(prefix: str, kind: str, rest: str) -> str:
-    if kind == "resnets":
-        rest = _RESNET_TO_SGM.get(rest, rest)
-    return f"{prefix}.{rest}" if rest else prefix
-
-
-def kohya_module_name(component: str, module: str, arch: str, unet_config: dict | None) -> str:
-    if component == "unet":
-        path = sgm_unet_name(module, unet_config) if arch == "sdxl" else module
-        return "lora_unet_" + path.replace(".", "_")
-    if not module.startswith("text_model."):
-        module = "text_model." + module  # transformers 5 dropped the `text_model` wrapper; the UIs expect it
-    return f"{TE_PREFIXES[(arch, component)]}_" + module.replace(".", "_")
+    return get(arch).kohya_name(component, module, denoiser_config)
 
 
 def to_kohya(adapters: dict[str, dict[str, torch.Tensor]], arch: str, unet_config: dict,

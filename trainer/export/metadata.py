@@ -1,7 +1,7 @@
 """Adapter metadata: kohya's `ss_*` keys and Stability's `modelspec.*` keys.
 
 A1111 files a LoRA under a model version by `ss_base_model_version` (an `sdxl_` prefix marks SDXL) and
-`ss_v2`; its extra-networks card shows `ss_tag_frequency`, `ss_output_name` and friends. Safetensors
+`ss_v2`, which the family writes (trainer.families: `metadata()`); its extra-networks card shows `ss_tag_frequency`, `ss_output_name` and friends. Safetensors
 metadata values must be strings, so numbers and tables are written as text / JSON.
 """
 
@@ -11,14 +11,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-BASE_MODEL_VERSION = {("sd1", "epsilon"): "sd_v1", ("sd2", "epsilon"): "sd_v2",
-                      ("sd2", "v_prediction"): "sd_v2_768_v", ("sdxl", "epsilon"): "sdxl_base_v1-0",
-                      ("sdxl", "v_prediction"): "sdxl_base_v1-0", ("sd1", "v_prediction"): "sd_v1"}
-MODELSPEC_ARCH = {("sd1", "epsilon"): "stable-diffusion-v1", ("sd1", "v_prediction"): "stable-diffusion-v1",
-                  ("sd2", "epsilon"): "stable-diffusion-v2-512", ("sd2", "v_prediction"): "stable-diffusion-v2-768-v",
-                  ("sdxl", "epsilon"): "stable-diffusion-xl-v1-base",
-                  ("sdxl", "v_prediction"): "stable-diffusion-xl-v1-base"}
 
 
 @dataclass
@@ -59,7 +51,9 @@ class TrainingFacts:
 
 
 def build_metadata(f: TrainingFacts) -> dict[str, str]:
-    key = (f.arch, f.prediction_type)
+    from trainer.families.registry import get
+
+    by_family = get(f.arch).metadata(f.prediction_type)
     network_args = {"targets": f.targets}
     if f.targets == "full":
         network_args.update(conv_dim=str(f.conv_rank or f.rank), conv_alpha=str(f.conv_alpha or f.alpha))
@@ -73,8 +67,8 @@ def build_metadata(f: TrainingFacts) -> dict[str, str]:
     elif f.algorithm != "lora":
         network_args["trained_as"] = f.algorithm  # AdaLoRA: a plain LoRA file of per-module ranks
     meta = {
-        "ss_base_model_version": BASE_MODEL_VERSION[key],
-        "ss_v2": str(f.arch == "sd2"),
+        "ss_base_model_version": by_family["ss_base_model_version"],
+        "ss_v2": by_family.get("ss_v2", "False"),
         "ss_network_module": "lycoris.kohya" if lycoris else "networks.lora",
         "ss_network_dim": str(f.rank),
         "ss_network_alpha": _num(f.alpha),
@@ -102,14 +96,15 @@ def build_metadata(f: TrainingFacts) -> dict[str, str]:
         "lora_studio_config": f.config_toml,
         "lora_studio_base_config": f.base_config,
     }
-    meta.update(_modelspec(f, key))
+    meta.update(_modelspec(f, by_family["modelspec.architecture"]))
+    meta.update({k: v for k, v in by_family.items() if k not in meta and not k.startswith("modelspec.")})
     return meta
 
 
-def _modelspec(f: TrainingFacts, key: tuple[str, str]) -> dict[str, str]:
+def _modelspec(f: TrainingFacts, architecture: str) -> dict[str, str]:
     spec = {
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"{MODELSPEC_ARCH[key]}/lora",
+        "modelspec.architecture": f"{architecture}/lora",
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
         "modelspec.title": f.output_name,
         "modelspec.resolution": f"{f.resolution}x{f.resolution}",

@@ -7,10 +7,10 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from trainer.errors import UserError
 from trainer.export.convert import group_modules, refuse_lycoris, resize_rank
 from trainer.export.save import write_safetensors
 from trainer.export.verify import verify_file
+from trainer.shared.errors import UserError
 
 
 def resize_file(adapter: Path, rank: int, out: Path | None = None, overwrite: bool = False):

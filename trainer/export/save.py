@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from trainer.errors import UserError
-from trainer.fsutil import atomic_write_bytes
+from trainer.shared.errors import UserError
+from trainer.shared.fsutil import atomic_write_bytes
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SD_VERSION = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
-
 
 @dataclass
 class UiFolder:
@@ -36,8 +34,9 @@ def detect_ui(folder: Path) -> UiFolder:
     return UiFolder("folder", folder)
 
 
-def a1111_sidecar(arch: str, trigger: str, title: str, notes: str, weight: float = 1.0) -> str:
-    """`<name>.json` as A1111's Lora card editor writes it: activation text, preferred weight, version."""
-    return json.dumps({"description": title, "sd version": SD_VERSION.get(arch, "Unknown"),
+def a1111_sidecar(sd_version: str, trigger: str, title: str, notes: str, weight: float = 1.0) -> str:
+    """`<name>.json` as A1111's Lora card editor writes it: activation text, preferred weight, version (the
+    family's `a1111_version`: SD1, SD2, SDXL)."""
+    return json.dumps({"description": title, "sd version": sd_version,
                        "activation text": trigger, "preferred weight": weight, "negative text": "",
                        "notes": notes}, indent=4, ensure_ascii=False)

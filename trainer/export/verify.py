@@ -9,7 +9,6 @@ module does not exist, or whose shape does not fit, would be silently ignored by
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -17,10 +16,6 @@ from pathlib import Path
 
 import torch
 
-from trainer.export.kohya import kohya_module_name
-from trainer.models.assets import CONFIGS
-
-TE_COMPONENTS = {"sd1": ("text_encoder",), "sd2": ("text_encoder",), "sdxl": ("text_encoder", "text_encoder_2")}
 SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_down\.weight|lora_up\.weight|alpha|dora_scale"
                     r"|hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t2))$")
 
@@ -53,24 +48,19 @@ class Target:
 
 @functools.lru_cache(maxsize=8)
 def module_table(config_name: str, arch: str) -> dict[str, Target]:
-    """kohya module name -> the Linear/Conv2d it applies to, for every such layer of the architecture."""
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    """kohya module name -> the Linear/Conv2d it applies to, for every such layer of the architecture (the
+    family's components built on the meta device from assets/configs/CONFIG_NAME, named by its rules)."""
+    from trainer.families.registry import get
 
-    folder = CONFIGS / config_name
-    unet_config = json.loads((folder / "unet" / "config.json").read_text())
-    with torch.device("meta"):
-        models = {"unet": UNet2DConditionModel.from_config(unet_config)}
-        for name in TE_COMPONENTS[arch]:
-            cfg = CLIPTextConfig.from_dict(json.loads((folder / name / "config.json").read_text()))
-            cls = CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel
-            models[name] = cls(cfg)
+    family = get(arch)
+    models = family.meta_components(family.config_folder(config_name))
+    denoiser_config = dict(models["unet"].config)
     out = {}
-    for component, model in models.items():
-        for module_name, module in model.named_modules():
+    for component in ("unet", *family.text_encoders):
+        for module_name, module in models[component].named_modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and module_name:
                 try:
-                    key = kohya_module_name(component, module_name, arch, unet_config)
+                    key = family.kohya_name(component, module_name, denoiser_config)
                 except ValueError:
                     continue  # a module with no name in the UIs' scheme (never targeted)
                 out[key] = Target(component, module_name, type(module).__name__, tuple(module.weight.shape))
@@ -146,27 +136,21 @@ def _lokr_problem(parts: dict[str, tuple], weight: tuple) -> str:
     return "" if ok else f"LoKr {tuple(w1)} ⊗ {tuple(w2)} does not fit weight {weight}"
 
 
-ARCH_OF_CONFIG = {"tiny-sd15": "sd1", "sd15": "sd1", "tiny-sd2": "sd2", "sd2": "sd2", "sd2-768v": "sd2",
-                  "tiny-sdxl": "sdxl", "sdxl": "sdxl"}
-
-
 def verify_file(path: Path, config_name: str | None = None) -> Report:
+    from trainer.families.registry import by_config
     from trainer.models.safe_load import read_header
 
     shapes, metadata = read_header(Path(path))
-    config_name = config_name or base_config_of(metadata)
-    return verify_tensors(shapes, config_name, ARCH_OF_CONFIG[config_name])
+    config_name = config_name or base_config_of(metadata, list(shapes))
+    return verify_tensors(shapes, config_name, by_config(config_name).id)
 
 
-def base_config_of(metadata: dict) -> str:
-    """The assets/configs folder an adapter was trained against, from its metadata."""
-    return metadata.get("lora_studio_base_config") or _config_from_metadata(metadata)
+def base_config_of(metadata: dict, keys: list[str] | None = None) -> str:
+    """The assets/configs folder an adapter was trained against: ours from its metadata, else the family
+    the file says it is for (its version keys, or keys only one family has), else SD 1.x as kohya assumes."""
+    from trainer.families.registry import get, of_lora
 
-
-def _config_from_metadata(metadata: dict) -> str:
-    version = metadata.get("ss_base_model_version", "")
-    if version.startswith("sdxl"):
-        return "sdxl"
-    if version.startswith("sd_v2"):
-        return "sd2-768v" if "768" in version else "sd2"
-    return "sd15"
+    if metadata.get("lora_studio_base_config"):
+        return metadata["lora_studio_base_config"]
+    family = of_lora(keys or [], metadata) or get("sd1")
+    return family.config_from_metadata(metadata)

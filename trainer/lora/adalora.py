@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from trainer.lora.algorithms import ADAPTER
+from trainer.lora import ADAPTER
 
-STATE_COMPONENT = "adalora_scores"  # beside the adapters in a resume snapshot (trainer.state)
+STATE_COMPONENT = "adalora_scores"  # beside the adapters in a resume snapshot (trainer.run.state)
 SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")  # peft RankAllocator's per-parameter importance statistics
 
 # AdaLoRA layers are Linear only: 1x1-conv projections (SD1.5's proj_in/proj_out) stay out of its target set

@@ -18,19 +18,18 @@ import re
 import torch
 from peft import LoHaConfig, LoKrConfig, LoraConfig
 
-ADAPTER = "default"
-# the name prefixes of trainable adapter parameters, one per algorithm
-PARAM_PREFIXES = ("lora_", "hada_", "lokr_")  # AdaLoRA's lora_A / lora_B / lora_E included
+from trainer.lora import ADAPTER, PARAM_PREFIXES  # noqa: F401  (re-exported: the names adapters live under)
 
 
-def peft_config(lc, target_regex: str, conv_regex: str | None = None):
-    """The peft config for `lc` (trainer.config.LoraConfig) on the modules matched by `target_regex`.
+def peft_config(lc, target_regex: str, conv_regex: str | None = None, blocks: dict[str, str] | None = None):
+    """The peft config for `lc` (trainer.shared.config.LoraConfig) on the modules matched by `target_regex`.
 
-    `conv_regex` is given for the UNet: the modules it matches get lc.conv_rank / lc.conv_alpha where those
-    are set (kohya's conv_dim), and the UNet's down / mid / up blocks get lc.block_ranks / block_alphas."""
+    `blocks` (the family's block groups, path prefixes in config order) is given for the denoiser: its
+    groups get lc.block_ranks / block_alphas, and the modules `conv_regex` matches get lc.conv_rank /
+    lc.conv_alpha where those are set (kohya's conv_dim)."""
     common = dict(r=lc.rank, target_modules=target_regex)
-    if conv_regex:
-        ranks, alphas = rank_patterns(lc, conv_regex)
+    if blocks:
+        ranks, alphas = rank_patterns(lc, conv_regex, blocks)
         if ranks:
             common.update(rank_pattern=ranks, alpha_pattern=alphas)
     if lc.algorithm == "adalora":
@@ -49,11 +48,7 @@ def peft_config(lc, target_regex: str, conv_regex: str | None = None):
                       init_lora_weights=True, **common)
 
 
-# diffusers' UNet module names of each block group (every adapted UNet module lies in one of them)
-UNET_BLOCKS = {"down": r"down_blocks\.\d+\.", "mid": r"mid_block\.", "up": r"up_blocks\.\d+\."}
-
-
-def rank_patterns(lc, conv_regex: str) -> tuple[dict[str, int], dict[str, float]]:
+def rank_patterns(lc, conv_regex: str | None, blocks: dict[str, str]) -> tuple[dict[str, int], dict[str, float]]:
     """peft rank_pattern / alpha_pattern (regexes matched against module paths, first match wins, so the
     more specific conv entry of each block comes before the block's own).
 
@@ -61,10 +56,10 @@ def rank_patterns(lc, conv_regex: str) -> tuple[dict[str, int], dict[str, float]
     conv_dim applies to every block alike); without block_ranks the blocks take lora.rank/alpha."""
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
-    for index, prefix in enumerate(UNET_BLOCKS.values()):
+    for index, prefix in enumerate(blocks.values()):
         rank = lc.block_ranks[index] if lc.block_ranks else lc.rank
         alpha = lc.block_alphas[index] if lc.block_alphas else lc.alpha
-        if lc.conv_rank or lc.conv_alpha or lc.block_ranks or lc.block_alphas:
+        if conv_regex and (lc.conv_rank or lc.conv_alpha or lc.block_ranks or lc.block_alphas):
             conv = f"{prefix}(?:{conv_regex})"
             ranks[conv], alphas[conv] = lc.conv_rank or rank, lc.conv_alpha or alpha
         if lc.block_ranks or lc.block_alphas:
@@ -72,20 +67,20 @@ def rank_patterns(lc, conv_regex: str) -> tuple[dict[str, int], dict[str, float]
     return ranks, alphas
 
 
-def block_lr_groups(cfg, groups: list[dict], unet: torch.nn.Module) -> list[dict]:
+def block_lr_groups(cfg, groups: list[dict], unet: torch.nn.Module, blocks: dict[str, str]) -> list[dict]:
     """optimizer.block_lr: each UNet parameter group split by block, at lr x that block's multiplier
     (the LR schedules scale every group alike, so the ratios hold throughout)."""
     multipliers = cfg.optimizer.block_lr
     if not multipliers:
         return groups
-    block_of = {id(p): block for n, p in unet.named_parameters() for block, prefix in UNET_BLOCKS.items()
+    block_of = {id(p): block for n, p in unet.named_parameters() for block, prefix in blocks.items()
                 if re.match(prefix, n)}
     out = []
     for group in groups:
         if not group["name"].startswith("unet"):
             out.append(group)
             continue
-        for index, block in enumerate(UNET_BLOCKS):
+        for index, block in enumerate(blocks):
             params = [p for p in group["params"] if block_of.get(id(p)) == block]
             if params:
                 out.append(dict(group, params=params, lr=group["lr"] * multipliers[index],

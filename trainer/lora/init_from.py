@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from trainer import events as ev
-from trainer.errors import UserError
+from trainer.shared import events as ev
+from trainer.shared.errors import UserError
 
 _DOWN_SUFFIXES = ("lora_down.weight", "lora_A.weight", "lora.down.weight")
 
@@ -69,18 +69,15 @@ def load_init_weights(rt, init: InitFile | None) -> None:
     """Put the file's weights into the freshly built adapter (after setup_runtime, before training)."""
     if init is None:
         return
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
     from trainer.lora.algorithms import module_scales
     from trainer.lora.inject import adapter_state_dict, load_adapter_state_dict
-    from trainer.runtime import TE_NAMES
     from trainer.tryit.loras import check_family, fit_prefix, to_peft_components
 
     model = rt.model
     check_family(init.path, init.tensors, init.metadata, model.arch)  # architecture; LyCORIS parts
-    pipeline_cls = StableDiffusionXLPipeline if model.is_sdxl else StableDiffusionPipeline
-    found = to_peft_components(pipeline_cls, model.unet.config, init.path, init.tensors)
-    modules = {"unet": model.unet} | dict(zip(TE_NAMES, model.text_encoders if rt.te_params else []))
+    found = to_peft_components(model.family.diffusers_pipeline(), model.unet.config, init.path, init.tensors)
+    modules = {"unet": model.unet} | dict(zip(model.family.text_encoders,
+                                              model.text_encoders if rt.te_params else []))
     for component in found.keys() - modules.keys():
         raise UserError(f"lora.init_from: {init.path.name} trains the text encoder ({component}); this config "
                         "does not", "set lora.train_text_encoder = true, or start from a UNet-only LoRA")

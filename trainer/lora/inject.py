@@ -1,11 +1,5 @@
 """Put adapter layers (LoRA, DoRA, LoHa, LoKr: trainer.lora.algorithms) on the chosen modules with peft,
-and read/write their weights.
-
-Target sets, by the names of diffusers' UNet modules:
-- attention:     self- and cross-attention projections (to_q, to_k, to_v, to_out.0)
-- attention+ff:  + the transformer blocks' feed-forward (ff.net) and proj_in/proj_out — kohya's default set
-- full:          + resnet convolutions, time-embedding projections, down/up-sampler convolutions (LoCon)
-Text encoders (when trained): q/k/v/out_proj and the MLP's fc1/fc2 in every layer.
+and read/write their weights. Which modules: the family's target sets (trainer.families.base.LoraTargets).
 """
 
 from __future__ import annotations
@@ -13,19 +7,7 @@ from __future__ import annotations
 import torch
 from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 
-from trainer.lora.algorithms import ADAPTER, PARAM_PREFIXES
-
-_ATTENTION = r".*\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)"
-_FF = r".*\.ff\.net\.(0\.proj|2)|.*attentions\.\d+\.(proj_in|proj_out)"
-_CONV = r".*resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|.*(downsamplers|upsamplers)\.0\.conv"
-# kohya's conv_dim/conv_alpha apply to the 3x3 convolutions only; 1x1 ones (conv_shortcut) take the linear rank
-UNET_CONV_3X3 = r".*resnets\.\d+\.(conv1|conv2)|.*(downsamplers|upsamplers)\.0\.conv"
-UNET_TARGETS = {
-    "attention": f"^({_ATTENTION})$",
-    "attention+ff": f"^({_ATTENTION}|{_FF})$",
-    "full": f"^({_ATTENTION}|{_FF}|{_CONV})$",
-}
-TEXT_ENCODER_TARGETS = r"^.*\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$"
+from trainer.lora import ADAPTER, PARAM_PREFIXES
 
 
 def inject(model: torch.nn.Module, config) -> list[torch.nn.Parameter]:

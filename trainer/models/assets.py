@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.errors import ModelFileError
+from trainer.shared.errors import ModelFileError
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CONFIGS = ASSETS / "configs"

@@ -13,13 +13,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trainer.errors import ModelFileError
 from trainer.models.safe_load import read_header, read_pickle_checkpoint
+from trainer.shared.errors import ModelFileError
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
-UNET = "model.diffusion_model."
-V_HINT = ("SD2 default: most SD2.x checkpoints are 768-v; set model.prediction_type = \"epsilon\" "
-          "for 512-base models")
 
 
 @dataclass
@@ -27,7 +24,7 @@ class CheckpointInfo:
     path: Path
     format: str                 # safetensors | ckpt | diffusers
     kind: str                   # base | lora | vae | text_encoder | embedding | diffusers_unet | other
-    arch: str = ""              # sd1 | sd2 | sdxl
+    arch: str = ""              # the family id (trainer.families): sd1 | sd2 | sdxl | ...
     prediction_type: str = ""   # epsilon | v_prediction
     prediction_source: str = ""
     size: str = "full"          # full | tiny (LoRA Studio's built-in tiny architecture)
@@ -35,23 +32,31 @@ class CheckpointInfo:
     metadata: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
+    @property
+    def family(self):
+        """The trainer.families.base.Family of a base model or of a LoRA that says which it is for."""
+        from trainer.families.registry import get
+
+        return get(self.arch) if self.arch else None
+
     def config_name(self) -> str:
-        base = {"sd1": "sd15", "sd2": "sd2-768v" if self.prediction_type == "v_prediction" else "sd2",
-                "sdxl": "sdxl"}[self.arch]
-        if self.size == "tiny":
-            return {"sd1": "tiny-sd15", "sd2": "tiny-sd2", "sdxl": "tiny-sdxl"}[self.arch]
-        return base
+        return self.family.config_name(self.prediction_type, self.size == "tiny")
+
+    def config_folder(self) -> Path:
+        """The config folder describing this checkpoint's architecture (what a single file lacks)."""
+        return self.family.config_folder(self.config_name())
 
     def summary(self) -> str:
-        names = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+        label = self.family.label if self.family else self.kind
         tiny = " (tiny test architecture)" if self.size == "tiny" else ""
-        return (f"{names.get(self.arch, self.kind)} {self.prediction_type}{tiny}, {self.key_count} tensors, "
-                f"{self.format}")
+        return f"{label} {self.prediction_type}{tiny}, {self.key_count} tensors, {self.format}"
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["path"] = str(self.path)
         data.update(data.pop("extra"))
+        if self.kind == "base" and self.family:
+            data["family"] = self.family.facts(self.prediction_type)  # the GUI's one source of family facts
         return data
 
 
@@ -70,6 +75,11 @@ def inspect_base_model(path: Path) -> CheckpointInfo:
 
 
 def _inspect(path: Path) -> CheckpointInfo:
+    from trainer.families.registry import by_demo
+
+    family = by_demo(str(path))
+    if family is not None:
+        return _inspect_demo(str(path), family)
     if not path.exists():
         raise ModelFileError(f"{path} does not exist", "check the path")
     if path.is_dir():
@@ -84,23 +94,27 @@ def _inspect(path: Path) -> CheckpointInfo:
 
 
 def classify(path: Path, fmt: str, shapes: dict[str, tuple], metadata: dict) -> CheckpointInfo:
+    from trainer.families import registry
+
     info = CheckpointInfo(path=path, format=fmt, kind=_kind(shapes), key_count=len(shapes),
                           metadata=metadata)
-    if info.kind == "base":
-        _describe_base(info, shapes, metadata)
-    elif info.kind == "lora":
+    if info.kind == "lora":
         info.extra = describe_lora(shapes, metadata)
         info.arch = info.extra["arch"]
+        return info
+    family = registry.of_checkpoint(path, shapes)
+    if family is not None:
+        info.kind, info.arch = "base", family.id
+        family.describe_checkpoint(info, shapes, metadata)
     return info
 
 
 def _kind(shapes: dict[str, tuple]) -> str:
+    """What a file is when no family claims it as a base model (that question is the families')."""
     keys = list(shapes)
     if any(k.startswith(("lora_unet_", "lora_te", "lycoris_")) or ".lora_down." in k or ".lora_A." in k
            or ".hada_w1_a" in k or ".lokr_w1" in k for k in keys):
         return "lora"
-    if any(k.startswith(UNET) for k in keys):
-        return "base"
     if any(k.startswith(("down_blocks.", "mid_block.")) for k in keys) and "conv_in.weight" in shapes \
             and "time_embedding.linear_1.weight" in shapes:
         return "diffusers_unet"
@@ -113,48 +127,9 @@ def _kind(shapes: dict[str, tuple]) -> str:
     return "other"
 
 
-def _describe_base(info: CheckpointInfo, shapes: dict[str, tuple], metadata: dict) -> None:
-    info.arch = _arch(info.path, shapes)
-    conv_in = shapes.get(UNET + "input_blocks.0.0.weight", (320, 4))
-    info.size = "tiny" if conv_in[0] < 128 else "full"
-    if conv_in[1] != 4:
-        info.kind = "inpainting"
-        info.extra["unet_in_channels"] = conv_in[1]
-    info.prediction_type, info.prediction_source = _prediction(info.arch, shapes, metadata)
-
-
-def _arch(path: Path, shapes: dict[str, tuple]) -> str:
-    keys = shapes.keys()
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
-        return "sdxl"
-    if any(k.startswith("cond_stage_model.model.") for k in keys):
-        return "sd2"
-    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
-        return "sd1"
-    context = next((s[1] for k, s in shapes.items() if k.startswith(UNET) and k.endswith("attn2.to_k.weight")),
-                   None)
-    by_width = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
-    if context in by_width:
-        return by_width[context]
-    if context == 1280:
-        raise ModelFileError(f"{path} is an SDXL refiner", "LoRAs are trained on SDXL base: pick the base model")
-    raise ModelFileError(f"{path} has a UNet of an unknown architecture (cross-attention width {context})",
-                         "LoRA Studio trains SD 1.x, SD 2.x and SDXL base models")
-
-
-def _prediction(arch: str, shapes: dict[str, tuple], metadata: dict) -> tuple[str, str]:
-    declared = str(metadata.get("modelspec.prediction_type", "")).lower()
-    if declared:
-        pred = "v_prediction" if declared.startswith("v") else "epsilon"
-        return pred, "metadata modelspec.prediction_type"
-    if "v_pred" in shapes:
-        return "v_prediction", "v_pred key in the checkpoint"
-    if arch == "sd2":
-        return "v_prediction", V_HINT
-    return "epsilon", f"{arch} default"
-
-
 def describe_lora(shapes: dict[str, tuple], metadata: dict) -> dict:
+    from trainer.families import registry
+
     # the rank sits in the first dimension of LoRA's down, LoHa's W1b and a decomposed LoKr's W2b
     downs = [s for k, s in shapes.items()
              if k.endswith((".lora_down.weight", ".lora_A.weight", ".hada_w1_b", ".lokr_w2_b"))]
@@ -163,17 +138,9 @@ def describe_lora(shapes: dict[str, tuple], metadata: dict) -> dict:
     ranks = Counter(s[0] for s in downs)
     prefixes = sorted({m[1] for k in shapes if (m := re.match(r"^(lora_(?:unet|te\d?))_", k))} |
                       {k.split(".")[0] for k in shapes if k.startswith(("unet.", "text_encoder"))})
-    version = str(metadata.get("ss_base_model_version", ""))
-    if version.startswith("sdxl") or any(k.startswith(("lora_te2_", "text_encoder_2.")) for k in shapes):
-        arch = "sdxl"
-    elif version.startswith("sd_v2") or metadata.get("ss_v2") == "True":
-        arch = "sd2"
-    elif version.startswith("sd_v1"):
-        arch = "sd1"
-    else:
-        arch = ""  # kohya files without metadata don't say; key names alone can't tell SD1 from SD2
+    family = registry.of_lora(list(shapes), metadata)  # None: kohya files without metadata don't say
     return {"rank": ranks.most_common(1)[0][0] if ranks else None, "modules": len(modules),
-            "key_prefixes": prefixes, "arch": arch}
+            "key_prefixes": prefixes, "arch": family.id if family else ""}
 
 
 def _not_base_message(info: CheckpointInfo) -> tuple[str, str]:
@@ -193,22 +160,31 @@ def _not_base_message(info: CheckpointInfo) -> tuple[str, str]:
 
 
 def _inspect_diffusers_folder(path: Path) -> CheckpointInfo:
+    from trainer.families import registry
+
     index_file = path / "model_index.json"
     if not index_file.exists():
         raise ModelFileError(f"{path} is a folder without model_index.json",
                              "pick a diffusers model folder, or a .safetensors/.ckpt file")
     try:
         index = json.loads(index_file.read_text(encoding="utf-8"))
-        unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
+        denoiser = next(path / name for name in ("unet", "transformer") if (path / name).is_dir())
+        denoiser_config = json.loads((denoiser / "config.json").read_text(encoding="utf-8"))
         sched_file = path / "scheduler" / "scheduler_config.json"
         sched = json.loads(sched_file.read_text(encoding="utf-8")) if sched_file.exists() else {}
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"diffusers folder {path} is incomplete: {exc}",
+    except (OSError, json.JSONDecodeError, StopIteration) as exc:
+        raise ModelFileError(f"diffusers folder {path} is incomplete: {exc or 'no unet/ or transformer/'}",
                              "copy the whole model folder again") from None
-    xl = "XL" in index.get("_class_name", "") or unet.get("addition_embed_type") == "text_time"
-    arch = "sdxl" if xl else {768: "sd1", 1024: "sd2"}.get(unet.get("cross_attention_dim"), "sd1")
-    size = "tiny" if unet.get("block_out_channels", [320])[0] < 128 else "full"
-    pred = sched.get("prediction_type", "epsilon")
-    return CheckpointInfo(path=path, format="diffusers", kind="base", arch=arch, prediction_type=pred,
-                          prediction_source="scheduler config", size=size,
-                          key_count=0, metadata={"model_index": index.get("_class_name", "")})
+    family = registry.of_folder(path, index, denoiser_config)
+    info = CheckpointInfo(path=path, format="diffusers", kind="base", arch=family.id, key_count=0,
+                          metadata={"model_index": index.get("_class_name", "")})
+    family.describe_folder(info, denoiser_config, sched)
+    return info
+
+
+def _inspect_demo(spec: str, family) -> CheckpointInfo:
+    """A family's built-in tiny model (demo:sd15, ...): the GUI asks about it like about any file."""
+    scheduler = family.config_folder(family.config_name("epsilon", tiny=True)) / "scheduler" / "scheduler_config.json"
+    prediction = json.loads(scheduler.read_text(encoding="utf-8")).get("prediction_type", "epsilon")
+    return CheckpointInfo(path=Path(spec), format="demo", kind="base", arch=family.id, prediction_type=prediction,
+                          prediction_source="built-in tiny model", size="tiny")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from trainer.errors import ModelFileError
 from trainer.models.precision import Precision
 from trainer.models.streaming import TensorFile, load_component
+from trainer.shared.errors import ModelFileError
 
 # Preferred first: full-precision safetensors, then the fp16 variant, then sharded files, then pickles.
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors",
@@ -19,11 +19,11 @@ WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors",
                 "diffusion_pytorch_model.bin", "pytorch_model.bin")
 
 
-def load_diffusers_folder(path: Path, arch: str, precision: Precision, device="cpu") -> dict:
-    """Like load_single_file: each component in its final dtype, moved to `device` as soon as it is loaded."""
+def load_diffusers_folder(path: Path, names: tuple[str, ...], precision: Precision, device="cpu") -> dict:
+    """Like load_single_file: each component in its final dtype, moved to `device` as soon as it is loaded.
+    `names`: the text encoder folders the family has (text_encoder, text_encoder_2)."""
     parts = {"unet": _load(path / "unet", _unet, precision.dtype_for, "UNet").to(device),
              "vae": _load(path / "vae", _vae, precision.vae_dtype_for, "VAE").to(device)}
-    names = ("text_encoder", "text_encoder_2") if arch == "sdxl" else ("text_encoder",)
     for name in names:
         cls = _text_encoder_2 if name == "text_encoder_2" else _text_encoder
         parts[name] = _load(path / name, cls, precision.dtype_for, f"text encoder ({name})").to(device)

@@ -1,4 +1,5 @@
-"""Load a base model from `model.path`: demo:sd15 / demo:sdxl, a diffusers folder, or a single file.
+"""Load a base model from `model.path`: a family's demo (demo:sd15, demo:sdxl, ...), a diffusers folder, or a
+single file; the family (trainer.families) knows its components and how to read them.
 
 Everything loads offline; config folders and tokenizers come from assets/.
 """
@@ -10,25 +11,21 @@ from pathlib import Path
 
 import torch
 
-from trainer.errors import ModelFileError
-from trainer.models.assets import load_tokenizer
 from trainer.models.memory import check_ram
-
-DEMO_ARCHS = {"demo:sd15": "sd15", "demo:sd2": "sd2", "demo:sdxl": "sdxl"}
-ARCH_FAMILY = {"sd15": "sd1", "sd2": "sd2", "sdxl": "sdxl"}
+from trainer.shared.errors import ModelFileError
 
 
 @dataclass
 class BaseModel:
     """The frozen parts a LoRA is trained against, plus what the loop needs to know about them."""
 
-    arch: str                    # sd1 | sd2 | sdxl
+    family: object               # trainer.families.base.Family: everything that differs between families
     prediction_type: str         # epsilon | v_prediction
-    unet: torch.nn.Module
+    unet: torch.nn.Module        # the denoiser (a UNet or a transformer, as the family says)
     vae: torch.nn.Module
     text_encoders: list
     tokenizers: list
-    noise_scheduler: object      # DDPMScheduler: the training noise schedule
+    noise_scheduler: object      # the training noise schedule (DDPMScheduler for the SD families)
     source: str                  # what the user gave (path or demo:...)
     description: str = ""
     is_tiny: bool = False
@@ -37,12 +34,17 @@ class BaseModel:
     precision: object = None     # trainer.models.precision.Precision the frozen weights are kept in
 
     @property
-    def is_sdxl(self) -> bool:
-        return self.arch == "sdxl"
+    def arch(self) -> str:
+        """The family id, as events, metadata and `inspect` name it."""
+        return self.family.id
 
-    @property
-    def is_v2(self) -> bool:
-        return self.arch == "sd2"
+
+def family_of(spec: str):
+    """The family of `model.path` (a demo name, a file or a folder), read from headers only."""
+    from trainer.families.registry import by_demo
+    from trainer.models.detect import inspect_base_model
+
+    return by_demo(spec) or inspect_base_model(Path(spec).expanduser()).family
 
 
 def load_base_model(spec: str, prediction_override: str = "auto", weight_dtype: str = "fp32",
@@ -54,43 +56,42 @@ def load_base_model(spec: str, prediction_override: str = "auto", weight_dtype: 
 
     precision = resolve_precision(weight_dtype, device)
     return_freed_memory()
-    parts, arch, prediction, desc, tiny, config_name = _load_parts(spec, precision, device)
+    family, parts, prediction, desc, tiny, config_name = _load_parts(spec, precision, device)
     if prediction_override != "auto":
         prediction = prediction_override
-    scheduler = _training_scheduler(parts["scheduler"], prediction)
-    encoders = [parts["text_encoder"]] + ([parts["text_encoder_2"]] if "text_encoder_2" in parts else [])
-    tokenizers = [parts.get("tokenizer") or load_tokenizer()]
-    if len(encoders) == 2:
-        tokenizers.append(parts.get("tokenizer_2") or load_tokenizer(second=True))
+    scheduler = family.training_scheduler(parts["scheduler"], prediction)
+    encoders = [parts[name] for name in family.text_encoders]
+    tokenizers = [parts["tokenizer" if i == 0 else f"tokenizer_{i + 1}"] for i in range(len(encoders))]
     for module in [parts["unet"], parts["vae"], *encoders]:
         module.requires_grad_(False)
         module.eval()
     if precision.fp8:
         for module in [parts["unet"], *encoders]:
             enable_fp8_compute(module, precision.compute)
-    _check_tokenizers(tokenizers, spec)
-    return BaseModel(arch=arch, prediction_type=prediction, unet=parts["unet"], vae=parts["vae"],
+    family.text.check_tokenizers(tokenizers, spec)
+    return BaseModel(family=family, prediction_type=prediction, unet=parts["unet"], vae=parts["vae"],
                      text_encoders=encoders, tokenizers=tokenizers, noise_scheduler=scheduler,
                      source=spec, description=desc, is_tiny=tiny, config_name=config_name,
                      precision=precision)
 
 
 def _load_parts(spec: str, precision, device) -> tuple:
-    """(components, arch, prediction type, description, is tiny, config folder name)"""
-    if spec not in DEMO_ARCHS:
+    """(family, components, prediction type, description, is tiny, config folder name)"""
+    from trainer.families.registry import by_demo
+
+    family = by_demo(spec)
+    if family is None:
         return _load_user_model(Path(spec).expanduser(), precision, device)
-    parts = _load_demo(spec, precision)
-    return (parts, ARCH_FAMILY[DEMO_ARCHS[spec]], parts["scheduler"].config.prediction_type,
-            f"built-in tiny {spec}", True, f"tiny-{DEMO_ARCHS[spec]}")
+    parts = _load_demo(family, precision)
+    parts.update(family.tokenizers())
+    prediction = parts["scheduler"].config.prediction_type
+    return family, parts, prediction, f"built-in tiny {spec}", True, family.config_name(prediction, tiny=True)
 
 
-def _load_demo(spec: str, precision) -> dict:
-    from trainer.models.tiny import build_tiny_components
-
-    parts = build_tiny_components(DEMO_ARCHS[spec])
-    for name in ("unet", "text_encoder", "text_encoder_2"):
-        if name in parts:
-            _cast_in_place(parts[name], precision)
+def _load_demo(family, precision) -> dict:
+    parts = family.tiny_components()
+    for name in ("unet", *family.text_encoders):
+        _cast_in_place(parts[name], precision)
     parts["vae"].to(precision.vae)
     return parts
 
@@ -104,12 +105,6 @@ def _cast_in_place(module: torch.nn.Module, precision) -> None:
             param.data = param.data.to(wanted)
 
 
-def _training_scheduler(scheduler, prediction: str):
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(scheduler.config, prediction_type=prediction)
-
-
 def _load_user_model(path: Path, precision, device):
     from trainer.models.detect import inspect_base_model
 
@@ -118,22 +113,9 @@ def _load_user_model(path: Path, precision, device):
                              "set model.path to a diffusers folder or a .safetensors/.ckpt checkpoint")
     info = inspect_base_model(path)
     check_ram(path, info, precision)
+    family = info.family
     if info.format == "diffusers":
-        from trainer.models.folder import load_diffusers_folder
-
-        parts = load_diffusers_folder(path, info.arch, precision, device)
+        parts = family.load_folder(path, info, precision, device)
     else:
-        from trainer.models.assets import config_folder
-        from trainer.models.single_file import load_single_file
-
-        parts = load_single_file(path, config_folder(info.config_name()), info.arch, precision, device)
-    return parts, info.arch, info.prediction_type, info.summary(), info.size == "tiny", info.config_name()
-
-
-def _check_tokenizers(tokenizers: list, spec: str) -> None:
-    from trainer.models.assets import CLIP_VOCAB_SIZE
-
-    for tokenizer in tokenizers:
-        if len(tokenizer) != CLIP_VOCAB_SIZE:
-            raise ModelFileError(f"the tokenizer of {spec} has {len(tokenizer)} tokens, expected {CLIP_VOCAB_SIZE}",
-                                 "its tokenizer files are damaged: copy the model folder again")
+        parts = family.load_single_file(path, info, precision, device)
+    return family, parts, info.prediction_type, info.summary(), info.size == "tiny", info.config_name()

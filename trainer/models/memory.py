@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from trainer.errors import ModelFileError
+from trainer.shared.errors import ModelFileError
 
 GB = 1024**3
 PROCESS_BASE = 0.7 * GB  # Python + torch + diffusers + transformers imported (measured, bench/memory.py)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.utils import parametrize
 
-from trainer.errors import ConfigError
+from trainer.shared.errors import ConfigError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP8 = torch.float8_e4m3fn

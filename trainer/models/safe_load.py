@@ -13,7 +13,7 @@ import pickle
 import struct
 from pathlib import Path
 
-from trainer.errors import ModelFileError
+from trainer.shared.errors import ModelFileError
 
 MAX_HEADER = 100 * 1024 * 1024
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.fsutil import atomic_write
+from trainer.shared.fsutil import atomic_write
 
 DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",

@@ -11,33 +11,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.models.assets import load_tokenizer
 from trainer.models.precision import Precision
 from trainer.models.streaming import TensorFile, load_component
 
 UNET_PREFIX, VAE_PREFIX = "model.diffusion_model.", "first_stage_model."
-# (component, file prefix, kind) per architecture; kind picks the model class and diffusers' converter
-TEXT_ENCODERS = {
-    "sd1": [("text_encoder", "cond_stage_model.transformer.", "clip")],
-    "sd2": [("text_encoder", "cond_stage_model.model.", "open_clip")],
-    "sdxl": [("text_encoder", "conditioner.embedders.0.transformer.", "clip"),
-             ("text_encoder_2", "conditioner.embedders.1.model.", "open_clip_projection")],
-}
 LOAD_ORDER = ("unet", "text_encoder_2", "text_encoder", "vae")  # biggest first: the peak is the model itself
 
 
-def load_single_file(path: Path, config_folder: Path, arch: str, precision: Precision, device="cpu") -> dict:
-    """unet, vae, text_encoder(s), tokenizer(s) and scheduler of `path`, frozen weights in `precision`.
-    Each component moves to `device` as soon as it is loaded, so RAM holds one component at a time."""
+def load_single_file(path: Path, config_folder: Path, text_encoders: list[tuple[str, str, str]],
+                     precision: Precision, device="cpu", tokenizers: dict | None = None) -> dict:
+    """unet, vae, text_encoder(s) and scheduler of an LDM-layout `path`, frozen weights in `precision`, plus
+    `tokenizers` (a single file has none). `text_encoders`: (component, key prefix, kind) as the family
+    lays them out (trainer.families.ldm_layout.LdmLayout). Each component moves to `device` as soon as it is
+    loaded, so RAM holds one component at a time."""
     source = TensorFile.open(path)
     keys = source.keys()
-    loaders = _component_loaders(config_folder, arch, precision)
+    loaders = _component_loaders(config_folder, text_encoders, precision)
     parts = {c: loaders[c](source, keys).to(device) for c in LOAD_ORDER if c in loaders}
-    parts.update(_tokenizers_and_scheduler(config_folder, arch))
+    parts.update(tokenizers or {}, scheduler=_scheduler(config_folder))
     return parts
 
 
-def _component_loaders(folder: Path, arch: str, precision: Precision) -> dict:
+def _component_loaders(folder: Path, text_encoders: list, precision: Precision) -> dict:
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
     unet_config, vae_config = _read(folder / "unet"), _read(folder / "vae")
@@ -49,7 +44,7 @@ def _component_loaders(folder: Path, arch: str, precision: Precision) -> dict:
             lambda: _diffusers_model("AutoencoderKL", vae_config), src, _under(keys, VAE_PREFIX),
             lambda sd: convert_ldm_vae_checkpoint(sd, vae_config), precision.vae_dtype_for, "VAE"),
     }
-    for component, prefix, kind in TEXT_ENCODERS[arch]:
+    for component, prefix, kind in text_encoders:
         loaders[component] = _text_encoder_loader(folder / component, prefix, kind, precision)
     return loaders
 
@@ -68,7 +63,7 @@ def _text_encoder_loader(folder: Path, prefix: str, kind: str, precision: Precis
 
     def convert(sd):
         if kind == "clip":
-            return convert_ldm_clip_checkpoint(sd)
+            return convert_ldm_clip_checkpoint(sd, remove_prefix=prefix)
         return convert_open_clip_checkpoint(built["model"], sd, prefix=prefix)
 
     return lambda src, keys: load_component(build, src, _under(keys, prefix), convert, precision.dtype_for,
@@ -89,11 +84,7 @@ def _read(folder: Path) -> dict:
     return json.loads((folder / "config.json").read_text())
 
 
-def _tokenizers_and_scheduler(folder: Path, arch: str) -> dict:
+def _scheduler(folder: Path):
     from diffusers import DDPMScheduler
 
-    scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    parts = {"tokenizer": load_tokenizer(), "scheduler": DDPMScheduler.from_config(scheduler_config)}
-    if arch == "sdxl":
-        parts["tokenizer_2"] = load_tokenizer(second=True)
-    return parts
+    return DDPMScheduler.from_config(json.loads((folder / "scheduler" / "scheduler_config.json").read_text()))

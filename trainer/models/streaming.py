@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from trainer.errors import ModelFileError
 from trainer.models.safe_load import read_pickle_checkpoint, read_tensor_index
+from trainer.shared.errors import ModelFileError
 
 log = logging.getLogger("trainer")
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

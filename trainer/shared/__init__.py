@@ -6,5 +6,5 @@ in pyproject.toml keeps torch, diffusers, transformers, peft and accelerate out 
 - dataset_layout: a dataset folder's subsets (dataset.toml, kohya `N_name` folders, or the folder itself)
 - masks: which image is a training image's loss mask (loss.masked)
 - steps: how many optimizer steps a run takes
-- trainer.run_folder: the run folder's layout (sample, checkpoint and EMA file names)
+- trainer.shared.run_folder: the run folder's layout (sample, checkpoint and EMA file names)
 """

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from trainer.errors import DatasetError
+from trainer.shared.errors import DatasetError
 from trainer.shared.images import images_in
 
 KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.errors import DatasetError
 from trainer.shared.dataset_layout import read_dataset
+from trainer.shared.errors import DatasetError
 from trainer.shared.images import MASKS_FOLDER
 
 MASK_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

@@ -1,9 +1,9 @@
 """How many optimizer steps a run takes: the engine's count, made torch-free so the GUI's estimate is the
 same number `train` reports (held-out images, `N_name` repeats, dataset.toml subsets, buckets).
 
-An image goes to its aspect-ratio bucket (trainer.data.buckets); each bucket's images, times their repeats,
+An image goes to its aspect-ratio bucket (trainer.shared.buckets); each bucket's images, times their repeats,
 make ceil(n / batch_size) batches (a batch never mixes buckets); epochs of batches, divided by gradient
-accumulation, are the steps. trainer.batches.Batches.epoch_plan builds those batches for real.
+accumulation, are the steps. trainer.run.batches.Batches.epoch_plan builds those batches for real.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.config import TrainConfig
-from trainer.data.buckets import choose_bucket, make_buckets
+from trainer.shared.buckets import choose_bucket, make_buckets
+from trainer.shared.config import TrainConfig
 from trainer.shared.dataset_layout import Subset, read_dataset, subset_images
 from trainer.shared.images import image_size
 

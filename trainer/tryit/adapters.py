@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.errors import UserError
+from trainer.shared.errors import UserError
 from trainer.tryit.loras import LoraSpec, check_family, fit_prefix, read_lora, to_peft_components
 
 log = logging.getLogger("trainer")

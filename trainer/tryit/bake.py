@@ -5,7 +5,7 @@ The output uses the ORIGINAL key layout (`model.diffusion_model.*`, `cond_stage_
 load. A single-file base is streamed: each tensor is read alone (trainer.models.streaming.TensorFile, plain
 reads), gets its LoRA updates, is cast and written (trainer.models.safetensors_stream), so peak memory is
 one tensor plus the LoRA factors, whatever the model's size. A diffusers folder or demo: base is loaded and
-converted to the original layout first (trainer.models.original_layout), which needs the whole model in RAM.
+converted to the original layout first (trainer.families.ldm_layout), which needs the whole model in RAM.
 
 The LoRAs go through the same converter as generation (`to_peft_components`), so the baked model is the
 base + LoRA that `generate` shows; each module's update up @ down is computed only when its tensor is written.
@@ -14,43 +14,15 @@ base + LoRA that `generate` shows; each module's update up @ down is computed on
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 
-from trainer.errors import UserError
 from trainer.export.save import SAVE_DTYPES
+from trainer.shared.errors import UserError
 from trainer.tryit.loras import LoraSpec, check_family, file_hash, read_lora, to_peft_components
 
 PROGRESS_EVERY = 25   # tensors between progress reports
-_OPENCLIP = {"self_attn.out_proj": "attn.out_proj", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
-_QKV = {"self_attn.q_proj": 0, "self_attn.k_proj": 1, "self_attn.v_proj": 2}
-_LAYOUT = {"sd1": "sd15", "sd2": "sd2", "sdxl": "sdxl"}
-
-
-def original_target(component: str, module: str, arch: str, unet_config: dict) -> tuple[str, int | None]:
-    """(original checkpoint key of the module's weight, which third of a fused q/k/v `in_proj` or None).
-
-    The inverse of diffusers' single-file conversion, from trainer.models.original_layout's rules."""
-    from trainer.models.original_layout import PREFIX, unet_key
-
-    if component == "unet":
-        return "model.diffusion_model." + unet_key(module + ".weight", unet_config), None
-    hf_prefix, openclip_prefix = PREFIX[_LAYOUT[arch]]
-    if arch == "sd1" or (arch == "sdxl" and component == "text_encoder"):
-        return f"{hf_prefix}text_model.{module.removeprefix('text_model.')}.weight", None
-    m = re.match(r"(?:text_model\.)?encoder\.layers\.(\d+)\.(.+)$", module)
-    rest = m[2] if m else ""
-    block = f"{openclip_prefix}transformer.resblocks.{m[1] if m else '?'}."
-    if rest in _QKV:
-        return block + "attn.in_proj_weight", _QKV[rest]
-    if rest in _OPENCLIP:
-        return f"{block}{_OPENCLIP[rest]}.weight", None
-    raise UserError(f"no original-layout key for {component}.{module}",
-                    "baking supports LoRAs on attention and MLP layers of the text encoders")
-
-
 class _DictSource:
     """An in-memory original-layout state dict with TensorFile's reading interface."""
 
@@ -71,8 +43,7 @@ class _DictSource:
 
 
 def open_base(base: str, weight_dtype: str = "auto"):
-    """(tensor source in the original layout, arch family, unet config, metadata)."""
-    from trainer.models.assets import config_folder
+    """(tensor source in the original layout, family id, unet config, metadata)."""
 
     path = Path(base).expanduser()
     if path.is_file():
@@ -82,25 +53,23 @@ def open_base(base: str, weight_dtype: str = "auto"):
 
         info = inspect_base_model(path)
         metadata = read_header(path)[1] if path.suffix.lower() == ".safetensors" else {}
-        unet_config = json.loads((config_folder(info.config_name()) / "unet" / "config.json").read_text())
+        unet_config = json.loads((info.config_folder() / "unet" / "config.json").read_text())
         return TensorFile.open(path), info.arch, unet_config, metadata
-    from trainer.models.original_layout import to_original_state_dict
     from trainer.tryit.engine import load_base
 
     model = load_base(base, weight_dtype, torch.device("cpu"))
-    components = {"unet": model.unet, "vae": model.vae, "text_encoder": model.text_encoders[0]}
-    if model.is_sdxl:
-        components["text_encoder_2"] = model.text_encoders[1]
-    state = to_original_state_dict(components, _LAYOUT[model.arch])
-    return _DictSource(state), model.arch, dict(model.unet.config), {}
+    components = {"unet": model.unet, "vae": model.vae, **dict(zip(model.family.text_encoders, model.text_encoders))}
+    return _DictSource(model.family.original_layout(components)), model.arch, dict(model.unet.config), {}
 
 
 def plan_updates(source, arch: str, unet_config: dict, specs: list[LoraSpec]) -> dict[str, list]:
     """{original key: [(qkv third or None, up, down, strength)]}, every LoRA module checked against the base."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.configuration_utils import FrozenDict
 
-    pipeline_cls = StableDiffusionXLPipeline if arch == "sdxl" else StableDiffusionPipeline
+    from trainer.families.registry import get
+
+    family = get(arch)
+    pipeline_cls = family.diffusers_pipeline()
     keys, updates, problems = set(source.keys()), {}, []
     for spec in specs:
         tensors, metadata = read_lora(spec.path)
@@ -115,7 +84,7 @@ def plan_updates(source, arch: str, unet_config: dict, specs: list[LoraSpec]) ->
                 if not key.endswith(".lora_A.weight"):
                     continue
                 module = key.removesuffix(".lora_A.weight")
-                target, third = original_target(component, module, arch, unet_config)
+                target, third = family.original_key(component, module, unet_config)
                 if target not in keys:
                     problems.append(f"{component}.{module} -> {target}")
                     continue

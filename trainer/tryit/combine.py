@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from trainer.errors import UserError
 from trainer.export.convert import group_modules, resize_rank, scale_of
 from trainer.export.save import write_safetensors
-from trainer.tryit.loras import FAMILY_NAMES, LoraSpec, lora_family, read_lora
+from trainer.shared.errors import UserError
+from trainer.tryit.loras import LoraSpec, lora_family, read_lora
 
 
 def combine_tensors(inputs: list[tuple[dict[str, torch.Tensor], LoraSpec]]) -> dict[str, torch.Tensor]:
@@ -70,15 +70,14 @@ def combine_files(specs: list[LoraSpec], out: Path, rank: int | None = None, ove
 
 
 def _check_inputs(inputs: list) -> None:
-    families = {}
+    families = []  # one entry per file, never keyed by name: two files may share one
     for tensors, metadata, spec in inputs:
         if not any(k.endswith("lora_down.weight") for k in tensors):
             raise UserError(f"{spec.path.name} is not in the kohya layout (no lora_down/lora_up tensors)",
                             "combine kohya-layout LoRAs (what LoRA Studio, kohya_ss and civitai use)")
-        families[spec.path.name] = lora_family(tensors, metadata)
-    known = {f for f in families.values() if f}
-    if len(known) > 1:
-        listed = ", ".join(f"{n}: {FAMILY_NAMES[f]}" for n, f in families.items() if f)
+        families.append((spec.path, lora_family(tensors, metadata)))
+    if len({f.id for _, f in families if f}) > 1:
+        listed = ", ".join(f"{path}: {f.label}" for path, f in families if f)
         raise UserError(f"these LoRAs are for different models ({listed})", "combine LoRAs of one model family")
 
 

@@ -1,7 +1,7 @@
 """Generate images from a base model plus LoRAs: the code behind `generate`, `serve` and the GUI's Test page.
 
 The base loads once (`load_base`); the pipeline wraps its modules with the training previews' samplers
-(`trainer.sampling`), and LoRAs come and go as peft adapters (`Adapters`). Seeds draw the initial noise on
+(`trainer.run.sampling`), and LoRAs come and go as peft adapters (`Adapters`). Seeds draw the initial noise on
 the CPU, so a seed gives the same image on any device, as in the training previews.
 """
 
@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from PIL.PngImagePlugin import PngInfo
 
-from trainer.errors import UserError
-from trainer.fsutil import atomic_write
 from trainer.models.load import BaseModel, load_base_model
-from trainer.sampling import build_pipeline, decode_latents, make_scheduler
+from trainer.run.sampling import build_pipeline, decode_latents, make_scheduler
+from trainer.shared.errors import UserError
+from trainer.shared.fsutil import atomic_write
+from trainer.shared.generate_params import Request, parameters_text, split_lora_tags
 from trainer.tryit.adapters import Adapters
 from trainer.tryit.loras import LoraSpec, file_hash, lora_from_dict
-from trainer.tryit.params import Request, parameters_text, split_lora_tags
 
 log = logging.getLogger("trainer")
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from trainer.errors import UserError
+from trainer.shared.errors import UserError
 
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 UNSUPPORTED_PARTS = {"hada_": "LoHa", "lokr_": "LoKr", ".diff": "full-weight diff", "oft_": "OFT",
                      "boft_": "BOFT", "ia3_": "IA3"}
 # diffusers' kohya converter writes text-encoder attention in its older `to_q_lora.down` layout and the MLP
@@ -104,31 +103,20 @@ def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
 
 
-def lora_family(tensors: dict, metadata: dict) -> str | None:
-    """The architecture family a LoRA file says it is for, or None when it does not say."""
-    from trainer.export.verify import ARCH_OF_CONFIG
+def lora_family(tensors: dict, metadata: dict):
+    """The family (trainer.families) a LoRA file says it is for, or None when it does not say."""
+    from trainer.families.registry import of_lora
 
-    config = metadata.get("lora_studio_base_config")
-    if config in ARCH_OF_CONFIG:
-        return ARCH_OF_CONFIG[config]
-    version = metadata.get("ss_base_model_version", "") + metadata.get("modelspec.architecture", "")
-    if "sdxl" in version or "stable-diffusion-xl" in version:
-        return "sdxl"
-    if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.", "te2.")) for k in tensors):
-        return "sdxl"
-    if "sd_v2" in version or "stable-diffusion-v2" in version or metadata.get("ss_v2") == "True":
-        return "sd2"
-    if "sd_v1" in version or "stable-diffusion-v1" in version:
-        return "sd1"
-    return None
+    return of_lora(list(tensors), metadata)
 
 
 def check_family(path: Path, tensors: dict, metadata: dict, base_arch: str) -> None:
-    family = lora_family(tensors, metadata)
-    if family is not None and family != base_arch:
-        raise UserError(f"{path.name} is a LoRA for {FAMILY_NAMES[family]}, the base model is "
-                        f"{FAMILY_NAMES[base_arch]}", f"choose a {FAMILY_NAMES[family]} base model, or a LoRA "
-                                                      f"trained for {FAMILY_NAMES[base_arch]}")
+    from trainer.families.registry import get
+
+    family, base = lora_family(tensors, metadata), get(base_arch)
+    if family is not None and family.id != base.id:
+        raise UserError(f"{path.name} is a LoRA for {family.label}, the base model is {base.label}",
+                        f"choose a {family.label} base model, or a LoRA trained for {base.label}")
     for key in tensors:
         for marker, kind in UNSUPPORTED_PARTS.items():
             if marker in key:

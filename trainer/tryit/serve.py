@@ -23,8 +23,8 @@ import threading
 import traceback
 from pathlib import Path
 
-from trainer import events as ev
-from trainer.errors import UserError
+from trainer.shared import events as ev
+from trainer.shared.errors import UserError
 
 log = logging.getLogger("trainer")
 
@@ -97,8 +97,8 @@ class Server:
         self.sink.emit(ev.Ready(model=model, arch=g.model.arch, device=str(g.device), width=size, height=size))
 
     def generate(self, number: int, job: str, data: dict) -> None:
+        from trainer.shared.generate_params import Request, short_settings
         from trainer.tryit.engine import Cancelled
-        from trainer.tryit.params import Request, short_settings
 
         data = dict(data)
         if data.get("model") and (self.generator is None or self.generator.model.source != data["model"]):
@@ -144,8 +144,8 @@ class Server:
 
 
 def serve(model: str | None, weight_dtype: str = "auto", lora_dirs: list[Path] = ()) -> int:
-    from trainer.control import Control
-    from trainer.sink import EventSink, claim_stdout_for_events
+    from trainer.run.control import Control
+    from trainer.run.sink import EventSink, claim_stdout_for_events
 
     sink = EventSink(claim_stdout_for_events(), progress_bar=False)
     control = Control()

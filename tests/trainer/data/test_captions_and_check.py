@@ -8,9 +8,9 @@ import sys
 from PIL import Image
 
 from trainer.data import captions as c
-from trainer.data.buckets import choose_bucket, crop_plan, make_buckets
 from trainer.data.health import check_dataset
 from trainer.data.spec import read_dataset
+from trainer.shared.buckets import choose_bucket, crop_plan, make_buckets
 
 
 def _dataset(root, captions):

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from tests.support.engine import make_dataset, tiny_config, train_in_process
-from trainer.batches import Batches
-from trainer.loop import load_records
+from trainer.run.batches import Batches
+from trainer.run.loop import load_records
 
 
 @pytest.fixture
@@ -63,20 +63,23 @@ def test_images_train_in_buckets_of_their_shape_with_sdxl_conditioning(tmp_path,
         Image.new("RGB", (420, 240), (50 * i, 90, 30)).save(folder / f"w{i}.png")
         (folder / f"w{i}.txt").write_text("tok, wide")
     seen = {}
-    from trainer import loop
+    from trainer.families.registry import get
 
-    original = loop.sdxl_time_ids
+    family = get("sdxl")
+    original = family.conditioning
 
-    def spy(original_sizes, crops, target, device, dtype):
-        seen.update(original=original_sizes[0], crop=crops[0], target=target)
-        return original(original_sizes, crops, target, device, dtype)
+    def spy(model, hidden, pooled, batch, latents, dtype):
+        out = original(model, hidden, pooled, batch, latents, dtype)
+        seen["time_ids"] = [int(v) for v in out["added_cond_kwargs"]["time_ids"][0].tolist()]
+        return out
 
-    monkeypatch.setattr(loop, "sdxl_time_ids", spy)
+    monkeypatch.setattr(family, "conditioning", spy)
     cfg = tiny_config(folder, model__path="demo:sdxl", dataset__resolution=256, schedule__max_steps=1)
     train_in_process(cfg, tmp_path / "run")
-    assert seen["target"] == (192, 320)            # (h, w) of the 320x192 bucket, not a square
-    assert seen["original"] == (240, 420)
-    assert seen["crop"] == (0, 8)  # resized to 336x192, 8 px cut from each side
+    original_hw, crop, target_hw = seen["time_ids"][:2], seen["time_ids"][2:4], seen["time_ids"][4:]
+    assert target_hw == [192, 320]            # (h, w) of the 320x192 bucket, not a square
+    assert original_hw == [240, 420]
+    assert crop == [0, 8]  # resized to 336x192, 8 px cut from each side
 
 
 def test_subsets_repeats_and_regularisation_weights(tmp_path):
@@ -101,7 +104,7 @@ def test_caption_shuffle_keeps_the_trigger_and_turns_off_the_text_cache(tmp_path
 
 
 def test_an_image_with_nan_latents_is_left_out_with_a_warning(tmp_path, monkeypatch):
-    import trainer.caching as caching
+    import trainer.run.caching as caching
 
     original = caching.latent_distribution
 

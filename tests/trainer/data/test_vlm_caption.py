@@ -177,8 +177,8 @@ def test_cli_writes_tags_and_sentence_with_the_prompt_and_token_cap(models, data
 
 
 def test_cli_preview_prints_the_first_images_caption_and_writes_nothing(models, dataset, capsys, monkeypatch):
-    from trainer.cli import main
-    from trainer.control import Control
+    from trainer.commands.dispatch import main
+    from trainer.run.control import Control
 
     monkeypatch.setattr(Control, "install_signal_handlers", lambda self: None)  # in-process: leave pytest's
     code = main(["dataset", "caption", str(dataset), "--model", str(models["florence-2"]), "--preview",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from trainer.errors import UserError
+from trainer.shared.errors import UserError
 
 
 class CaptionerError(UserError):

@@ -22,7 +22,7 @@ from trainer.data.captioning.base import Captioner
 from trainer.data.captioning.finish import Finish
 from trainer.data.captioning.image import open_upright
 from trainer.data.captions import caption_path, join_tags, read_caption, split_tags
-from trainer.fsutil import atomic_write_text
+from trainer.shared.fsutil import atomic_write_text
 
 MODES = ("fill", "append", "overwrite")
 STATE_FILE = Path(".lora-studio") / "captioned.json"

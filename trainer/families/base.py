@@ -1,0 +1,201 @@
+"""The one interface every model family implements (SD1.x/SD2.x, SDXL, and the DiTs after them).
+
+Everything that differs between families lives behind it, and generic code (the loop, the loaders, export,
+try-it, plan) asks the family instead of comparing ids. A family is registered by id in
+trainer.families.registry; `lora-studio inspect --json` hands its `facts()` to the GUI, which keeps no
+family tables of its own.
+
+The strategies a family plugs in are objects of their own, so families that share one share the object:
+`text` (captions -> conditioning: CLIP chunks, T5, Qwen3) and `objective` (noise, prediction target, loss:
+DDPM epsilon/v, flow matching).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LoraTargets:
+    """Which modules LoRA layers go on, as regexes over the module paths peft sees."""
+
+    denoiser: dict[str, str]          # lora.targets choice (attention | attention+ff | full) -> regex
+    text_encoder: str                 # every text encoder that may be trained
+    conv: str | None = None           # the denoiser's 3x3 convolutions (kohya's conv_dim applies to them)
+    blocks: dict[str, str] = field(default_factory=dict)  # block group -> path prefix regex, in config order
+
+
+@dataclass(frozen=True)
+class PlanFigures:
+    """What `lora-studio plan` cannot count from the meta-built model: measured activation and VAE figures."""
+
+    activation_resolution: int        # the resolution the activation figure was measured at
+    activation_bytes: float           # peak activations of one image at that resolution, batch 1, no checkpointing
+    denoiser_params: int              # the real model's denoiser parameters (the tiny ones scale from this)
+    vae_encode_bytes: float           # fp32 VAE encoder, one image at the native resolution
+
+
+@dataclass(frozen=True)
+class TokenFacts:
+    """The main text encoder's caption limit as `dataset.max_token_length` takes it."""
+
+    chunk: int                        # tokens per encoder pass (CLIP 75); the limit moves in whole chunks
+    default: int                      # the config default for this family
+    maximum: int                      # the most the family reads
+    tokenizer: str                    # assets/ folder of the tokenizer the GUI counts with
+
+
+class Family:
+    """Base class: a family overrides what it does differently. Class attributes are facts; methods that need
+    torch import it inside, so that listing and detecting families stays cheap."""
+
+    id: str = ""                      # one vocabulary everywhere: events' `arch`, inspect, metadata lookups
+    label: str = ""                   # for people: "SD 1.x", "SDXL"
+    denoiser: str = "unet"            # unet | transformer: the component LoRA trains
+    text_encoders: tuple[str, ...] = ("text_encoder",)
+    demo: str = ""                    # "demo:NAME" builds this family's tiny random model
+    preset_prefix: str = ""           # presets/<prefix>-character.toml, <prefix>-style.toml
+    tier_prefix: str = ""             # memory tiers: presets/<tier_prefix>vram-8gb.toml, ...
+    smallest_tier: str = "6gb"        # the least GPU memory a tier of this family is written for
+    min_gpu_gb: float = 0.0           # free GPU memory below which the wizard warns
+    a1111_version: str = "Unknown"    # "sd version" of A1111's LoRA card sidecar
+    latent_channels: int = 4
+    latent_factor: int = 8            # pixels per latent cell
+    tokens: TokenFacts = None
+    lora: LoraTargets = None
+    plan: PlanFigures = None
+    text = None                       # the text strategy (trainer.families.clip_text.ClipText, ...)
+    objective = None                  # the objective strategy (trainer.families.ddpm.Ddpm, ...)
+
+    # --- identity -------------------------------------------------------------------------------------
+    def native_resolution(self, prediction_type: str = "") -> int:
+        raise NotImplementedError
+
+    def config_name(self, prediction_type: str, tiny: bool) -> str:
+        """The assets/configs folder that describes this checkpoint's architecture."""
+        raise NotImplementedError
+
+    def config_folder(self, name: str) -> Path:
+        """The folder of config `name`: assets/configs/NAME for the built-in families."""
+        from trainer.models.assets import config_folder
+
+        return config_folder(name)
+
+    def config_names(self) -> tuple[str, ...]:
+        """Every assets/configs folder of this family (verify looks a family up by its folder)."""
+        raise NotImplementedError
+
+    def prediction_of_config(self, config_name: str) -> str:
+        return "epsilon"
+
+    def facts(self, prediction_type: str = "") -> dict:
+        """What front ends show and offer, as JSON: the GUI reads these, never its own tables."""
+        return {"id": self.id, "label": self.label, "denoiser": self.denoiser,
+                "native_resolution": self.native_resolution(prediction_type),
+                "preset_prefix": self.preset_prefix, "tier_prefix": self.tier_prefix,
+                "smallest_tier": self.smallest_tier, "min_gpu_gb": self.min_gpu_gb, "token_chunk": self.tokens.chunk,
+                "max_tokens": self.tokens.maximum, "default_tokens": self.tokens.default,
+                "tokenizer": self.tokens.tokenizer, "targets": list(self.lora.denoiser),
+                "block_groups": list(self.lora.blocks), "text_encoders": list(self.text_encoders),
+                "latent_channels": self.latent_channels, "demo": self.demo}
+
+    def check_config(self, cfg) -> None:
+        """Refuse, naming the key, a config value this family cannot train with (before anything loads)."""
+        from trainer.shared.errors import ConfigError
+
+        tokens, chunk = cfg.dataset.max_token_length, self.tokens.chunk
+        if tokens > self.tokens.maximum or tokens % chunk:
+            allowed = ", ".join(str(n) for n in range(chunk, self.tokens.maximum + 1, chunk)) if chunk > 1 \
+                else f"1 to {self.tokens.maximum}"
+            raise ConfigError(f"config key 'dataset.max_token_length' is {tokens}; {self.label} allows {allowed}",
+                              f"captions are encoded in chunks of {chunk} tokens" if chunk > 1 else
+                              f"{self.label}'s text encoder reads at most {self.tokens.maximum} tokens")
+
+    # --- detection ------------------------------------------------------------------------------------
+    def claims_checkpoint(self, shapes: dict[str, tuple]) -> bool:
+        """Is this single file (its tensor names and shapes) a base model of this family?"""
+        return False
+
+    def refuse_unclaimed(self, path: Path, shapes: dict[str, tuple]) -> None:
+        """Raise a ModelFileError naming what the file is, when it looks like this family's kind of model but
+        no family takes it (an SDXL refiner, an unknown UNet); else do nothing."""
+
+    def describe_checkpoint(self, info, shapes: dict[str, tuple], metadata: dict) -> None:
+        """Fill `info` (trainer.models.detect.CheckpointInfo): prediction type, tiny or full, variant kind."""
+        raise NotImplementedError
+
+    def claims_folder(self, index: dict, denoiser_config: dict) -> bool:
+        """Is this diffusers folder (model_index.json, the denoiser's config.json) of this family?"""
+        return False
+
+    def describe_folder(self, info, denoiser_config: dict, scheduler_config: dict) -> None:
+        raise NotImplementedError
+
+    def claims_lora(self, keys: list[str], metadata: dict) -> bool:
+        """Does this LoRA file say it is for this family (metadata, or keys no other family has)?"""
+        return False
+
+    # --- loading --------------------------------------------------------------------------------------
+    def tiny_components(self, seed: int = 0) -> dict:
+        raise NotImplementedError
+
+    def load_single_file(self, path: Path, info, precision, device) -> dict:
+        raise NotImplementedError
+
+    def load_folder(self, path: Path, info, precision, device) -> dict:
+        raise NotImplementedError
+
+    def caption_tokenizer(self):
+        """The main text encoder's tokenizer: what `dataset.max_token_length` counts in."""
+        raise NotImplementedError
+
+    def meta_components(self, configs: Path) -> dict:
+        """The components built on the meta device from a config folder (plan counts their parameters)."""
+        raise NotImplementedError
+
+    def training_scheduler(self, scheduler, prediction_type: str):
+        return self.objective.training_scheduler(scheduler, prediction_type)
+
+    # --- training -------------------------------------------------------------------------------------
+    def conditioning(self, model, hidden, pooled, batch, latents, dtype) -> dict:
+        """The denoiser's keyword arguments besides the noisy latents and timesteps."""
+        raise NotImplementedError
+
+    def predict(self, denoiser, noisy, timesteps, conditioning: dict):
+        raise NotImplementedError
+
+    # --- previews and try-it --------------------------------------------------------------------------
+    pipeline_class: str = ""          # the diffusers pipeline class (previews, and LoRA conversion in try-it)
+
+    def diffusers_pipeline(self):
+        """The diffusers pipeline class, whose `lora_state_dict` converts every LoRA layout of the family."""
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class)
+
+    def preview_pipeline(self, model, scheduler):
+        raise NotImplementedError
+
+    def prompt_kwargs(self, model, prompt: str, negative: str, device, clip_skip: int, max_tokens: int) -> dict:
+        raise NotImplementedError
+
+    # --- export ---------------------------------------------------------------------------------------
+    def kohya_name(self, component: str, module: str, denoiser_config: dict | None) -> str:
+        raise NotImplementedError
+
+    def metadata(self, prediction_type: str) -> dict[str, str]:
+        """The keys the UIs file a LoRA by (ss_base_model_version, modelspec.architecture, ...)."""
+        raise NotImplementedError
+
+    def config_from_metadata(self, metadata: dict) -> str:
+        """The config folder a LoRA of this family was trained against, read from metadata that lacks ours."""
+        return self.config_name("epsilon", tiny=False)
+
+    def original_layout(self, components: dict) -> dict:
+        """A model's state dict in the layout of the single files users download (merge writes it)."""
+        raise NotImplementedError
+
+    def original_key(self, component: str, module: str, denoiser_config: dict) -> tuple[str, int | None]:
+        """(single-file key of a module's weight, which row block of a fused weight or None) for merge."""
+        raise NotImplementedError
