@@ -36,7 +36,8 @@ def main() -> int:
         2: lambda: wizard.images_page.import_paths([ROOT / "assets" / "sample_dataset"]),
         3: lambda: (wizard.captions_page.trigger.setText("zkx"), wizard.captions_page.class_word.setText("shape")),
     }
-    ready = {2: lambda: "8 images" in wizard.images_page.report.text(),
+    ready = {1: lambda: wizard.model_page.isComplete(),  # the engine has said what the demo's family is
+             2: lambda: "8 images" in wizard.images_page.report.text(),
              3: lambda: wizard.captions_page.preview.rowCount() > 0 and
              wizard.captions_page.preview.item(0, 2).text().startswith("zkx")}
 

@@ -173,7 +173,7 @@ class ModelPage(QWizardPage):
         self.state.model_path, self.state.family = path, info["family"]
         if path == DEMO_MODEL:
             self.state.model_text = f"built-in tiny demo model ({label} architecture)"
-            self.info.setText("")
+            self.info.setText(f"✓ {self.state.model_text}")
         else:
             self.state.model_text = describe(info, path)
             self.info.setText(f"✓ {label} ({info.get('prediction_type', '')})")

@@ -18,7 +18,7 @@ V_HINT = ("SD2 default: most SD2.x checkpoints are 768-v; set model.prediction_t
 class StableDiffusion1(UNetFamily):
     id, label = "sd1", "SD 1.x"
     demo, preset_prefix, a1111_version = "demo:sd15", "sd15", "SD1"
-    tiny_config = "tiny-sd15"
+    full_config, tiny_config = "sd15", "tiny-sd15"
     te_marker, cross_attention_width = "cond_stage_model.transformer.", 768
     ldm = LdmLayout(clip_prefix="cond_stage_model.transformer.", openclip_prefix=None)
     text = ClipText()
@@ -26,18 +26,16 @@ class StableDiffusion1(UNetFamily):
     plan = PlanFigures(activation_resolution=512, activation_bytes=3.0 * GB, denoiser_params=859_520_964,
                        vae_encode_bytes=1.2 * GB)
 
-    def native_resolution(self, prediction_type: str = "") -> int:
-        return 512
-
-    def config_name(self, prediction_type: str, tiny: bool) -> str:
-        return self.tiny_config if tiny else "sd15"
-
-    def config_names(self) -> tuple[str, ...]:
-        return ("sd15", self.tiny_config)
-
     def claims_folder(self, index: dict, denoiser_config: dict) -> bool:
-        return "XL" not in index.get("_class_name", "") and "addition_embed_type" not in denoiser_config \
-            and denoiser_config.get("cross_attention_dim") == self.cross_attention_width
+        xl = "XL" in index.get("_class_name", "") or "addition_embed_type" in denoiser_config
+        width = denoiser_config.get("cross_attention_dim")
+        return not xl and width in (self.cross_attention_width, self.tiny_width())
+
+    def tiny_width(self) -> int:
+        """The cross-attention width of the tiny model (a tiny diffusers folder is told apart by it)."""
+        from trainer.families.unet import read_json
+
+        return read_json(self.config_folder(self.tiny_config) / "unet" / "config.json")["cross_attention_dim"]
 
     def claims_lora(self, keys: list[str], metadata: dict) -> bool:
         if metadata.get("lora_studio_base_config") in self.config_names():
@@ -60,7 +58,7 @@ class StableDiffusion1(UNetFamily):
 class StableDiffusion2(StableDiffusion1):
     id, label = "sd2", "SD 2.x"
     demo, a1111_version = "demo:sd2", "SD2"
-    tiny_config = "tiny-sd2"
+    full_config, tiny_config = "sd2", "tiny-sd2"
     te_marker, cross_attention_width = "cond_stage_model.model.", 1024
     ldm = LdmLayout(clip_prefix=None, openclip_prefix="cond_stage_model.model.", openclip_extra_layer=True)
     plan = PlanFigures(activation_resolution=768, activation_bytes=5.5 * GB, denoiser_params=865_910_724,

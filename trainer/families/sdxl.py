@@ -16,7 +16,7 @@ class StableDiffusionXL(UNetFamily):
     id, label = "sdxl", "SDXL"
     demo, preset_prefix, a1111_version = "demo:sdxl", "sdxl", "SDXL"
     tier_prefix, smallest_tier, min_gpu_gb = "sdxl-", "8gb", 7.5  # no SDXL tier below 8 GB
-    tiny_config = "tiny-sdxl"
+    full_config, tiny_config, resolution = "sdxl", "tiny-sdxl", 1024
     text_encoders = ("text_encoder", "text_encoder_2")
     te_marker, cross_attention_width = "conditioner.embedders.1.", 2048
     ldm = LdmLayout(clip_prefix="conditioner.embedders.0.transformer.",
@@ -26,15 +26,6 @@ class StableDiffusionXL(UNetFamily):
     te_prefixes = {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}
     plan = PlanFigures(activation_resolution=1024, activation_bytes=11.0 * GB, denoiser_params=2_567_463_684,
                        vae_encode_bytes=4.8 * GB)
-
-    def native_resolution(self, prediction_type: str = "") -> int:
-        return 1024
-
-    def config_name(self, prediction_type: str, tiny: bool) -> str:
-        return self.tiny_config if tiny else "sdxl"
-
-    def config_names(self) -> tuple[str, ...]:
-        return ("sdxl", self.tiny_config)
 
     def claims_folder(self, index: dict, denoiser_config: dict) -> bool:
         return "XL" in index.get("_class_name", "") or denoiser_config.get("addition_embed_type") == "text_time"

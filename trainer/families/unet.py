@@ -43,7 +43,17 @@ class UNetFamily(Family):
     objective = DDPM
     ldm = None                         # trainer.families.ldm_layout.LdmLayout: its single-file text encoders
     cross_attention_width = 0          # the UNet's context width tells the families apart in a bare UNet
-    tiny_config = ""
+    full_config, tiny_config = "", ""  # assets/configs folders of the real model and of the tiny one
+    resolution = 512                   # the native resolution
+
+    def native_resolution(self, prediction_type: str = "") -> int:
+        return self.resolution
+
+    def config_name(self, prediction_type: str, tiny: bool) -> str:
+        return self.tiny_config if tiny else self.full_config
+
+    def config_names(self) -> tuple[str, ...]:
+        return (self.full_config, self.tiny_config)
 
     # --- detection ------------------------------------------------------------------------------------
     te_marker = ""                     # the key prefix of this family's text encoder in a single file
