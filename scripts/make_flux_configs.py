@@ -62,7 +62,8 @@ SCHNELL_SCHEDULER = dict(shift=1.0, use_dynamic_shifting=False)
 
 FOLDERS = {
     "flux1-dev": (dict(REAL_TRANSFORMER, guidance_embeds=True), REAL_VAE, CLIP_L, T5_XXL, DEV_SCHEDULER),
-    "flux1-schnell": (dict(REAL_TRANSFORMER, guidance_embeds=False), REAL_VAE, CLIP_L, T5_XXL, SCHNELL_SCHEDULER),
+    "flux1-schnell": (dict(REAL_TRANSFORMER, guidance_embeds=False), REAL_VAE, CLIP_L, T5_XXL,
+                      SCHNELL_SCHEDULER),
     "tiny-flux1": (dict(TINY_TRANSFORMER, guidance_embeds=True), TINY_VAE, CLIP_TINY, T5_TINY, DEV_SCHEDULER),
     "tiny-flux1-schnell": (dict(TINY_TRANSFORMER, guidance_embeds=False), TINY_VAE, CLIP_TINY, T5_TINY,
                            SCHNELL_SCHEDULER),
@@ -89,7 +90,8 @@ def vae_config(kw: dict) -> dict:
     # BFL's AE: 16 latent channels, no quant convs, latents = (x - shift) * scale
     with torch.device("meta"):
         model = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16,
-                              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                              down_block_types=("DownEncoderBlock2D",) * 4,
+                              up_block_types=("UpDecoderBlock2D",) * 4,
                               scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
                               use_post_quant_conv=False, force_upcast=True, **kw)
     return _clean(model.config, "AutoencoderKL")
@@ -118,7 +120,8 @@ def model_index() -> dict:
     return {"_class_name": "FluxPipeline", "_diffusers_version": DIFFUSERS_VERSION,
             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-            "text_encoder_2": ["transformers", "T5EncoderModel"], "tokenizer_2": ["transformers", "T5TokenizerFast"],
+            "text_encoder_2": ["transformers", "T5EncoderModel"],
+            "tokenizer_2": ["transformers", "T5TokenizerFast"],
             "transformer": ["diffusers", "FluxTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"],
             "image_encoder": [None, None], "feature_extractor": [None, None]}
 
@@ -177,7 +180,8 @@ def bfl_reference_shapes(config: dict) -> dict[str, tuple]:
             shapes.update({f"{b}attn.norm.{n}.scale": (heads,) for n in ("query_norm", "key_norm")})
     for i in range(config["num_single_layers"]):
         b = f"single_blocks.{i}."
-        linear(b + "linear1", h, 3 * h + mlp), linear(b + "linear2", h + mlp, h), linear(b + "modulation.lin", h, 3 * h)
+        linear(b + "linear1", h, 3 * h + mlp), linear(b + "linear2", h + mlp, h)
+        linear(b + "modulation.lin", h, 3 * h)
         shapes.update({f"{b}norm.{n}.scale": (heads,) for n in ("query_norm", "key_norm")})
     linear("final_layer.linear", h, out), linear("final_layer.adaLN_modulation.1", h, 2 * h)
     return shapes
@@ -193,7 +197,7 @@ def check(name: str, folder: Path) -> dict[str, int]:
     mapped = diffusers_to_bfl({k: tuple(v.shape) for k, v in parts["transformer"].state_dict().items()})
     assert mapped == reference, f"{name}: diffusers_to_bfl disagrees with BFL's module shapes"
     bfl_count = sum(torch.Size(s).numel() for s in reference.values())
-    assert bfl_count == counts["transformer"], f"{name}: BFL count {bfl_count} != diffusers {counts['transformer']}"
+    assert bfl_count == counts["transformer"], f"{name}: BFL {bfl_count} != diffusers {counts['transformer']}"
     for component, expected in PUBLISHED.get(name, {}).items():
         assert counts[component] == expected, f"{name} {component}: {counts[component]:,} != {expected:,}"
     return counts

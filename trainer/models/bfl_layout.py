@@ -49,7 +49,8 @@ DOUBLE = {
 DOUBLE_FUSED = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
                 "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
 DOUBLE_NORMS = {"attn.norm_q": "img_attn.norm.query_norm", "attn.norm_k": "img_attn.norm.key_norm",
-                "attn.norm_added_q": "txt_attn.norm.query_norm", "attn.norm_added_k": "txt_attn.norm.key_norm"}
+                "attn.norm_added_q": "txt_attn.norm.query_norm",
+                "attn.norm_added_k": "txt_attn.norm.key_norm"}
 # inside single_transformer_blocks.N (diffusers) / single_blocks.N (BFL)
 SINGLE = {"norm.linear": "modulation.lin", "proj_out": "linear2"}
 SINGLE_FUSED = {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")}
@@ -70,11 +71,12 @@ class Link:
 
 
 def links(num_double: int, num_single: int, guidance: bool) -> list[Link]:
-    """Every module of a FLUX.1 transformer of that depth; `guidance` is dev's guidance_in (schnell has none)."""
+    """Every module of a FLUX.1 transformer of that depth; `guidance`: dev's guidance_in (not in schnell)."""
     top = dict(GLOBAL, **(GUIDANCE if guidance else {}))
     out = [Link(bfl, (d,), swap=d in SWAPPED) for d, bfl in top.items()]
     for i in range(num_double):
-        out += _block_links(f"transformer_blocks.{i}.", f"double_blocks.{i}.", DOUBLE, DOUBLE_FUSED, DOUBLE_NORMS)
+        out += _block_links(f"transformer_blocks.{i}.", f"double_blocks.{i}.", DOUBLE, DOUBLE_FUSED,
+                            DOUBLE_NORMS)
     for i in range(num_single):
         out += _block_links(f"single_transformer_blocks.{i}.", f"single_blocks.{i}.", SINGLE, SINGLE_FUSED,
                             SINGLE_NORMS)
@@ -93,7 +95,8 @@ def depth(keys: Iterable[str], contiguous: bool = True) -> tuple[int, int, bool]
     keys = [k.removeprefix(BFL_PREFIX) for k in keys]
     double = _count(keys, r"(?:double_blocks|transformer_blocks)\.(\d+)\.", contiguous)
     single = _count(keys, r"(?:single_blocks|single_transformer_blocks)\.(\d+)\.", contiguous)
-    return double, single, any(k.startswith(("guidance_in.", "time_text_embed.guidance_embedder.")) for k in keys)
+    guidance = any(k.startswith(("guidance_in.", "time_text_embed.guidance_embedder.")) for k in keys)
+    return double, single, guidance
 
 
 def _count(keys: list[str], pattern: str, contiguous: bool) -> int:
@@ -155,7 +158,7 @@ def _part_rows(link: Link, total: int, hidden: int) -> list[int]:
     if link.parts[-1].endswith("proj_mlp"):
         sizes[-1] = total - hidden * (len(link.parts) - 1)
     if sum(sizes) != total or min(sizes) <= 0:
-        raise ValueError(f"{link.bfl} has {total} rows, which do not split into {link.parts} at width {hidden}")
+        raise ValueError(f"{link.bfl}: {total} rows do not split into {link.parts} at width {hidden}")
     return sizes
 
 
@@ -269,7 +272,8 @@ def fuse_lora(pieces: list[tuple[LoraSlot, torch.Tensor, torch.Tensor, float]], 
     col = 0
     for piece, down, piece_up, scale in sorted(pieces, key=lambda p: p[0].row_offset):
         r = down.shape[0]
-        up[piece.row_offset:piece.row_offset + piece.rows, col:col + r] = piece_up if same else piece_up * scale
+        rows = slice(piece.row_offset, piece.row_offset + piece.rows)
+        up[rows, col:col + r] = piece_up if same else piece_up * scale
         col += r
     down = torch.cat([d for _, d, _, _ in sorted(pieces, key=lambda p: p[0].row_offset)], dim=0)
     return down, up, (pieces[0][3] if same else 1.0) * rank
