@@ -61,6 +61,10 @@ def _absolutize(cfg: config_mod.TrainConfig, base: Path) -> None:
         cfg.dataset.path = str((base / cfg.dataset.path).resolve())
     if not cfg.model.path.startswith("demo:") and not Path(cfg.model.path).expanduser().is_absolute():
         cfg.model.path = str((base / cfg.model.path).resolve())
+    for key in ("vae", "clip_l", "t5"):  # a family's other files
+        value = getattr(cfg.model, key)
+        if value and not Path(value).expanduser().is_absolute():
+            setattr(cfg.model, key, str((base / value).resolve()))
 
 
 RESUME_HINT = "resume with: lora-studio resume RUN_DIR"

@@ -46,19 +46,32 @@ def refuse_lycoris(tensors: dict[str, torch.Tensor], what: str) -> None:
 def kohya_to_diffusers(tensors: dict[str, torch.Tensor], metadata: dict) -> dict[str, torch.Tensor]:
     refuse_lycoris(tensors, "the diffusers layout export")
     config = base_config_of(metadata)
-    table = module_table(config, by_config(config).id)
+    family = by_config(config)
+    table = module_table(config, family.id)
+    denoiser_config = _denoiser_config(family, config)
     out = {}
     for name, parts in group_modules(tensors).items():
         if "dora_scale" in parts:
             raise UserError(f"{name} is a DoRA module; the diffusers layout export supports plain LoRA only",
                             "export with --format kohya, which every UI and diffusers read")
         target = table[name]
-        module = target.module if target.component == "unet" else _with_text_model(target.module)
-        prefix = f"{target.component}.{module}"
+        dtype = parts["lora_up.weight"].dtype
         up = parts["lora_up.weight"].float() * scale_of(parts)
-        out[f"{prefix}.lora_A.weight"] = parts["lora_down.weight"].contiguous()
-        out[f"{prefix}.lora_B.weight"] = up.to(parts["lora_up.weight"].dtype).contiguous()
+        for module, down, piece_up in family.diffusers_pieces(target, parts["lora_down.weight"], up,
+                                                              denoiser_config):
+            module = module if target.component == "unet" else _with_text_model(module)
+            prefix = f"{family.diffusers_prefix(target.component)}.{module}"
+            out[f"{prefix}.lora_A.weight"] = down.contiguous()
+            out[f"{prefix}.lora_B.weight"] = piece_up.to(dtype).contiguous()
     return out
+
+
+def _denoiser_config(family, config: str) -> dict:
+    import json
+
+    folder = family.config_folder(config)
+    sub = "unet" if (folder / "unet").is_dir() else "transformer"
+    return json.loads((folder / sub / "config.json").read_text())
 
 
 def _with_text_model(module: str) -> str:

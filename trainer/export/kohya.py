@@ -34,14 +34,23 @@ def kohya_module_name(component: str, module: str, arch: str, denoiser_config: d
 def to_kohya(adapters: dict[str, dict[str, torch.Tensor]], arch: str, unet_config: dict,
              scales: dict[str, dict[str, tuple[int, float]]], dtype: torch.dtype = torch.float16,
              ) -> dict[str, torch.Tensor]:
-    """{component: peft state dict} -> one kohya/LyCORIS state dict with `.alpha` per module.
+    """{component: peft state dict} -> the kohya/LyCORIS state dict of family `arch` (most families:
+    `kohya_tensors` with their module names; FLUX.1 stacks its split q/k/v into the fused BFL layers).
 
     `scales` is {component: {module: (rank, scale)}} as trained (trainer.lora.algorithms.module_scales).
     """
+    from trainer.families.registry import get
+
+    return get(arch).export_kohya(adapters, unet_config, scales, dtype)
+
+
+def kohya_tensors(adapters: dict[str, dict[str, torch.Tensor]], name_of, scales: dict, dtype: torch.dtype,
+                  ) -> dict[str, torch.Tensor]:
+    """One kohya/LyCORIS state dict with `.alpha` per module, each module named `name_of(component, module)`."""
     out: dict[str, torch.Tensor] = {}
     for component, state in adapters.items():
         for module, parts in _group_peft(state).items():
-            name = kohya_module_name(component, module, arch, unet_config)
+            name = name_of(component, module)
             rank, scale = scales[component][module]
             if "lora_E" in parts:
                 parts, rank = fold_triplets(parts)

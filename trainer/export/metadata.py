@@ -53,7 +53,8 @@ class TrainingFacts:
 def build_metadata(f: TrainingFacts) -> dict[str, str]:
     from trainer.families.registry import get
 
-    by_family = get(f.arch).metadata(f.prediction_type)
+    family = get(f.arch)
+    by_family = family.metadata(f.prediction_type, family.variant_of_config(f.base_config))
     network_args = {"targets": f.targets}
     if f.targets == "full":
         network_args.update(conv_dim=str(f.conv_rank or f.rank), conv_alpha=str(f.conv_alpha or f.alpha))
@@ -109,7 +110,7 @@ def _modelspec(f: TrainingFacts, architecture: str) -> dict[str, str]:
         "modelspec.title": f.output_name,
         "modelspec.resolution": f"{f.resolution}x{f.resolution}",
         "modelspec.date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-        "modelspec.prediction_type": "v" if f.prediction_type == "v_prediction" else "epsilon",
+        "modelspec.prediction_type": {"v_prediction": "v", "flow": "flow"}.get(f.prediction_type, "epsilon"),
     }
     if f.trigger_phrase:
         spec["modelspec.trigger_phrase"] = f.trigger_phrase

@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_down\.weight|lora_up\.weight|alpha|dora_scale"
                     r"|hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t2))$")
 
@@ -49,22 +47,12 @@ class Target:
 @functools.lru_cache(maxsize=8)
 def module_table(config_name: str, arch: str) -> dict[str, Target]:
     """kohya module name -> the Linear/Conv2d it applies to, for every such layer of the architecture (the
-    family's components built on the meta device from assets/configs/CONFIG_NAME, named by its rules)."""
+    family's components built on the meta device from its config folder, named by its rules)."""
     from trainer.families.registry import get
 
     family = get(arch)
-    models = family.meta_components(family.config_folder(config_name))
-    denoiser_config = dict(models["unet"].config)
-    out = {}
-    for component in ("unet", *family.text_encoders):
-        for module_name, module in models[component].named_modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and module_name:
-                try:
-                    key = family.kohya_name(component, module_name, denoiser_config)
-                except ValueError:
-                    continue  # a module with no name in the UIs' scheme (never targeted)
-                out[key] = Target(component, module_name, type(module).__name__, tuple(module.weight.shape))
-    return out
+    components = family.meta_components(family.config_folder(config_name))
+    return {key: Target(*target) for key, target in family.kohya_modules(components).items()}
 
 
 def expected_modules(config_name: str, arch: str) -> dict[str, tuple[str, tuple]]:

@@ -54,6 +54,7 @@ class Family:
     label: str = ""                   # for people: "SD 1.x", "SDXL"
     denoiser: str = "unet"            # unet | transformer: the component LoRA trains
     text_encoders: tuple[str, ...] = ("text_encoder",)
+    trainable_text_encoders: tuple[str, ...] | None = None   # those lora.train_text_encoder trains (None: all)
     demo: str = ""                    # "demo:NAME" builds this family's tiny random model
     preset_prefix: str = ""           # presets/<prefix>-character.toml, <prefix>-style.toml
     tier_prefix: str = ""             # memory tiers: presets/<tier_prefix>vram-8gb.toml, ...
@@ -67,14 +68,24 @@ class Family:
     plan: PlanFigures = None
     text = None                       # the text strategy (trainer.families.clip_text.ClipText, ...)
     objective = None                  # the objective strategy (trainer.families.ddpm.Ddpm, ...)
+    encode_before_denoiser = False    # captions are encoded and the text encoders freed before it loads
+    prediction = ""                   # what every checkpoint of the family predicts ("" : each says, DDPM)
 
     # --- identity -------------------------------------------------------------------------------------
     def native_resolution(self, prediction_type: str = "") -> int:
         raise NotImplementedError
 
-    def config_name(self, prediction_type: str, tiny: bool) -> str:
-        """The assets/configs folder that describes this checkpoint's architecture."""
+    def config_name(self, prediction_type: str, tiny: bool, variant: str = "") -> str:
+        """The assets/configs folder that describes this checkpoint's architecture (`variant`: a family's
+        kinds of checkpoint, such as FLUX.1 dev / schnell)."""
         raise NotImplementedError
+
+    def variant_of_config(self, config_name: str) -> str:
+        return ""
+
+    def token_default(self, variant: str = "") -> int:
+        """dataset.max_token_length this family's checkpoints were made with."""
+        return self.tokens.default
 
     def config_folder(self, name: str) -> Path:
         """The folder of config `name`: assets/configs/NAME for the built-in families."""
@@ -89,13 +100,13 @@ class Family:
     def prediction_of_config(self, config_name: str) -> str:
         return "epsilon"
 
-    def facts(self, prediction_type: str = "") -> dict:
+    def facts(self, prediction_type: str = "", variant: str = "") -> dict:
         """What front ends show and offer, as JSON: the GUI reads these, never its own tables."""
-        return {"id": self.id, "label": self.label, "denoiser": self.denoiser,
+        return {"id": self.id, "label": self.label, "denoiser": self.denoiser, "variant": variant,
                 "native_resolution": self.native_resolution(prediction_type),
                 "preset_prefix": self.preset_prefix, "tier_prefix": self.tier_prefix,
                 "smallest_tier": self.smallest_tier, "min_gpu_gb": self.min_gpu_gb, "token_chunk": self.tokens.chunk,
-                "max_tokens": self.tokens.maximum, "default_tokens": self.tokens.default,
+                "max_tokens": self.tokens.maximum, "default_tokens": self.token_default(variant),
                 "tokenizer": self.tokens.tokenizer, "targets": list(self.lora.denoiser),
                 "block_groups": list(self.lora.blocks), "text_encoders": list(self.text_encoders),
                 "latent_channels": self.latent_channels, "demo": self.demo}
@@ -140,10 +151,10 @@ class Family:
     def tiny_components(self, seed: int = 0) -> dict:
         raise NotImplementedError
 
-    def load_single_file(self, path: Path, info, precision, device) -> dict:
+    def load_single_file(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
         raise NotImplementedError
 
-    def load_folder(self, path: Path, info, precision, device) -> dict:
+    def load_folder(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
         raise NotImplementedError
 
     def caption_tokenizer(self):
@@ -153,6 +164,11 @@ class Family:
     def meta_components(self, configs: Path) -> dict:
         """The components built on the meta device from a config folder (plan counts their parameters)."""
         raise NotImplementedError
+
+    def trained_encoders(self, model) -> list[tuple[str, object]]:
+        """(component name, module) of the text encoders lora.train_text_encoder puts LoRA layers on."""
+        names = self.trainable_text_encoders or self.text_encoders
+        return [(n, m) for n, m in zip(self.text_encoders, model.text_encoders) if n in names]
 
     def training_scheduler(self, scheduler, prediction_type: str):
         return self.objective.training_scheduler(scheduler, prediction_type)
@@ -177,6 +193,20 @@ class Family:
     def preview_pipeline(self, model, scheduler):
         raise NotImplementedError
 
+    def preview_scheduler(self, sampler: str, training_scheduler):
+        """The scheduler previews and `generate` sample with (sampling.sampler: euler_a, dpmpp_2m_karras)."""
+        from trainer.run.sampling import make_scheduler
+
+        return make_scheduler(sampler, training_scheduler)
+
+    def sampling_kwargs(self, model, steps: int, guidance: float, rescale: float) -> dict:
+        """The pipeline's sampling arguments besides the conditioning and the size."""
+        return {"num_inference_steps": steps, "guidance_scale": guidance, "guidance_rescale": rescale}
+
+    def preview_latents(self, pipe, latents, width: int, height: int):
+        """The pipeline's `output_type="latent"` result as (B, C, H, W) latents for the VAE."""
+        return latents
+
     def prompt_kwargs(self, model, prompt: str, negative: str, device, clip_skip: int, max_tokens: int) -> dict:
         raise NotImplementedError
 
@@ -184,9 +214,46 @@ class Family:
     def kohya_name(self, component: str, module: str, denoiser_config: dict | None) -> str:
         raise NotImplementedError
 
-    def metadata(self, prediction_type: str) -> dict[str, str]:
+    def metadata(self, prediction_type: str, variant: str = "") -> dict[str, str]:
         """The keys the UIs file a LoRA by (ss_base_model_version, modelspec.architecture, ...)."""
         raise NotImplementedError
+
+    def export_kohya(self, adapters: dict, denoiser_config: dict, scales: dict, dtype) -> dict:
+        """{component: peft state} -> the kohya-layout tensors every UI applies (trainer.export.kohya)."""
+        from trainer.export.kohya import kohya_tensors
+
+        return kohya_tensors(adapters, lambda c, m: self.kohya_name(c, m, denoiser_config), scales, dtype)
+
+    def kohya_modules(self, components: dict) -> dict[str, tuple]:
+        """{kohya module: (component, module path, Linear|Conv2d, weight shape)} of every layer a LoRA of this
+        family can hold, from its components (built on the meta device): what verify checks files against."""
+        import torch
+
+        out = {}
+        config = dict(components["unet"].config)
+        for component in ("unet", *self.text_encoders):
+            for name, module in components[component].named_modules():
+                if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and name:
+                    try:
+                        key = self.kohya_name(component, name, config)
+                    except ValueError:
+                        continue  # a module with no name in the UIs' scheme (never targeted)
+                    out[key] = (component, name, type(module).__name__, tuple(module.weight.shape))
+        return out
+
+    def diffusers_pieces(self, target, down, up, denoiser_config: dict) -> list:
+        """(diffusers module, down, up) of one kohya module for the diffusers/PEFT layout."""
+        return [(target.module, down, up)]
+
+    diffusers_text_encoders = True    # whether its diffusers/PEFT LoRA layout can carry text-encoder LoRA
+
+    def diffusers_prefix(self, component: str) -> str:
+        """The component's key prefix in the diffusers/PEFT layout (unet., text_encoder., transformer.)."""
+        return component
+
+    def single_files(self, components: dict, variant: str = "") -> dict[str, dict]:
+        """{file name: state dict} of the files users download for a model (the base model's first)."""
+        return {f"{self.id}.safetensors": self.original_layout(components)}
 
     def config_from_metadata(self, metadata: dict) -> str:
         """The config folder a LoRA of this family was trained against, read from metadata that lacks ours."""

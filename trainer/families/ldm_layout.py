@@ -103,6 +103,11 @@ def to_original_state_dict(components: dict, layout: LdmLayout | str) -> dict[st
     return {k: v.clone().contiguous() for k, v in out.items()}
 
 
+def vae_file_state(vae) -> dict[str, torch.Tensor]:
+    """A diffusers AutoencoderKL in the original LDM names without a prefix, as FLUX's ae.safetensors is."""
+    return {vae_key(k): _vae_tensor(k, v).clone().contiguous() for k, v in vae.state_dict().items()}
+
+
 def unet_key(key: str, config: dict) -> str:
     module, param = key.rsplit(".", 1)
     if module in UNET_TOP:

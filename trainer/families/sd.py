@@ -50,7 +50,7 @@ class StableDiffusion1(UNetFamily):
             vae=model.vae, text_encoder=model.text_encoders[0], tokenizer=model.tokenizers[0], unet=model.unet,
             scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
-    def metadata(self, prediction_type: str) -> dict[str, str]:
+    def metadata(self, prediction_type: str, variant: str = "") -> dict[str, str]:
         return {"ss_base_model_version": "sd_v1", "ss_v2": "False",
                 "modelspec.architecture": "stable-diffusion-v1"}
 
@@ -71,7 +71,7 @@ class StableDiffusion2(StableDiffusion1):
     def default_prediction(self) -> tuple[str, str]:
         return "v_prediction", V_HINT
 
-    def config_name(self, prediction_type: str, tiny: bool) -> str:
+    def config_name(self, prediction_type: str, tiny: bool, variant: str = "") -> str:
         if tiny:
             return self.tiny_config
         return "sd2-768v" if prediction_type == "v_prediction" else "sd2"
@@ -91,7 +91,7 @@ class StableDiffusion2(StableDiffusion1):
     def config_from_metadata(self, metadata: dict) -> str:
         return "sd2-768v" if "768" in lora_version(metadata) else "sd2"
 
-    def metadata(self, prediction_type: str) -> dict[str, str]:
+    def metadata(self, prediction_type: str, variant: str = "") -> dict[str, str]:
         v = prediction_type == "v_prediction"
         return {"ss_base_model_version": "sd_v2_768_v" if v else "sd_v2", "ss_v2": "True",
                 "modelspec.architecture": "stable-diffusion-v2-768-v" if v else "stable-diffusion-v2-512"}

@@ -73,7 +73,7 @@ class StableDiffusionXL(UNetFamily):
 
         return sgm_unet_name(module, unet_config)
 
-    def metadata(self, prediction_type: str) -> dict[str, str]:
+    def metadata(self, prediction_type: str, variant: str = "") -> dict[str, str]:
         return {"ss_base_model_version": "sdxl_base_v1-0", "ss_v2": "False",
                 "modelspec.architecture": "stable-diffusion-xl-v1-base"}
 

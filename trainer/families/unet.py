@@ -49,7 +49,7 @@ class UNetFamily(Family):
     def native_resolution(self, prediction_type: str = "") -> int:
         return self.resolution
 
-    def config_name(self, prediction_type: str, tiny: bool) -> str:
+    def config_name(self, prediction_type: str, tiny: bool, variant: str = "") -> str:
         return self.tiny_config if tiny else self.full_config
 
     def config_names(self) -> tuple[str, ...]:
@@ -134,13 +134,13 @@ class UNetFamily(Family):
             parts.update(self._text_encoders(configs))
         return parts
 
-    def load_single_file(self, path: Path, info, precision, device) -> dict:
+    def load_single_file(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
         from trainer.models.single_file import load_single_file
 
         return load_single_file(path, info.config_folder(), self.ldm.text_encoders(), precision,
                                 device, self.tokenizers())
 
-    def load_folder(self, path: Path, info, precision, device) -> dict:
+    def load_folder(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
         from trainer.models.folder import load_diffusers_folder
 
         parts = load_diffusers_folder(path, self.text_encoders, precision, device)

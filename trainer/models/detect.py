@@ -25,7 +25,8 @@ class CheckpointInfo:
     format: str                 # safetensors | ckpt | diffusers
     kind: str                   # base | lora | vae | text_encoder | embedding | diffusers_unet | other
     arch: str = ""              # the family id (trainer.families): sd1 | sd2 | sdxl | ...
-    prediction_type: str = ""   # epsilon | v_prediction
+    prediction_type: str = ""   # epsilon | v_prediction | flow
+    variant: str = ""           # the family's kind of checkpoint, where it has several (FLUX.1 dev | schnell)
     prediction_source: str = ""
     size: str = "full"          # full | tiny (LoRA Studio's built-in tiny architecture)
     key_count: int = 0
@@ -40,7 +41,7 @@ class CheckpointInfo:
         return get(self.arch) if self.arch else None
 
     def config_name(self) -> str:
-        return self.family.config_name(self.prediction_type, self.size == "tiny")
+        return self.family.config_name(self.prediction_type, self.size == "tiny", self.variant)
 
     def config_folder(self) -> Path:
         """The config folder describing this checkpoint's architecture (what a single file lacks)."""
@@ -56,7 +57,7 @@ class CheckpointInfo:
         data["path"] = str(self.path)
         data.update(data.pop("extra"))
         if self.kind == "base" and self.family:
-            data["family"] = self.family.facts(self.prediction_type)  # the GUI's one source of family facts
+            data["family"] = self.family.facts(self.prediction_type, self.variant)  # the GUI's one source of them
         return data
 
 
@@ -184,7 +185,10 @@ def _inspect_diffusers_folder(path: Path) -> CheckpointInfo:
 
 def _inspect_demo(spec: str, family) -> CheckpointInfo:
     """A family's built-in tiny model (demo:sd15, ...): the GUI asks about it like about any file."""
-    scheduler = family.config_folder(family.config_name("epsilon", tiny=True)) / "scheduler" / "scheduler_config.json"
-    prediction = json.loads(scheduler.read_text(encoding="utf-8")).get("prediction_type", "epsilon")
-    return CheckpointInfo(path=Path(spec), format="demo", kind="base", arch=family.id, prediction_type=prediction,
-                          prediction_source="built-in tiny model", size="tiny")
+    folder = family.config_folder(family.config_name("epsilon", tiny=True))
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    info = CheckpointInfo(path=Path(spec), format="demo", kind="base", arch=family.id, size="tiny",
+                          prediction_type=family.prediction or config.get("prediction_type", "epsilon"),
+                          prediction_source="built-in tiny model")
+    info.variant = family.variant_of_config(info.config_name())
+    return info

@@ -184,8 +184,21 @@ def _read_all(source: TensorFile, plan: dict, dtype_of) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {target: pool.submit(source.read, key, dtype_of(target)) for target, key in plan.items()}
+        futures = {target: pool.submit(_read_rows, source, key, dtype_of(target)) for target, key in plan.items()}
         return {target: future.result() for target, future in futures.items()}
+
+
+def _read_rows(source: TensorFile, key, dtype):
+    """A file tensor, or (file key, rows): those rows of it, copied, so the whole tensor is let go."""
+    if isinstance(key, str):
+        return source.read(key, dtype)
+    name, rows = key
+    whole = source.read(name)
+    if whole.element_size() == 1 and whole.is_floating_point():  # float8 has no index_select: select bytes
+        part = whole.view(torch.uint8).index_select(0, rows).view(whole.dtype)
+    else:
+        part = whole.index_select(0, rows)
+    return _cast(part, dtype, copy=False)
 
 
 def _identity(state: dict) -> dict:
@@ -193,7 +206,8 @@ def _identity(state: dict) -> dict:
 
 
 def _plan_conversion(source: TensorFile, keys: list[str], convert: Converter, model) -> tuple[dict, dict]:
-    """({model key: file key} for plain renames, {model key: tensor} for tensors the converter computes)."""
+    """({model key: file key, or (file key, rows)} for renames and row slices, {model key: tensor} for tensors
+    the converter computes otherwise)."""
     meta = {k: torch.empty(source.shape(k), dtype=source.dtype(k), device="meta") for k in keys}
     converted = _match_model_keys(convert(meta), model)
     origin = {id(t): k for k, t in meta.items()}
@@ -201,7 +215,11 @@ def _plan_conversion(source: TensorFile, keys: list[str], convert: Converter, mo
     rest = [k for k in keys if k not in set(plan.values())]
     if len(plan) == len(converted):
         return plan, {}
-    # Tensors the converter computes (slices, transposes, concatenations): convert those sources for real
+    if getattr(convert, "rows_only", False):  # each tensor is rows of one file tensor: read them one by one
+        rows = _row_plan(source, keys, convert, model)
+        if rows is not None:
+            return rows, {}
+    # Tensors the converter computes (transposes, concatenations): convert those sources for real
     # (few and small: OpenCLIP's fused attention in-projections, the VAE's 1x1 convolutions).
     mixed = dict(meta)
     mixed.update({k: source.read(k) for k in rest})
@@ -212,6 +230,42 @@ def _plan_conversion(source: TensorFile, keys: list[str], convert: Converter, mo
         real = {k: source.read(k) for k in keys}
         return {}, _match_model_keys(convert(real), model)
     return plan, computed
+
+
+ROW_TAG = 2 ** 32  # a row tag is file-key index × ROW_TAG + row: exact in float64 for any real model
+
+
+def rows_only(convert: Converter) -> Converter:
+    """Mark a converter that only renames, splits and reorders rows of file tensors (never transposes or
+    reshapes them): its plan is then found from row tags, and a split fused tensor is read one part at a time
+    instead of converting the whole component in memory (FLUX's 12 GB transformer)."""
+    convert.rows_only = True
+    return convert
+
+
+def _row_plan(source: TensorFile, keys: list[str], convert: Converter, model) -> dict | None:
+    """{model key: (file key, row indices)} for a `rows_only` converter, found by converting one float64 "row
+    tag" per row instead of the weights; None when some tensor is more than rows of one file tensor."""
+    tags = {k: torch.arange(source.shape(k)[0], dtype=torch.float64) + i * ROW_TAG
+            for i, k in enumerate(keys) if source.shape(k)}
+    if len(tags) != len(keys):
+        return None
+    try:
+        converted = _match_model_keys(convert(dict(tags)), model)
+    except (RuntimeError, ValueError, KeyError, IndexError):  # the converter needs more than rows
+        return None
+    expected = model.state_dict()
+    plan = {}
+    for target, tag in converted.items():
+        if tag.dim() != 1 or target not in expected or tag.shape[0] != expected[target].shape[0]:
+            return None
+        index = int(tag[0].item()) // ROW_TAG
+        if not torch.equal(tag // ROW_TAG, torch.full_like(tag, index)):
+            return None  # rows of several file tensors
+        rows = (tag - index * ROW_TAG).long()
+        whole = rows.shape[0] == source.shape(keys[index])[0] and torch.equal(rows, torch.arange(rows.shape[0]))
+        plan[target] = keys[index] if whole else (keys[index], rows)
+    return plan
 
 
 def _match_model_keys(state: dict, model: torch.nn.Module) -> dict:

@@ -52,8 +52,7 @@ class Batches:
 
     @property
     def captions_vary(self) -> bool:
-        return any(r.subset.shuffle_tags or r.subset.caption_dropout or r.subset.tag_dropout
-                   for r in self.records)
+        return captions_vary(self.records)
 
     def repeats(self, i: int) -> int:
         return self.records[i].subset.repeats * self.cfg.dataset.repeats
@@ -112,3 +111,8 @@ class Batches:
                              zip(indices, flips, prepared)]) if self.cfg.loss.masked else None
         return Batch(indices, captions, None, torch.stack([p.pixels for p in prepared]),
                      [p.original_size for p in prepared], [p.crop_top_left for p in prepared], weights, masks)
+
+
+def captions_vary(records: list) -> bool:
+    """Whether an image's caption changes from step to step (shuffled tags, tag or caption dropout)."""
+    return any(r.subset.shuffle_tags or r.subset.caption_dropout or r.subset.tag_dropout for r in records)

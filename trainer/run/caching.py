@@ -64,3 +64,16 @@ def fill_text_cache(data: Batches, model, device, cache: dict) -> None:
         hidden, pooled = encode_text(model, [caption], device, clip_skip=data.cfg.model.clip_skip,
                                      max_tokens=data.cfg.dataset.max_token_length)
         cache[caption] = (hidden[0].cpu(), None if pooled is None else pooled[0].cpu())
+
+
+def texts_known_ahead(cfg, records: list) -> list[str] | None:
+    """Every caption and preview prompt the run will encode, or None when captions vary from step to step
+    (shuffled tags, dropout): what a family that encodes before its denoiser loads encodes first."""
+    from trainer.shared.prompts import parse_prompt
+
+    from trainer.run.batches import captions_vary
+
+    if captions_vary(records):
+        return None
+    prompts = [parse_prompt(text, cfg.sampling, cfg.dataset.resolution, i) for i, text in enumerate(cfg.sampling.prompts)]
+    return [r.caption for r in records] + [""] + [p for s in prompts for p in (s.prompt, s.negative)]

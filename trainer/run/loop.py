@@ -62,7 +62,10 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
 def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool,
            items: list, held_out: list) -> Path:
     init = read_init_file(cfg, sink)  # before the adapter is built: it adopts the file's rank
-    with setup_runtime(cfg, run_dir, sink) as rt:  # closes the TensorBoard log on every way out
+    from trainer.run.caching import texts_known_ahead
+
+    texts = texts_known_ahead(cfg, items + held_out)
+    with setup_runtime(cfg, run_dir, sink, texts) as rt:  # closes the TensorBoard log on every way out
         load_init_weights(rt, init)
         rt.model.family.objective.prepare(rt.model, cfg.loss, sink)
         if resume and rt.accelerator.is_main_process:

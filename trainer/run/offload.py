@@ -28,7 +28,10 @@ class Offload:
         `samples_on_request`: a front end listens and may ask for a preview at any step."""
         modules = {}
         if not rt.te_params and rt.text_cache_in_use:
-            modules.update({f"text encoder {i + 1}": m for i, m in enumerate(rt.model.text_encoders)})
+            from trainer.models.load import released
+
+            modules.update({f"text encoder {i + 1}": m for i, m in enumerate(rt.model.text_encoders)
+                            if not released(m)})
         if data.cacheable_latents and data.latent_cache:
             modules["VAE"] = rt.model.vae
         offload = cls(modules, rt.device, bool(rt.cfg.sampling.every_n_steps) or samples_on_request)

@@ -11,7 +11,7 @@ import torch
 
 from trainer.lora.algorithms import peft_config
 from trainer.lora.inject import adapter_state_dict, inject, load_adapter_state_dict
-from trainer.models.load import BaseModel, family_of, load_base_model
+from trainer.models.load import BaseModel, family_of, load_base_model, released
 from trainer.run.sink import EventSink
 from trainer.shared import events as ev
 from trainer.shared.config import TrainConfig
@@ -91,7 +91,7 @@ class Runtime:
     def adapters(self) -> dict[str, dict[str, torch.Tensor]]:
         out = {"unet": adapter_state_dict(self.model.unet)}
         if self.te_params:
-            for name, encoder in zip(self.model.family.text_encoders, self.model.text_encoders):
+            for name, encoder in self.model.family.trained_encoders(self.model):
                 out[name] = adapter_state_dict(encoder)
         return out
 
@@ -123,7 +123,7 @@ class Runtime:
 
     def load_adapters(self, adapters: dict[str, dict[str, torch.Tensor]]) -> None:
         load_adapter_state_dict(self.model.unet, adapters["unet"])
-        for name, encoder in zip(self.model.family.text_encoders, self.model.text_encoders):
+        for name, encoder in self.model.family.trained_encoders(self.model):
             if name in adapters:
                 load_adapter_state_dict(encoder, adapters[name])
 
@@ -147,13 +147,20 @@ class Runtime:
         self.scalars.clear()
 
 
-def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink) -> Runtime:
+def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink, texts: list[str] | None = None) -> Runtime:
+    """`texts`: every caption and prompt the run will encode, when they are known before it starts (captions
+    that do not vary): a family that encodes before its denoiser loads (FLUX.1's T5) encodes them and frees
+    its text encoders first, so they never share memory with the denoiser."""
     accelerator = _accelerator(cfg)
     sink.enabled = accelerator.is_main_process
     torch.manual_seed(cfg.schedule.seed)
     family_of(cfg.model.path).check_config(cfg)  # the family's own limits, before the model loads
+    files = {"vae": cfg.model.vae, "clip_l": cfg.model.clip_l, "t5": cfg.model.t5}
     model = load_base_model(cfg.model.path, cfg.model.prediction_type, cfg.performance.weight_dtype,
-                            accelerator.device)
+                            accelerator.device, files, defer_denoiser=True)
+    model.train_guidance = cfg.model.train_guidance
+    if model.pending_denoiser is not None:
+        _encode_first(cfg, model, accelerator.device, texts, sink)
     weight_dtype = model.precision.compute  # what inputs are cast to; fp8 layers upcast to it themselves
     threads_before = _threads_for(model, accelerator.device)
     unet_params, te_params = add_adapters(cfg, model)
@@ -166,6 +173,26 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink) -> Runtime:
              model.description, model.arch, model.prediction_type, len(unet_params) + len(te_params),
              accelerator.device, model.precision.name, accelerator.mixed_precision)
     return rt
+
+
+def _encode_first(cfg: TrainConfig, model: BaseModel, device, texts: list[str] | None, sink: EventSink) -> None:
+    """Encode TEXTS, let the text encoders go (unless they are trained), then load the denoiser."""
+    if texts is None:
+        sink.emit(ev.Warning(message="captions vary from step to step (shuffled tags or dropout), so the text "
+                             "encoders stay in memory beside the denoiser",
+                             hint="turn shuffle_tags, caption_dropout and tag_dropout off to train in less memory"))
+    else:
+        model.family.text.encode_ahead(model, texts, device, cfg.dataset.max_token_length)
+        keep = cfg.lora.train_text_encoder  # a trained CLIP-L stays; T5's states are in model.encoded
+        for index, encoder in enumerate(model.text_encoders):
+            if not (keep and index == 0):
+                encoder.to("meta")  # its memory is given back now, before the denoiser loads
+        from trainer.models.streaming import return_freed_memory
+
+        return_freed_memory()
+        log.info("%d captions and prompts encoded; text encoders released before the %s loads",
+                 len(model.encoded), model.family.denoiser)
+    model.load_denoiser()
 
 
 def _threads_for(model: BaseModel, device) -> int:
@@ -199,7 +226,7 @@ def add_adapters(cfg: TrainConfig, model: BaseModel) -> tuple[list, list]:
                                                  targets.blocks))
     te_params: list = []
     if cfg.lora.train_text_encoder:
-        for encoder in model.text_encoders:
+        for _, encoder in model.family.trained_encoders(model):
             te_params += inject(encoder, peft_config(cfg.lora, targets.text_encoder))
     return unet_params, te_params
 
@@ -208,7 +235,8 @@ def _place(model: BaseModel, device, trainable: list) -> None:
     # The frozen weights were loaded in performance.weight_dtype (the VAE in fp32); the LoRA weights stay
     # fp32 so that small updates are not rounded away (peft creates them in the base layer's dtype).
     for module in [model.unet, *model.text_encoders, model.vae]:
-        module.to(device)
+        if not released(module):
+            module.to(device)
     for p in trainable:
         p.data = p.data.float()
     model.unet.train()

@@ -33,7 +33,7 @@ def make_scheduler(name: str, training_scheduler):
 
 def build_pipeline(model: BaseModel, sampler: str):
     """The family's diffusers pipeline around the very modules being trained, with the chosen sampler."""
-    return model.family.preview_pipeline(model, make_scheduler(sampler, model.noise_scheduler))
+    return model.family.preview_pipeline(model, model.family.preview_scheduler(sampler, model.noise_scheduler))
 
 
 @torch.no_grad()
@@ -54,9 +54,10 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
             s = parse_prompt(text, cfg, resolution, index)  # kohya's per-prompt --n --w --h --s --l --d
             generator = torch.Generator(device="cpu").manual_seed(s.seed)
             embeds = prompt_embeds(model, s.prompt, s.negative, device, clip_skip, max_tokens)
-            latents = pipe(**embeds, num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
-                           guidance_rescale=rescale, width=s.width, height=s.height, generator=generator,
+            sampling = model.family.sampling_kwargs(model, s.steps, s.guidance_scale, rescale)
+            latents = pipe(**embeds, **sampling, width=s.width, height=s.height, generator=generator,
                            output_type="latent").images
+            latents = model.family.preview_latents(pipe, latents, s.width, s.height)
             image = decode_latents(pipe, latents)[0]
             path = Path(out_dir) / sample_name(step, index)
             info = _png_info(s, cfg.sampler, step, model.description, clip_skip)

@@ -1,0 +1,103 @@
+"""FLUX.1 LoRA files in the layouts every UI applies (measured in ComfyUI, Forge, InvokeAI and diffusers):
+
+- kohya with BFL names, blocks only: `lora_unet_double_blocks_N_img_attn_qkv`, `…_single_blocks_N_linear1`,
+  `.lora_down/.lora_up/.alpha`, CLIP-L as `lora_te1_…`. The BFL layout fuses q/k/v (and q/k/v/mlp in single
+  blocks), so the pieces we train on diffusers' split layers are stacked: down = the pieces' downs
+  concatenated, up = their ups block-diagonal (trainer/models/bfl_layout.fuse_lora): exact.
+- diffusers/PEFT (`transformer.transformer_blocks.N.attn.to_q.lora_A/lora_B`), alpha folded into B, no
+  `.alpha` and no text-encoder keys (with either, some UIs refuse the file); a fused layer splits back into
+  its pieces exactly (each piece keeps the columns its rows use).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trainer.shared.errors import UserError
+
+
+def hidden_size(config: dict) -> int:
+    return config["num_attention_heads"] * config["attention_head_dim"]
+
+
+def kohya_module(component: str, module: str, config: dict | None) -> str:
+    if component == "unet":
+        from trainer.models.bfl_layout import kohya_bfl_lora_names
+
+        return kohya_bfl_lora_names([module], hidden_size(config))[module].kohya
+    module = module if module.startswith("text_model.") else "text_model." + module
+    return "lora_te1_" + module.replace(".", "_")   # CLIP-L; T5 is never trained (no UI applies it)
+
+
+def to_kohya_bfl(family, adapters: dict, config: dict, scales: dict, dtype) -> dict[str, torch.Tensor]:
+    """{component: peft state} -> kohya BFL tensors; plain LoRA only (FLUX's check_config says so)."""
+    from trainer.models.bfl_layout import fuse_lora, kohya_bfl_lora_names
+
+    out: dict[str, torch.Tensor] = {}
+    for component, state in adapters.items():
+        modules = sorted({k.rsplit(".", 2)[0] for k in state if k.endswith("lora_A.weight")})
+        if component != "unet":
+            for module in modules:
+                rank, scale = scales[component][module]
+                _put(out, kohya_module(component, module, config), state[f"{module}.lora_A.weight"],
+                     state[f"{module}.lora_B.weight"], rank * scale, dtype)
+            continue
+        slots = kohya_bfl_lora_names(modules, hidden_size(config))
+        fused: dict[str, list] = {}
+        for module in modules:
+            fused.setdefault(slots[module].kohya, []).append(
+                (slots[module], state[f"{module}.lora_A.weight"].float(), state[f"{module}.lora_B.weight"].float(),
+                 scales[component][module][1]))
+        for name, pieces in fused.items():
+            down, up, alpha = fuse_lora(pieces)
+            _put(out, name, down, up, alpha, dtype)
+    return out
+
+
+def _put(out: dict, name: str, down, up, alpha: float, dtype) -> None:
+    out[f"{name}.lora_down.weight"] = down.to(dtype).contiguous()
+    out[f"{name}.lora_up.weight"] = up.to(dtype).contiguous()
+    out[f"{name}.alpha"] = torch.tensor(float(alpha))
+
+
+def kohya_targets(components: dict) -> dict[str, tuple]:
+    """{kohya module: (component, module, kind, weight shape)} of every LoRA-able FLUX layer: the BFL layers of
+    the transformer (fused shapes) and CLIP-L's linear layers."""
+    from trainer.models.bfl_layout import diffusers_to_bfl, kohya_name
+
+    shapes = {k: tuple(v.shape) for k, v in components["unet"].state_dict().items()}
+    out = {}
+    for key, shape in diffusers_to_bfl(shapes).items():
+        if key.endswith(".weight") and len(shape) == 2:
+            module = key.removesuffix(".weight")
+            out[kohya_name(module)] = ("unet", module, "Linear", shape)
+    for name, module in components["text_encoder"].named_modules():
+        if isinstance(module, torch.nn.Linear):
+            out[kohya_module("text_encoder", name, None)] = ("text_encoder", name, "Linear",
+                                                               tuple(module.weight.shape))
+    return out
+
+
+def diffusers_pieces(target, down: torch.Tensor, up: torch.Tensor, config: dict) -> list[tuple[str, object, object]]:
+    """(diffusers module, down, up) of one kohya BFL module, scale already folded into up: a fused layer's up
+    rows go to their piece with the down rows those rows use (exact; zero columns dropped)."""
+    from trainer.models.bfl_layout import links
+
+    if target.component != "unet":
+        raise UserError("this FLUX.1 LoRA trains CLIP-L, which the diffusers layout cannot carry (InvokeAI and "
+                        "diffusers refuse text-encoder keys in it)", "export it with --format kohya: every "
+                        "UI (diffusers too) applies that file with CLIP-L")
+    link = next(one for one in links(64, 64, True) if one.bfl == target.module)  # deep enough for any real model
+    sizes = [hidden_size(config) * (4 if p.endswith("proj_mlp") else 1) for p in link.parts] \
+        if len(link.parts) > 1 else [up.shape[0]]
+    if link.swap:  # final_layer: BFL rows shift|scale, diffusers scale|shift
+        up = torch.cat(list(up.chunk(2, dim=0))[::-1], dim=0)
+    pieces, start = [], 0
+    for part, rows in zip(link.parts, sizes):
+        piece_up = up[start:start + rows]
+        used = piece_up.abs().sum(dim=0) != 0
+        if not used.any():
+            used[:1] = True  # an all-zero piece (untrained): keep one column, it adds nothing
+        pieces.append((part, down[used], piece_up[:, used]))
+        start += rows
+    return pieces
