@@ -97,7 +97,6 @@ def _transformer_layout(model, shapes: dict) -> dict:
 
 def _ae_layout(model, shapes: dict) -> dict:
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
     from trainer.models.original_layout import vae_key
 
     # BFL's AE has the LDM names without a prefix; its mid-block attention projections are 1x1 convolutions

@@ -69,9 +69,8 @@ def fill_text_cache(data: Batches, model, device, cache: dict) -> None:
 def texts_known_ahead(cfg, records: list) -> list[str] | None:
     """Every caption and preview prompt the run will encode, or None when captions vary from step to step
     (shuffled tags, dropout): what a family that encodes before its denoiser loads encodes first."""
-    from trainer.shared.prompts import parse_prompt
-
     from trainer.run.batches import captions_vary
+    from trainer.shared.prompts import parse_prompt
 
     if captions_vary(records):
         return None
