@@ -43,7 +43,10 @@ def refuse_lycoris(tensors: dict[str, torch.Tensor], what: str) -> None:
                         "use the kohya-layout file as it is: A1111, Forge, ComfyUI and InvokeAI load LoHa/LoKr")
 
 
-def kohya_to_diffusers(tensors: dict[str, torch.Tensor], metadata: dict) -> dict[str, torch.Tensor]:
+def kohya_to_diffusers(tensors: dict[str, torch.Tensor], metadata: dict, text_encoders: bool = False,
+                       ) -> dict[str, torch.Tensor]:
+    """`text_encoders`: keep text-encoder modules even where the family's diffusers files cannot carry them
+    (`generate` loads the result itself; an exported file must load in every UI)."""
     refuse_lycoris(tensors, "the diffusers layout export")
     config = base_config_of(metadata)
     family = by_config(config)
@@ -55,6 +58,10 @@ def kohya_to_diffusers(tensors: dict[str, torch.Tensor], metadata: dict) -> dict
             raise UserError(f"{name} is a DoRA module; the diffusers layout export supports plain LoRA only",
                             "export with --format kohya, which every UI and diffusers read")
         target = table[name]
+        if target.component != "unet" and not (family.diffusers_text_encoders or text_encoders):
+            raise UserError(f"this {family.label} LoRA trains a text encoder ({name}), which the diffusers layout "
+                            "cannot carry (InvokeAI and diffusers refuse text-encoder keys in it)",
+                            "export it with --format kohya: every UI, diffusers too, applies that file whole")
         dtype = parts["lora_up.weight"].dtype
         up = parts["lora_up.weight"].float() * scale_of(parts)
         for module, down, piece_up in family.diffusers_pieces(target, parts["lora_down.weight"], up,

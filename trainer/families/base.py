@@ -245,6 +245,13 @@ class Family:
         """(diffusers module, down, up) of one kohya module for the diffusers/PEFT layout."""
         return [(target.module, down, up)]
 
+    def peft_components(self, pipe, path: Path, tensors: dict, metadata: dict) -> dict:
+        """{pipeline component: PEFT-layout LoRA state, alpha folded into lora_B} of any LoRA file of this
+        family, for `generate` (diffusers' own converter, with our fixes: trainer.tryit.loras)."""
+        from trainer.tryit.loras import to_peft_components
+
+        return to_peft_components(type(pipe), pipe.unet.config, path, tensors)
+
     diffusers_text_encoders = True    # whether its diffusers/PEFT LoRA layout can carry text-encoder LoRA
 
     def diffusers_prefix(self, component: str) -> str:

@@ -57,7 +57,7 @@ class Flux1(Family):
     def native_resolution(self, prediction_type: str = "", variant: str = "") -> int:
         return 1024
 
-    def token_default(self, variant: str) -> int:
+    def token_default(self, variant: str = "") -> int:
         return 256 if variant == "schnell" else 512  # what each was distilled with (FluxPipeline's defaults)
 
     def config_name(self, prediction_type: str, tiny: bool, variant: str = "dev") -> str:
@@ -94,6 +94,11 @@ class Flux1(Family):
         info.size = "tiny" if hidden < 1024 else "full"
         info.variant = "dev" if any(k.removeprefix(PREFIX).startswith("guidance_in.") for k in shapes) else "schnell"
         info.prediction_type, info.prediction_source = "flow", "FLUX.1 (rectified flow)"
+        if info.path.is_file():  # what else training needs, for the model pickers to ask about
+            from trainer.families.flux1_files import companions
+
+            found, missing = companions(info.path, {})
+            info.extra.update(files={role: str(p) for role, p in found.items()}, missing_files=missing)
 
     def claims_folder(self, index: dict, denoiser_config: dict) -> bool:
         return index.get("_class_name") == "FluxPipeline"
@@ -217,6 +222,15 @@ class Flux1(Family):
         return diffusers_pieces(target, down, up, denoiser_config)
 
     diffusers_text_encoders = False   # InvokeAI and diffusers refuse text-encoder keys in that layout
+
+    def peft_components(self, pipe, path: Path, tensors: dict, metadata: dict) -> dict:
+        """Our own kohya -> PEFT conversion (diffusers' kohya FLUX reader works only at FLUX's real width and
+        drops some layers silently): the fused layers split back exactly, CLIP-L's modules as they are."""
+        from trainer.export.convert import kohya_to_diffusers
+
+        state = kohya_to_diffusers(tensors, metadata, text_encoders=True)
+        return {part: {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+                for part in {k.split(".", 1)[0] for k in state}}
 
     def diffusers_prefix(self, component: str) -> str:
         return "transformer" if component == "unet" else component

@@ -22,9 +22,9 @@ ROLES = {
 }
 
 
-def find_files(model: Path, given: dict) -> dict[str, Path]:
-    """{role: file} for the AE, CLIP-L and T5: the config keys first, then beside the transformer, then in
-    ComfyUI's models/vae, models/text_encoders, models/clip. Missing ones are one error naming each."""
+def companions(model: Path, given: dict) -> tuple[dict[str, Path], list[str]]:
+    """({role: file} found for the AE, CLIP-L and T5, [what is missing, said for people]): the config keys
+    first, then beside the transformer, then in ComfyUI's models/vae, models/text_encoders, models/clip."""
     found, missing = {}, []
     for role, (key, names, folders) in ROLES.items():
         if given.get(role):
@@ -39,6 +39,12 @@ def find_files(model: Path, given: dict) -> dict[str, Path]:
             missing.append(f"{names[0]} ({key}; ComfyUI keeps it in models/{folders[0]})")
         else:
             found[role] = hit
+    return found, missing
+
+
+def find_files(model: Path, given: dict) -> dict[str, Path]:
+    """{role: file} for the AE, CLIP-L and T5 (`companions`); missing ones are one error naming each."""
+    found, missing = companions(model, given)
     if missing:
         raise ModelFileError(f"{model} is a FLUX.1 transformer; its other files were not found beside it or in "
                              f"ComfyUI's folders: {', '.join(missing)}",

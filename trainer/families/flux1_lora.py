@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from trainer.shared.errors import UserError
-
 
 def hidden_size(config: dict) -> int:
     return config["num_attention_heads"] * config["attention_head_dim"]
@@ -84,9 +82,7 @@ def diffusers_pieces(target, down: torch.Tensor, up: torch.Tensor, config: dict)
     from trainer.models.bfl_layout import links
 
     if target.component != "unet":
-        raise UserError("this FLUX.1 LoRA trains CLIP-L, which the diffusers layout cannot carry (InvokeAI and "
-                        "diffusers refuse text-encoder keys in it)", "export it with --format kohya: every "
-                        "UI (diffusers too) applies that file with CLIP-L")
+        return [(target.module, down, up)]
     link = next(one for one in links(64, 64, True) if one.bfl == target.module)  # deep enough for any real model
     sizes = [hidden_size(config) * (4 if p.endswith("proj_mlp") else 1) for p in link.parts] \
         if len(link.parts) > 1 else [up.shape[0]]

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from trainer.shared.errors import UserError
-from trainer.tryit.loras import LoraSpec, check_family, fit_prefix, read_lora, to_peft_components
+from trainer.tryit.loras import LoraSpec, check_family, fit_prefix, read_lora
 
 log = logging.getLogger("trainer")
 MAX_CACHED = 8   # adapters kept loaded while unused (each is small next to the base)
@@ -18,7 +18,10 @@ MAX_CACHED = 8   # adapters kept loaded while unused (each is small next to the 
 
 class Adapters:
     def __init__(self, pipe, arch: str, dtype: torch.dtype = torch.float32):
+        from trainer.families.registry import get
+
         self.pipe, self.arch, self.dtype = pipe, arch, dtype   # dtype: the layers' compute dtype (not fp8)
+        self.family = get(arch)
         self.loaded: OrderedDict[tuple, str] = OrderedDict()   # (path, mtime, size) -> adapter name
         self.parts: dict[str, list[str]] = {}                   # adapter name -> components it touches
         self._counter = 0
@@ -36,7 +39,8 @@ class Adapters:
         self._evict(keep=set(names))
 
     def _weights(self, name: str, spec: LoraSpec) -> dict:
-        return {part: (spec.weight if part == "unet" else spec.text_weight) for part in self.parts[name]}
+        denoiser = self.family.diffusers_prefix("unet")  # the pipeline's name for it: unet, transformer
+        return {part: (spec.weight if part == denoiser else spec.text_weight) for part in self.parts[name]}
 
     def _ensure(self, spec: LoraSpec) -> str:
         path = spec.path.resolve()
@@ -56,8 +60,9 @@ class Adapters:
     def _load(self, path: Path, name: str) -> None:
         tensors, metadata = read_lora(path)
         check_family(path, tensors, metadata, self.arch)
-        components = to_peft_components(type(self.pipe), self.pipe.unet.config, path, tensors)
-        components = {part: state if part == "unet" else fit_prefix(getattr(self.pipe, part, None), state)
+        denoiser = self.family.diffusers_prefix("unet")
+        components = self.family.peft_components(self.pipe, path, tensors, metadata)
+        components = {part: state if part == denoiser else fit_prefix(getattr(self.pipe, part, None), state)
                       for part, state in components.items()}
         problems = [p for part, state in components.items() for p in fit_problems(self.pipe, part, state)]
         if problems:

@@ -18,7 +18,7 @@ import torch
 from PIL.PngImagePlugin import PngInfo
 
 from trainer.models.load import BaseModel, load_base_model
-from trainer.run.sampling import build_pipeline, decode_latents, make_scheduler
+from trainer.run.sampling import build_pipeline, decode_latents
 from trainer.shared.errors import UserError
 from trainer.shared.fsutil import atomic_write
 from trainer.shared.generate_params import Request, parameters_text, split_lora_tags
@@ -63,7 +63,9 @@ class Generator:
         self.lora_dirs = [Path(d) for d in lora_dirs]
 
     def default_size(self) -> int:
-        return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        """The tiny models' 64 px, else the base's native resolution (the family's fact)."""
+        m = self.model
+        return 64 if m.is_tiny else m.family.native_resolution(m.prediction_type)
 
     @torch.no_grad()
     def generate(self, req: Request, on_image: Callable[[Image], None] = lambda image: None,
@@ -71,7 +73,7 @@ class Generator:
                  cancelled: Callable[[], bool] = lambda: False) -> list[Image]:
         prompt, loras = self.resolve(req)
         self.adapters.activate(loras)
-        self.pipe.scheduler = make_scheduler(req.sampler, self.model.noise_scheduler)
+        self.pipe.scheduler = self.model.family.preview_scheduler(req.sampler, self.model.noise_scheduler)
         width, height = req.width or self.default_size(), req.height or self.default_size()
         hashes = [(s.name, s.weight, s.te_weight, file_hash(s.path)) for s in loras]
         out_dir = Path(req.out or ".").expanduser()
@@ -121,9 +123,10 @@ class Generator:
             return kwargs
 
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        latents = self.pipe(prompt, negative_prompt=req.negative or None, num_inference_steps=req.steps,
-                            guidance_scale=req.cfg, width=width, height=height, generator=generator,
-                            callback_on_step_end=step_end, output_type="latent").images
+        sampling = self.model.family.sampling_kwargs(self.model, req.steps, req.cfg, 0.0)
+        latents = self.pipe(prompt, negative_prompt=req.negative or None, **sampling, width=width, height=height,
+                            generator=generator, callback_on_step_end=step_end, output_type="latent").images
+        latents = self.model.family.preview_latents(self.pipe, latents, width, height)
         return decode_latents(self.pipe, latents)[0]   # the VAE in its own dtype, as the previews do
 
     def _write(self, image, out_dir: Path, req: Request, seed: int, index: int, text: str,
