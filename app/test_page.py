@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from app.dialogs.export_dialog import add_adapter_items
 from app.dialogs.image_viewer import ImageViewer
 from app.engine_client import EngineProcess
+from app.engine_events import dispatch, event_text
 from app.test_form import SettingsForm
 from app.widgets.lora_list import LoraList
 from app.widgets.results import ResultsGrid
@@ -278,9 +279,7 @@ class TestPage(QWidget):
     # --- events ------------------------------------------------------------------------------------------
 
     def on_event(self, event) -> None:
-        handler = getattr(self, f"_on_{event.type}", None)
-        if handler:
-            handler(event)
+        dispatch(self, event)
 
     def _on_ready(self, e) -> None:
         self.status.setText(f"Base model loaded: {e.model} ({e.arch}) on {e.device}.")
@@ -311,7 +310,7 @@ class TestPage(QWidget):
         self.pending.pop(e.job, None)
         if self.grid is not None:
             self.grid["jobs"].discard(e.job)
-        self.status.setText(e.message + (f"\nWhat to do: {e.hint}" if e.hint else ""))
+        self.status.setText(event_text(e))
         self._maybe_idle()
 
     def _finish_grid(self) -> None:
@@ -334,7 +333,7 @@ class TestPage(QWidget):
             error = self.engine.last_error
             tail = "\n".join(list(self.engine.stderr_tail)[-4:])
             self.status.setText(f"The engine stopped (exit code {code}). "
-                                + (error.message if error else "") + (f"\n{tail}" if tail else ""))
+                                + (event_text(error) if error else "") + (f"\n{tail}" if tail else ""))
         self.pending.clear()
         self.grid = None
         self._set_busy(False)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from app import settings
 from app.engine_client import EngineCall
+from app.engine_events import with_hint
 from app.model_check import ModelCheck, describe
 from app.theme import ERROR
 from app.widgets.config_form import KeyEditor, all_keys, field_info
@@ -192,7 +193,7 @@ class TrainingPage(QWidget):
         try:
             cfg = self.current_config()
         except config_mod.ConfigError as exc:
-            self.problem.setText(f"{exc.message}" + (f"\n{exc.hint}" if exc.hint else ""))
+            self.problem.setText(with_hint(exc.message, exc.hint))
             self.save_button.setEnabled(False)
             return False
         self.problem.setText("")
