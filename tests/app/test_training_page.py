@@ -143,7 +143,8 @@ def test_step_estimate_is_what_train_reports(qtbot, tmp_path):
     grid = dataset_page.grid
     assert grid.model_.rowCount() == 4
     grid.select_path(shapes / "c.png")
-    dataset_page.exclude_selected()            # tells the training page through `dataset_changed`
+    with qtbot.waitSignal(page.scanner.settled, timeout=10_000):   # counted again, on a worker thread
+        dataset_page.exclude_selected()        # tells the training page through `dataset_changed`
     assert (shapes / ".excluded" / "c.png").exists() and grid.model_.rowCount() == 3
     page.editors["dataset.resolution"].editor.setValue(64)
     page.editors["schedule.batch_size"].editor.setValue(2)
