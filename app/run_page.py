@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.closing import Job, engine_job
 from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.image_viewer import ImageViewer
 from app.engine_client import EngineProcess
@@ -122,10 +123,9 @@ class RunPage(QWidget):
         self.engine.stop()
         self.engine_state.emit("Training engine: stopping (saving a checkpoint first)…")
 
-    def stop_and_wait(self, ms: int) -> None:
-        """A clean stop, waiting at most MS ms: the window is closing."""
-        self.stop()
-        self.engine.wait(ms)
+    def closing_jobs(self) -> list[Job]:
+        """The window is closing: the run stops cleanly, saving a checkpoint to resume from."""
+        return [engine_job("Stopping the training run… (saving its checkpoint)", self.engine, self.stop)]
 
     @property
     def running(self) -> bool:

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.closing import Job, engine_job
 from app.dialogs.export_dialog import add_adapter_items
 from app.dialogs.image_viewer import ImageViewer
 from app.engine_client import EngineProcess
@@ -37,6 +38,8 @@ from app.widgets.lora_list import LoraList
 from app.widgets.results import ResultsGrid
 from app.xy_grid import compose_grid, parse_strengths, plan_cells
 from trainer.shared.run_folder import is_ema_file
+
+STOP_GRACE_MS = 10_000   # the engine finishes the image it is drawing, then exits; nothing of it needs saving
 
 
 class TestPage(QWidget):
@@ -346,9 +349,12 @@ class TestPage(QWidget):
             self.progress.setValue(0)
 
     def shutdown(self) -> None:
-        """Let the engine finish its current request and exit (the main window calls this on close)."""
+        """Ask the engine to finish its current request and exit; returns at once."""
         if self.engine.running:
             self.engine.request({"cmd": "stop"})
             self.engine.close_input()
-            if not self.engine.wait(10_000):
-                self.engine.kill()
+
+    def closing_jobs(self) -> list[Job]:
+        """The window is closing: the engine ends after its current image, or is ended by force."""
+        return [engine_job("Stopping the test engine… (finishing the image it is drawing)", self.engine,
+                           self.shutdown, STOP_GRACE_MS)]

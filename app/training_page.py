@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import settings
+from app.closing import Job, pool_job
 from app.dataset_scan import DatasetScanner
 from app.engine_client import EngineCall
 from app.engine_events import with_hint
@@ -160,6 +161,9 @@ class TrainingPage(QWidget):
         self.rescan()      # files may have changed outside the app: counted again (off this thread) if they did
         self.revalidate()
         super().showEvent(event)
+
+    def closing_jobs(self) -> list[Job]:
+        return [pool_job("Counting the dataset's images…", self.scanner.pool)]
 
     # -- values --------------------------------------------------------------------------------------
     def load(self, cfg: config_mod.TrainConfig) -> None:

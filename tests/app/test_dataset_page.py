@@ -88,7 +88,8 @@ def test_reopening_a_project_restores_its_dataset(qtbot, tmp_path):
     qtbot.addWidget(first)
     first.open_project(tmp_path / "proj", create=True)
     Image.new("RGB", (300, 300)).save(tmp_path / "proj" / "dataset" / "x.png")
-    first.close()   # releases the project: one window per project
+    with qtbot.waitSignal(first.closed, timeout=10_000):   # once its thumbnails are made: then the project is free
+        first.close()   # releases the project: one window per project
     second = MainWindow(data_dir=tmp_path / "app")
     qtbot.addWidget(second)
     second.open_project(tmp_path / "proj")
@@ -163,7 +164,8 @@ def test_the_last_project_reopens_at_start(qtbot, tmp_path):
     first = MainWindow(data_dir=tmp_path / "app")
     qtbot.addWidget(first)
     first.open_project(tmp_path / "proj", create=True)
-    first.close()
+    with qtbot.waitSignal(first.closed, timeout=10_000):
+        first.close()
     second = MainWindow(data_dir=tmp_path / "app")
     qtbot.addWidget(second)
     second.restore_last_project()
