@@ -137,6 +137,8 @@ def test_exclude_moves_images_aside_and_token_counter_counts_chunks(qtbot, tmp_p
     assert page.grid.model_.rowCount() == 2
     assert (dataset / ".excluded" / "p1.png").exists() and (dataset / ".excluded" / "p1.txt").exists()
     page.grid.setCurrentIndex(page.grid.model_.index(0, 0))
+    # chunks are the model family's fact: wait for the engine's answer about the base model
+    qtbot.waitUntil(lambda: page.editor.family is not None, timeout=60_000)
     page.editor.caption.setPlainText(", ".join(f"tag{i}" for i in range(40)))   # > 75 tokens: 2 chunks, all read
     assert "tokens · 2 chunks" in page.editor.tokens.text() and "cut" not in page.editor.tokens.text()
     page.editor.caption.setPlainText(", ".join(f"tag{i}" for i in range(100)))  # > 225: the engine cuts it
