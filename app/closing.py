@@ -49,6 +49,7 @@ class ClosingDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Closing LoRA Studio")
         self.setModal(False)
+        self.setMinimumWidth(460)   # the longest label on one line
         self.jobs = jobs
         self.asked: dict[int, int] = {}   # job index -> ms since closing began when it was asked to stop
         self.killed: set[int] = set()
@@ -63,6 +64,7 @@ class ClosingDialog(QDialog):
         busy.setRange(0, 0)   # an endless bar: the jobs do not say how far along they are
         self.quit_now = QPushButton("Quit now, without waiting")
         self.quit_now.setToolTip("Ends them by force: a training run loses the steps since its last checkpoint")
+        self.quit_now.setAutoDefault(False)   # Return must never end a training run without its save
         self.quit_now.clicked.connect(self.kill_all)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>LoRA Studio closes when these have ended:</b>"))
@@ -79,6 +81,9 @@ class ClosingDialog(QDialog):
             return True
         self.timer.start()
         return False
+
+    def reject(self) -> None:
+        """Esc or the title bar's close: nothing to undo (the jobs were asked to stop), so the dialog stays."""
 
     def kill_all(self) -> None:
         for i in self._running():
@@ -115,7 +120,7 @@ class ClosingDialog(QDialog):
         left = [self.asked[i] + self.jobs[i].grace_ms - now for i in running if i not in self.killed]
         if not left or max(left) < 1000:
             return ""
-        return f"Whatever is still running in {max(left) // 1000 + 1} s is ended by force."
+        return f"Anything still running in {max(left) // 1000 + 1} s will be ended by force."
 
     def _finish(self) -> None:
         self.timer.stop()

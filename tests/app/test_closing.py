@@ -4,7 +4,7 @@ event loop; a job that does not stop in time is ended by force."""
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from app.engine_client import EngineProcess
@@ -52,7 +52,10 @@ def test_closing_during_a_run_waits_for_its_checkpoint_with_the_window_responsiv
         assert not window.centralWidget().isEnabled()           # nothing new starts meanwhile
         qtbot.waitUntil(window.closing.isVisible, timeout=5_000)
         assert window.closing.waiting.text() == "Stopping the training run… (saving its checkpoint)"
-        assert "ended by force" in window.closing.countdown.text()
+        assert "will be ended by force" in window.closing.countdown.text()
+        qtbot.keyClick(window.closing, Qt.Key.Key_Return)   # not "Quit now": the run still saves
+        qtbot.keyClick(window.closing, Qt.Key.Key_Escape)   # and the dialog stays until it has
+        assert window.closing.isVisible() and window.run_page.running
         waited = len(beats)
     assert waited >= 5 and len(beats) > waited                  # the loop turned all along
     assert not window.isVisible() and not window.closing.isVisible() and not window.run_page.running
