@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.closing import Job, engine_job, pool_job
 from app.import_job import ImportJob
 from app.widgets.bulk_edit_bar import BulkEditBar
 from app.widgets.caption_editor import CaptionEditor
@@ -69,7 +70,7 @@ class DatasetPage(QWidget):
         top.addWidget(self.check_button)
         self.progress = QProgressBar()
         self.cancel_button = QPushButton("Cancel import")
-        self.cancel_button.clicked.connect(lambda: self.job and self.job.cancel())
+        self.cancel_button.clicked.connect(self._cancel_import)
         bar = QHBoxLayout()
         bar.addWidget(self.progress, 1)
         bar.addWidget(self.cancel_button)
@@ -129,11 +130,25 @@ class DatasetPage(QWidget):
             self.editor.set_known_tags(tags)
 
     def shutdown(self) -> None:
-        """The window is closing: thumbnails not started are dropped, running ones finish first (their
-        signals object must outlive them)."""
+        """The window closes (its jobs have ended): the caption being typed is kept."""
         self.editor.save()
-        self.grid.pool.clear()
-        self.grid.pool.waitForDone(5000)
+
+    def closing_jobs(self) -> list[Job]:
+        """What must end before the window closes: an import is cancelled (each file is written whole),
+        auto-captioning stops between images, thumbnails not started are dropped."""
+        jobs = [Job("Cancelling the import… (the files already copied stay)", lambda: self.job is not None,
+                    self._cancel_import, self._cancel_import),
+                pool_job("Finishing the thumbnails being made…", self.grid.pool)]
+        dialog = getattr(self, "caption_dialog", None)
+        for job in (dialog.job, dialog.preview_job) if dialog is not None else ():
+            if job is not None:
+                jobs.append(engine_job("Stopping the auto-captioning… (the captions written so far stay)",
+                                       job.engine, job.cancel))
+        return jobs
+
+    def _cancel_import(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
 
     def _bulk_done(self) -> None:
         self.editor.reload()

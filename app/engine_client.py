@@ -8,8 +8,8 @@ child, and exiting it frees all GPU memory. Two shapes of call:
 - `EngineProcess`: a long command (`train`, `resume`, `serve`, `dataset caption --model`) that streams
   JSON-lines events (trainer.shared.events) on stdout and logs on stderr; requests go in on stdin.
 
-Process start, environment, stderr capture, the engine's `error: ...` line, event decoding and kill-after-
-grace live here once. Tests plug a fake engine in with `engine=[python, fake.py]` or `use_engine(...)`.
+Process start, environment, reading whole lines (`LineBuffer`, both classes), event decoding and
+kill-after-grace live here once; how an error reads is app.engine_events'. Tests plug a fake engine in with `engine=[python, fake.py]` or `use_engine(...)`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections import deque
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
+from app.engine_events import event_text, stderr_text
 from trainer.shared.events import Event, ProtocolError, decode
 
 STOP_GRACE_MS = 30_000   # a clean stop saves a checkpoint first; a big model's save can take a while
@@ -50,19 +51,28 @@ def start_engine(parent: QObject, args: list[str], engine: list[str] | None = No
     return proc
 
 
-def error_text(stderr: str) -> str:
-    """The engine prints `error: ...` (and maybe a hint) last; earlier lines are logs. Without the prefix."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if line.startswith("error:"):
-            return "\n".join(lines[i:]).removeprefix("error: ")
-    return lines[-1] if lines else ""
+class LineBuffer:
+    """Bytes in as a pipe delivers them, whole lines out. A pipe read ends wherever the OS cut it, so a
+    line can arrive in two reads: decoding halves would turn one JSON event into two garbage lines (and
+    split a multi-byte character). One buffer per stream."""
+
+    def __init__(self):
+        self._rest = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        """The lines DATA completes; an unfinished last line waits for the next read."""
+        *lines, self._rest = (self._rest + data).split(b"\n")
+        return [_line(raw) for raw in lines]
+
+    def flush(self) -> list[str]:
+        """At exit: the last line, if the engine ended without a newline."""
+        raw, self._rest = self._rest, b""
+        return [_line(raw)] if raw else []
 
 
-def event_error_text(event: Event) -> str:
-    """An `error` event as one message: what went wrong, then what to do."""
-    hint = getattr(event, "hint", "")
-    return event.message + (f"\n{hint}" if hint else "")
+def _line(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace").rstrip("\r")
+    return text.rsplit("\r", 1)[-1]  # a progress bar redraws its line with \r: keep its last state
 
 
 class EngineCall(QObject):
@@ -76,6 +86,7 @@ class EngineCall(QObject):
         self.json_answer = json_answer
         self.cancelled = False
         self.stderr = ""
+        self._err_lines = LineBuffer()
         self.proc = start_engine(self, args, engine)
         self.proc.readyReadStandardError.connect(self._read_stderr)
         self.proc.finished.connect(self._finished)
@@ -94,17 +105,21 @@ class EngineCall(QObject):
             self.proc.kill()
 
     def _read_stderr(self) -> None:
-        text = bytes(self.proc.readAllStandardError()).decode("utf-8", "replace")
-        self.stderr += text
-        for line in text.splitlines():
+        self._log(self._err_lines.feed(bytes(self.proc.readAllStandardError())))
+
+    def _log(self, lines: list[str]) -> None:
+        for line in lines:
+            self.stderr += line + "\n"
             self.stderr_line.emit(line)
 
     def _finished(self, code: int, _status) -> None:
         self._read_stderr()
+        self._log(self._err_lines.flush())
+        # the answer is read once the engine has exited, so it is whole: no line buffer needed on stdout
         out = bytes(self.proc.readAllStandardOutput()).decode("utf-8", "replace")
         if code != 0 or self.cancelled:
             self.done.emit(None, "cancelled" if self.cancelled else
-                           error_text(self.stderr) or f"the engine exited with code {code}")
+                           stderr_text(self.stderr) or f"the engine exited with code {code}")
         elif not self.json_answer:
             self.done.emit(out, "")
         else:
@@ -131,8 +146,8 @@ class EngineProcess(QObject):
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self.last_error: Event | None = None
         self.saw_done = False
-        self._buffer = b""
-        self._err_buffer = b""
+        self._out_lines, self._err_lines = LineBuffer(), LineBuffer()
+        self.stop_grace_ms = stop_grace_ms
         self._kill_timer = QTimer(self, singleShot=True, interval=stop_grace_ms)
         self._kill_timer.timeout.connect(self.kill)
 
@@ -158,7 +173,8 @@ class EngineProcess(QObject):
         if self.running:
             raise RuntimeError("the engine is already running")
         self.stderr_tail.clear()
-        self.last_error, self.saw_done, self._buffer, self._err_buffer = None, False, b"", b""
+        self.last_error, self.saw_done = None, False
+        self._out_lines, self._err_lines = LineBuffer(), LineBuffer()
         self.proc = start_engine(self, args, self.engine)
         self.proc.readyReadStandardOutput.connect(self._read_stdout)
         self.proc.readyReadStandardError.connect(self._read_stderr)
@@ -187,20 +203,19 @@ class EngineProcess(QObject):
             self.proc.closeWriteChannel()
 
     def wait(self, ms: int) -> bool:
-        """Block until the child exits (closing the window after a stop), at most MS ms; True when it did."""
+        """Block until the child exits, at most MS ms; True when it did. For tests and scripts: the window
+        never calls it (closing waits through app.closing, with the event loop running)."""
         return not self.running or self.proc.waitForFinished(ms)
 
     def error_message(self) -> str:
         """Why the last run failed: its error event, else the last log line."""
         if self.last_error is not None:
-            return event_error_text(self.last_error)
-        return error_text("\n".join(self.stderr_tail))
+            return event_text(self.last_error)
+        return stderr_text("\n".join(self.stderr_tail))
 
     def _read_stdout(self) -> None:
-        self._buffer += bytes(self.proc.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for raw in lines:
-            self._handle_line(raw.decode("utf-8", "replace"))
+        for line in self._out_lines.feed(bytes(self.proc.readAllStandardOutput())):
+            self._handle_line(line)
 
     def _handle_line(self, line: str) -> None:
         if not line.strip():
@@ -217,23 +232,19 @@ class EngineProcess(QObject):
         self.event.emit(event)
 
     def _read_stderr(self) -> None:
-        self._err_buffer += bytes(self.proc.readAllStandardError())
-        *lines, self._err_buffer = self._err_buffer.split(b"\n")
-        for raw in lines:
-            text = raw.decode("utf-8", "replace").rstrip("\r")
-            text = text.rsplit("\r", 1)[-1]  # keep the last state of a progress-bar line
-            self.stderr_tail.append(text)
-            self.log_line.emit(text)
+        self._log(self._err_lines.feed(bytes(self.proc.readAllStandardError())))
+
+    def _log(self, lines: list[str]) -> None:
+        for line in lines:
+            self.stderr_tail.append(line)
+            self.log_line.emit(line)
 
     def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
         self._kill_timer.stop()
         self._read_stdout()
         self._read_stderr()
-        if self._buffer:
-            self._handle_line(self._buffer.decode("utf-8", "replace"))
-            self._buffer = b""
-        if self._err_buffer:
-            self.stderr_tail.append(self._err_buffer.decode("utf-8", "replace"))
-            self._err_buffer = b""
+        for line in self._out_lines.flush():
+            self._handle_line(line)
+        self._log(self._err_lines.flush())
         crashed = status == QProcess.ExitStatus.CrashExit or (not self.saw_done and self.last_error is None)
         self.finished.emit(code, crashed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QStandardPaths, Qt, QTimer
+from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import settings
+from app.closing import ClosingDialog
 from app.dataset_page import DatasetPage
 from app.engine_client import EngineProcess
 from app.project import Project, ProjectError
@@ -39,6 +40,8 @@ DEMO_TEXT = ("The demo trains a tiny built-in model with random weights on a few
 
 
 class MainWindow(QMainWindow):
+    closed = Signal()   # really closed, every job ended: the project is free for another window
+
     def __init__(self, engine: EngineProcess | None = None, data_dir: Path | None = None,
                  probe: SystemProbe | None = None):
         super().__init__()
@@ -48,6 +51,7 @@ class MainWindow(QMainWindow):
             QStandardPaths.StandardLocation.AppDataLocation) or Path.home() / ".lora-studio")
         self.project: Project | None = None
         self.project_lock = None
+        self.closing: ClosingDialog | None = None   # while jobs stop before the window closes
         self.run_page = RunPage(engine)
         self.dataset_page = DatasetPage()
         self.training_page = TrainingPage(self.data_dir / "presets")
@@ -292,18 +296,42 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.test_page)
 
     def closeEvent(self, event) -> None:
-        if self.run_page.running:
-            answer = QMessageBox.question(
-                self, "Training is running",
-                "Stop the run and save a checkpoint first? (You can resume it later.)",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel)
-            if answer != QMessageBox.StandardButton.Yes:
+        """Running jobs are asked to stop and the window closes once they have ended, the event loop running
+        meanwhile (app.closing says what it waits for); with nothing running it closes at once."""
+        if self.closing is None:
+            if self.run_page.running and not self._stop_run_to_close():
                 event.ignore()
                 return
-            self.run_page.stop_and_wait(60_000)
-        self.test_page.shutdown()
+            self.closing = ClosingDialog(self._closing_jobs(), self)
+            if not self.closing.start():
+                self.closing.all_ended.connect(self.close)
+                self._wait_for_jobs()
+                event.ignore()
+                return
+        elif not self.closing.ended:
+            self.closing.raise_()   # closed again while waiting: show what it waits for
+            event.ignore()
+            return
         settings.put(settings.GEOMETRY, self.saveGeometry())
+        self.dataset_page.shutdown()
         if self.project_lock is not None:
             self.project_lock.unlock()
-        self.dataset_page.shutdown()
         super().closeEvent(event)
+        self.closed.emit()
+
+    def _stop_run_to_close(self) -> bool:
+        answer = QMessageBox.question(
+            self, "Training is running",
+            "Stop the run and save a checkpoint first? (You can resume it later.)",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _closing_jobs(self) -> list:
+        return (self.run_page.closing_jobs() + self.test_page.closing_jobs() + self.dataset_page.closing_jobs()
+                + self.training_page.closing_jobs())
+
+    def _wait_for_jobs(self) -> None:
+        """Closing: nothing new may start meanwhile, and the status bar says why the window is still here."""
+        self.centralWidget().setEnabled(False)
+        self.menuBar().setEnabled(False)
+        self.statusBar().showMessage("Closing: waiting for running jobs to end…")

@@ -22,9 +22,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.closing import Job, engine_job
 from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.image_viewer import ImageViewer
 from app.engine_client import EngineProcess
+from app.engine_events import dispatch, event_text
 from app.widgets.gallery import SampleGallery
 from app.widgets.loss_chart import LossChart
 from trainer.shared.run_folder import STATE_DIR, adapters_in, checkpoint_for_step
@@ -121,10 +123,9 @@ class RunPage(QWidget):
         self.engine.stop()
         self.engine_state.emit("Training engine: stopping (saving a checkpoint first)…")
 
-    def stop_and_wait(self, ms: int) -> None:
-        """A clean stop, waiting at most MS ms: the window is closing."""
-        self.stop()
-        self.engine.wait(ms)
+    def closing_jobs(self) -> list[Job]:
+        """The window is closing: the run stops cleanly, saving a checkpoint to resume from."""
+        return [engine_job("Stopping the training run… (saving its checkpoint)", self.engine, self.stop)]
 
     @property
     def running(self) -> bool:
@@ -187,9 +188,7 @@ class RunPage(QWidget):
             self.resume_button.setVisible(False)
 
     def on_event(self, event) -> None:
-        handler = getattr(self, f"_on_{event.type}", None)
-        if handler:
-            handler(event)
+        dispatch(self, event)
 
     def _on_started(self, e) -> None:
         self.progress.setMaximum(e.total_steps)
@@ -214,7 +213,7 @@ class RunPage(QWidget):
         self.gallery.add_sample(e.path, e.prompt, e.step, e.index)
 
     def _on_warning(self, e) -> None:
-        self.log.appendPlainText(f"warning: {e.message}" + (f" ({e.hint})" if e.hint else ""))
+        self.log.appendPlainText(f"warning: {event_text(e)}")
 
     def _on_done(self, e) -> None:
         verb = "Stopped at" if e.stopped_early else "Finished at"
@@ -230,7 +229,7 @@ class RunPage(QWidget):
             return
         lines = [f"The training engine stopped (exit code {code})."]
         if error is not None:
-            lines.append(error.message + (f"\nWhat to do: {error.hint}" if error.hint else ""))
+            lines.append(event_text(error))
         elif crashed:
             lines.append("It ended without a message: it was killed or crashed (out of memory?).")
         tail = "\n".join(list(self.engine.stderr_tail)[-8:])

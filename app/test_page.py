@@ -28,14 +28,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.closing import Job, engine_job
 from app.dialogs.export_dialog import add_adapter_items
 from app.dialogs.image_viewer import ImageViewer
 from app.engine_client import EngineProcess
+from app.engine_events import dispatch, event_text
 from app.test_form import SettingsForm
 from app.widgets.lora_list import LoraList
 from app.widgets.results import ResultsGrid
 from app.xy_grid import compose_grid, parse_strengths, plan_cells
 from trainer.shared.run_folder import is_ema_file
+
+STOP_GRACE_MS = 10_000   # the engine finishes the image it is drawing, then exits; nothing of it needs saving
 
 
 class TestPage(QWidget):
@@ -278,9 +282,7 @@ class TestPage(QWidget):
     # --- events ------------------------------------------------------------------------------------------
 
     def on_event(self, event) -> None:
-        handler = getattr(self, f"_on_{event.type}", None)
-        if handler:
-            handler(event)
+        dispatch(self, event)
 
     def _on_ready(self, e) -> None:
         self.status.setText(f"Base model loaded: {e.model} ({e.arch}) on {e.device}.")
@@ -311,7 +313,7 @@ class TestPage(QWidget):
         self.pending.pop(e.job, None)
         if self.grid is not None:
             self.grid["jobs"].discard(e.job)
-        self.status.setText(e.message + (f"\nWhat to do: {e.hint}" if e.hint else ""))
+        self.status.setText(event_text(e))
         self._maybe_idle()
 
     def _finish_grid(self) -> None:
@@ -334,7 +336,7 @@ class TestPage(QWidget):
             error = self.engine.last_error
             tail = "\n".join(list(self.engine.stderr_tail)[-4:])
             self.status.setText(f"The engine stopped (exit code {code}). "
-                                + (error.message if error else "") + (f"\n{tail}" if tail else ""))
+                                + (event_text(error) if error else "") + (f"\n{tail}" if tail else ""))
         self.pending.clear()
         self.grid = None
         self._set_busy(False)
@@ -347,9 +349,12 @@ class TestPage(QWidget):
             self.progress.setValue(0)
 
     def shutdown(self) -> None:
-        """Let the engine finish its current request and exit (the main window calls this on close)."""
+        """Ask the engine to finish its current request and exit; returns at once."""
         if self.engine.running:
             self.engine.request({"cmd": "stop"})
             self.engine.close_input()
-            if not self.engine.wait(10_000):
-                self.engine.kill()
+
+    def closing_jobs(self) -> list[Job]:
+        """The window is closing: the engine ends after its current image, or is ended by force."""
+        return [engine_job("Stopping the test engine… (finishing the image it is drawing)", self.engine,
+                           self.shutdown, STOP_GRACE_MS)]

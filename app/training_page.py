@@ -24,7 +24,10 @@ from PySide6.QtWidgets import (
 )
 
 from app import settings
+from app.closing import Job, pool_job
+from app.dataset_scan import DatasetScanner
 from app.engine_client import EngineCall
+from app.engine_events import with_hint
 from app.model_check import ModelCheck, describe
 from app.theme import ERROR
 from app.widgets.config_form import KeyEditor, all_keys, field_info
@@ -33,7 +36,6 @@ from app.widgets.rows import row
 from trainer.shared import config as config_mod
 from trainer.shared import steps as step_count
 from trainer.shared.config_rules import inactive_keys
-from trainer.shared.errors import UserError
 from trainer.shared.fsutil import atomic_write_text
 
 MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
@@ -55,6 +57,9 @@ class TrainingPage(QWidget):
         self.dataset: Path | None = None
         self.scanned: list = []      # the dataset's images with sizes and subsets (trainer.shared.steps.scan)
         self.scan_problem = ""
+        self.scanner = DatasetScanner(self)   # reads image headers on a worker thread, not this one
+        self.scanner.scanned.connect(self._scanned)
+        self.scanner.settled.connect(self._show_estimate)
         self.target: Path | None = None
         self.editors = {key: KeyEditor(key) for key in all_keys() if key not in HIDDEN}
         for editor in self.editors.values():
@@ -127,14 +132,15 @@ class TrainingPage(QWidget):
     def open_project(self, dataset: Path, config: Path) -> None:
         """The project's dataset (for the step estimate) and config.toml (loaded when it exists, saved to)."""
         self.dataset, self.target = Path(dataset), Path(config)
-        self.rescan()
+        self.scanned, self.scan_problem = [], ""   # the last project's counts are not this one's
+        self.rescan(force=True)
         if self.target.exists():
             self.load(config_mod.load(self.target))
         self.revalidate()
 
     def dataset_changed(self) -> None:
         """Images were added or set aside on the dataset page: count them again."""
-        self.rescan()
+        self.rescan(force=True)
         self.revalidate()
 
     def _advanced_group(self) -> QGroupBox:
@@ -152,9 +158,12 @@ class TrainingPage(QWidget):
         return group
 
     def showEvent(self, event) -> None:
-        self.rescan()
-        self.revalidate()  # the dataset may have grown since: refresh the step estimate
+        self.rescan()      # files may have changed outside the app: counted again (off this thread) if they did
+        self.revalidate()
         super().showEvent(event)
+
+    def closing_jobs(self) -> list[Job]:
+        return [pool_job("Counting the dataset's images…", self.scanner.pool)]
 
     # -- values --------------------------------------------------------------------------------------
     def load(self, cfg: config_mod.TrainConfig) -> None:
@@ -192,7 +201,7 @@ class TrainingPage(QWidget):
         try:
             cfg = self.current_config()
         except config_mod.ConfigError as exc:
-            self.problem.setText(f"{exc.message}" + (f"\n{exc.hint}" if exc.hint else ""))
+            self.problem.setText(with_hint(exc.message, exc.hint))
             self.save_button.setEnabled(False)
             return False
         self.problem.setText("")
@@ -233,24 +242,33 @@ class TrainingPage(QWidget):
         self.memory.setText(f"Memory: {answer['summary']} (frozen weights {answer['weight_dtype']})" + warnings)
         self.memory.setStyleSheet(f"color: {ERROR};" if warnings else "")
 
-    def rescan(self) -> None:
-        """Read the dataset's images again (sizes, subsets, repeats): after an import, an exclude, a new
-        dataset.toml. Settings edits reuse the scan, so typing never re-reads image files."""
+    def rescan(self, force: bool = False) -> None:
+        """Read the dataset's images again (sizes, subsets, repeats) on a worker thread: after an import, an
+        exclude, a new dataset.toml; without FORCE only if its files changed. Settings edits reuse the scan,
+        so typing never re-reads image files."""
+        if self.dataset is not None:
+            self.scanner.scan(self.dataset, force)
+
+    def _scanned(self, images: list, problem: str) -> None:
+        self.scanned, self.scan_problem = images, problem
+
+    def _show_estimate(self) -> None:
         try:
-            self.scanned, self.scan_problem = step_count.scan(self.dataset) if self.dataset else [], ""
-        except UserError as exc:
-            self.scanned, self.scan_problem = [], exc.message
+            self.estimate.setText(self._estimate(self.current_config()))
+        except config_mod.ConfigError:
+            pass   # the problem line says what to fix; the estimate waits for a valid config
 
     def _estimate(self, cfg: config_mod.TrainConfig) -> str:
         """The step count `train` will report: the engine's own rule (trainer.shared.steps)."""
+        counting = " · counting the images…" if self.scanner.pending else ""
         if self.scan_problem:
-            return f"Steps: cannot count ({self.scan_problem})"
+            return f"Steps: cannot count ({self.scan_problem}){counting}"
         per_epoch, total = step_count.steps_for(cfg, self.scanned) if self.scanned else (0, 0)
         images = f"{len(self.scanned)} images"
         if cfg.schedule.epochs and per_epoch:
-            return f"≈ {total} steps: {cfg.schedule.epochs} epochs of {per_epoch} steps ({images})"
+            return f"≈ {total} steps: {cfg.schedule.epochs} epochs of {per_epoch} steps ({images}){counting}"
         epochs = f" ≈ {cfg.schedule.max_steps / per_epoch:.1f} epochs of {images}" if per_epoch else ""
-        return f"{cfg.schedule.max_steps} steps{epochs}"
+        return f"{cfg.schedule.max_steps} steps{epochs}{counting}"
 
     def save(self) -> None:
         if self.target is not None and self.revalidate():

@@ -1,7 +1,8 @@
 """A stand-in for `python -m trainer` in GUI tests: prints canned JSON-lines events and writes sample PNGs.
 
 FAKE_ENGINE_MODE: ok (a full run), crash (dies mid-run with no message), error (an error event and exit 2),
-slow (a second per step; {"cmd": "stop"} on stdin ends it early, as the real engine does after saving).
+slow (a second per step; {"cmd": "stop"} on stdin ends it early after "saving" for SAVE_S, as the real engine
+does), deaf (a second per step, and it never hears a stop: only a kill ends it early).
 """
 
 import json
@@ -13,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+SAVE_S = 0.8   # a stop's checkpoint save: long enough that a window closing meanwhile has to wait for it
 
 
 def emit(**event) -> None:
@@ -26,9 +29,11 @@ def main() -> int:
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     emit(type="started", run_dir=str(run_dir), total_steps=4, arch="sd1", device="cpu", resumed_from=0)
     stop = threading.Event()
-    threading.Thread(target=lambda: [stop.set() for line in sys.stdin if '"stop"' in line], daemon=True).start()
+    if mode != "deaf":
+        threading.Thread(target=lambda: [stop.set() for line in sys.stdin if '"stop"' in line], daemon=True).start()
     for step in range(0, 5):
         if stop.is_set():
+            time.sleep(SAVE_S)
             emit(type="done", adapter=str(run_dir / "lora.safetensors"), step=step - 1, stopped_early=True)
             return 0
         if step:
@@ -50,7 +55,7 @@ def main() -> int:
         if step == 2 and mode == "error":
             emit(type="error", message="CUDA out of memory", hint="lower the batch size to 1")
             return 2
-        time.sleep(1.0 if mode == "slow" else 0.02)
+        time.sleep(1.0 if mode in ("slow", "deaf") else 0.02)
     emit(type="done", adapter=str(run_dir / "lora.safetensors"), step=4, stopped_early=False)
     return 0
 

@@ -88,7 +88,8 @@ def test_reopening_a_project_restores_its_dataset(qtbot, tmp_path):
     qtbot.addWidget(first)
     first.open_project(tmp_path / "proj", create=True)
     Image.new("RGB", (300, 300)).save(tmp_path / "proj" / "dataset" / "x.png")
-    first.close()   # releases the project: one window per project
+    with qtbot.waitSignal(first.closed, timeout=10_000):   # once its thumbnails are made: then the project is free
+        first.close()   # releases the project: one window per project
     second = MainWindow(data_dir=tmp_path / "app")
     qtbot.addWidget(second)
     second.open_project(tmp_path / "proj")
@@ -136,6 +137,8 @@ def test_exclude_moves_images_aside_and_token_counter_counts_chunks(qtbot, tmp_p
     assert page.grid.model_.rowCount() == 2
     assert (dataset / ".excluded" / "p1.png").exists() and (dataset / ".excluded" / "p1.txt").exists()
     page.grid.setCurrentIndex(page.grid.model_.index(0, 0))
+    # chunks are the model family's fact: wait for the engine's answer about the base model
+    qtbot.waitUntil(lambda: page.editor.family is not None, timeout=60_000)
     page.editor.caption.setPlainText(", ".join(f"tag{i}" for i in range(40)))   # > 75 tokens: 2 chunks, all read
     assert "tokens · 2 chunks" in page.editor.tokens.text() and "cut" not in page.editor.tokens.text()
     page.editor.caption.setPlainText(", ".join(f"tag{i}" for i in range(100)))  # > 225: the engine cuts it
@@ -163,7 +166,8 @@ def test_the_last_project_reopens_at_start(qtbot, tmp_path):
     first = MainWindow(data_dir=tmp_path / "app")
     qtbot.addWidget(first)
     first.open_project(tmp_path / "proj", create=True)
-    first.close()
+    with qtbot.waitSignal(first.closed, timeout=10_000):
+        first.close()
     second = MainWindow(data_dir=tmp_path / "app")
     qtbot.addWidget(second)
     second.restore_last_project()

@@ -62,9 +62,16 @@ def test_generate_sends_the_strength_and_shows_the_settings_under_the_image(qtbo
 
 
 def test_advanced_text_encoder_strength_is_sent_separately(qtbot, page, tmp_path):
+    page.show()   # on screen, so isVisible() below says what a user sees
+    qtbot.waitExposed(page)
+    before = page.loras.add(lora_file(tmp_path, "early"))
+    qtbot.waitUntil(before.isVisible)   # a row added to a shown list appears on the next event-loop pass
+    assert before.slider.isVisible() and not before.te.isVisible()
     page.advanced.setChecked(True)
     row = page.loras.add(lora_file(tmp_path, "style"))
-    assert row.te.isVisible() or not page.isVisible()
+    qtbot.waitUntil(row.isVisible)
+    assert before.te.isVisible() and row.te.isVisible()   # rows there before Advanced, and rows added after
+    before.enabled.setChecked(False)
     row.te.setValue(0.25)
     wait_idle(qtbot, page, page.generate)
     assert requests(tmp_path)[-1]["loras"][0]["te_weight"] == 0.25

@@ -143,7 +143,8 @@ def test_step_estimate_is_what_train_reports(qtbot, tmp_path):
     grid = dataset_page.grid
     assert grid.model_.rowCount() == 4
     grid.select_path(shapes / "c.png")
-    dataset_page.exclude_selected()            # tells the training page through `dataset_changed`
+    with qtbot.waitSignal(page.scanner.settled, timeout=10_000):   # counted again, on a worker thread
+        dataset_page.exclude_selected()        # tells the training page through `dataset_changed`
     assert (shapes / ".excluded" / "c.png").exists() and grid.model_.rowCount() == 3
     page.editors["dataset.resolution"].editor.setValue(64)
     page.editors["schedule.batch_size"].editor.setValue(2)
@@ -188,7 +189,8 @@ def test_advanced_form_edits_the_training_method_keys_and_they_round_trip(qtbot,
     editors["lora.block_ranks"].editor.setText("8, 16")   # the config's own check names the key
     assert "lora.block_ranks" in page.problem.text() and not page.save_button.isEnabled()
 
-    window.close()   # gives the project up for the next window
+    with qtbot.waitSignal(window.closed, timeout=10_000):
+        window.close()   # gives the project up for the next window (once its background work ended)
     again = MainWindow(data_dir=tmp_path / "app2")
     qtbot.addWidget(again)
     again.open_project(tmp_path / "proj")
