@@ -14,8 +14,10 @@ from app.engine_client import EngineCall
 
 def describe(info: dict, path: str = "") -> str:
     """'SDXL · epsilon · safetensors' (with the file name when given); the label is the engine's."""
-    label = (info.get("family") or {}).get("label", info.get("arch", ""))
-    parts = [label, info.get("prediction_type", "")]
+    family = info.get("family") or {}
+    label = " ".join(p for p in (family.get("label", info.get("arch", "")), info.get("variant", "")) if p)
+    prediction = info.get("prediction_type", "")
+    parts = [label, "" if prediction == "flow" else prediction]  # flow: every checkpoint of such a family
     parts.append(Path(path).name if path else info.get("format", ""))
     return " · ".join(p for p in parts if p)
 

@@ -29,7 +29,7 @@ from app.dataset_scan import DatasetScanner
 from app.engine_client import EngineCall
 from app.engine_events import with_hint
 from app.model_check import ModelCheck, describe
-from app.theme import ERROR
+from app.theme import ERROR, WARNING
 from app.widgets.config_form import KeyEditor, all_keys, field_info
 from app.widgets.prompt_table import PromptTable
 from app.widgets.rows import row
@@ -42,6 +42,9 @@ MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_
              "schedule.batch_size", "schedule.epochs", "schedule.max_steps", "optimizer.name",
              "schedule.lr_scheduler", "performance.weight_dtype", "performance.gradient_checkpointing"]
 HIDDEN = {"model.path", "dataset.path", "lora.targets", "lora.train_text_encoder", "sampling.prompts"}
+
+
+FILES_KEYS = ("model.vae", "model.clip_l", "model.t5")   # a family's other files, named by config key
 
 
 class TrainingPage(QWidget):
@@ -69,6 +72,8 @@ class TrainingPage(QWidget):
         self.family: dict | None = None  # the base model's family facts, from the engine's model check
         self.resolution_chosen = False   # typed by the user (or loaded as an unusual value): a base never moves it
         self.editors["dataset.resolution"].changed.connect(lambda: setattr(self, "resolution_chosen", True))
+        for key in FILES_KEYS:  # naming a missing file answers the model check's question
+            self.editors[key].changed.connect(self._show_missing_files)
         self._build()
         self.load(config_mod.TrainConfig())
 
@@ -79,6 +84,7 @@ class TrainingPage(QWidget):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_model)
         self.arch = QLabel("")
+        self.arch.setWordWrap(True)
         self.preset = QComboBox()
         self._fill_presets()
         self.preset.activated.connect(lambda _i: self.apply_preset(self.preset.currentData()))
@@ -309,12 +315,25 @@ class TrainingPage(QWidget):
             editor.set_value(info["family"]["native_resolution"])
             self.revalidate()
 
+    def _show_missing_files(self) -> None:
+        """A model whose other files (FLUX.1's AE, CLIP-L, T5) were not found beside it: name each, unless
+        its config key (Advanced: model.vae, model.clip_l, model.t5) now names one."""
+        info = getattr(self, "model_info", None)
+        if not info or info.get("format") == "demo":
+            return
+        missing = [m for m in info.get("missing_files", [])
+                   if not any(f"({key};" in m and self.editors[key].value() for key in FILES_KEYS)]
+        self.arch.setText(describe(info) + (" — also needs: " + "; ".join(missing) + ". Put them beside the "
+                                            "model, or name them under Advanced." if missing else ""))
+        self.arch.setStyleSheet(f"color: {WARNING};" if missing else "")
+
     def _follow_family(self, family: dict) -> None:
         """Settings whose steps and limits are the family's: caption tokens move by whole chunks up to the
         most its text encoder reads."""
         tokens = self.editors["dataset.max_token_length"].editor
         tokens.setSingleStep(family["token_chunk"])
         tokens.setMaximum(family["max_tokens"])
+        self.targets["conv"].setText(family["full_targets"])  # UNets: convolutions; FLUX: modulation layers
         self.family = family
 
     def _browse_model(self) -> None:
@@ -343,6 +362,8 @@ class TrainingPage(QWidget):
         self.arch.setText(f"built-in tiny demo model ({info['family']['label']})" if demo else describe(info))
         self.arch.setStyleSheet("")
         self._follow_family(info["family"])
+        self.model_info = info
+        self._show_missing_files()
         if path == self.loaded_model:  # a saved config at another resolution than its model's: the user's choice
             self.resolution_chosen = self.loaded_resolution != info["family"]["native_resolution"]
         self._follow_base_resolution(info)
@@ -370,7 +391,7 @@ def _tipped_label(text: str, key: str) -> QLabel:
 
 
 def _label(key: str) -> str:
-    return {"lora.rank": "Rank", "lora.alpha": "Alpha", "optimizer.lr": "UNet learning rate",
+    return {"lora.rank": "Rank", "lora.alpha": "Alpha", "optimizer.lr": "Learning rate",
             "optimizer.text_encoder_lr": "Text-encoder learning rate", "dataset.resolution": "Resolution",
             "schedule.batch_size": "Batch size", "schedule.epochs": "Epochs (0 = use steps)",
             "schedule.max_steps": "Steps", "optimizer.name": "Optimizer",

@@ -28,7 +28,9 @@ from trainer.shared import config as config_mod
 # floats typed as text: learning rates (1e-4 reads better than 0.000) and decays (0.9999 needs 4+ decimals)
 SCIENTIFIC = {"optimizer.lr", "optimizer.text_encoder_lr", "optimizer.eps", "optimizer.weight_decay",
               "lora.ema_decay"}
-FILES = {"lora.init_from": "LoRA (*.safetensors)"}   # path keys get a Browse… button with this filter
+# path keys get a Browse… button with this filter
+FILES = {"lora.init_from": "LoRA (*.safetensors)", "model.vae": "VAE / autoencoder (*.safetensors *.sft)",
+         "model.clip_l": "CLIP-L text encoder (*.safetensors)", "model.t5": "T5-XXL text encoder (*.safetensors)"}
 LIST_HINT = "down, mid, up (e.g. 8, 16, 32); empty = one value for every block"
 
 

@@ -170,6 +170,10 @@ class ModelPage(QWizardPage):
             self.info.setText(f"<span style='color:{ERROR}'>{error}</span>")
             return
         label = info["family"]["label"]
+        if info.get("missing_files"):  # FLUX.1's AE, CLIP-L, T5: the engine looked beside it and in ComfyUI's folders
+            self.info.setText(f"<span style='color:{ERROR}'>{label}: its other files were not found: "
+                              f"{'; '.join(info['missing_files'])}. Put them beside the model file.</span>")
+            return
         self.state.model_path, self.state.family = path, info["family"]
         if path == DEMO_MODEL:
             self.state.model_text = f"built-in tiny demo model ({label} architecture)"

@@ -24,6 +24,7 @@ class LoraTargets:
     text_encoder: str                 # every text encoder that may be trained
     conv: str | None = None           # the denoiser's 3x3 convolutions (kohya's conv_dim applies to them)
     blocks: dict[str, str] = field(default_factory=dict)  # block group -> path prefix regex, in config order
+    full_label: str = "Convolutions"  # what "full" adds over "attention+ff", for people
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ class Family:
                 "smallest_tier": self.smallest_tier, "min_gpu_gb": self.min_gpu_gb, "token_chunk": self.tokens.chunk,
                 "max_tokens": self.tokens.maximum, "default_tokens": self.token_default(variant),
                 "tokenizer": self.tokens.tokenizer, "targets": list(self.lora.denoiser),
-                "block_groups": list(self.lora.blocks), "text_encoders": list(self.text_encoders),
+                "block_groups": list(self.lora.blocks), "full_targets": self.lora.full_label,
+                "text_encoders": list(self.text_encoders),
                 "latent_channels": self.latent_channels, "demo": self.demo}
 
     def check_config(self, cfg) -> None:

@@ -31,7 +31,8 @@ FLUX_LORA = LoraTargets(
               "attention+ff": f"^({_DOUBLE_ATTN}|{_SINGLE_ATTN}|{_FF})$",
               "full": f"^({_DOUBLE_ATTN}|{_SINGLE_ATTN}|{_FF}|{_MOD})$"},
     text_encoder=r"^.*\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$",
-    blocks={"double": r"transformer_blocks\.\d+\.", "single": r"single_transformer_blocks\.\d+\."})
+    blocks={"double": r"transformer_blocks\.\d+\.", "single": r"single_transformer_blocks\.\d+\."},
+    full_label="Modulation")
 
 
 class Flux1(Family):

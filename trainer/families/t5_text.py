@@ -54,12 +54,15 @@ class T5ClipText:
         return torch.stack(hiddens)
 
     @torch.no_grad()
-    def encode_ahead(self, model, texts: list[str], device, max_tokens: int) -> None:
-        """Encode TEXTS once into model.encoded (what T5 reads before it leaves memory)."""
+    def encode_ahead(self, model, texts: list[str], device, max_tokens: int, batch: int = 8) -> None:
+        """Encode TEXTS once into model.encoded (what T5 reads before it leaves memory), BATCH at a time: an
+        fp8 T5 upcasts each layer's weights once per pass, whatever the batch."""
         todo = sorted({t for t in texts if (t, max_tokens) not in model.encoded})
-        for text in todo:
-            t5, pooled = self.encode(model, [text], device, max_tokens=max_tokens)
-            model.encoded[(text, max_tokens)] = (t5[0].cpu(), pooled[0].cpu())
+        for start in range(0, len(todo), batch):
+            group = todo[start:start + batch]
+            t5, pooled = self.encode(model, group, device, max_tokens=max_tokens)
+            for i, text in enumerate(group):
+                model.encoded[(text, max_tokens)] = (t5[i].cpu(), pooled[i].cpu())
 
 
 def _trained(module) -> bool:

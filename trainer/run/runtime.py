@@ -71,10 +71,14 @@ class Runtime:
         return self.accelerator.num_processes == 1 and self.accelerator.scaler is None
 
     def prepare(self, optimizer):
-        modules = [self.model.unet] + (self.model.text_encoders if self.te_params else [])
+        trained = [m for _, m in self.model.family.trained_encoders(self.model)] if self.te_params else []
+        modules = [self.model.unet, *trained]
         prepared = self.accelerator.prepare(*modules, *([] if self.plain else [optimizer]))
         prepared = prepared if isinstance(prepared, tuple) else (prepared,)
-        self.unet, self.text_encoders = prepared[0], list(prepared[1:len(modules)])
+        self.unet = prepared[0]
+        if trained:  # the trained encoders wrapped (DDP), in their places among all of them
+            wrapped = dict(zip(map(id, trained), prepared[1:len(modules)]))
+            self.text_encoders = [wrapped.get(id(m), m) for m in self.model.text_encoders]
         return optimizer if self.plain else prepared[-1]
 
     def clip_gradients(self, max_norm: float) -> None:
