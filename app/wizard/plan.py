@@ -24,11 +24,11 @@ EPOCHS = 10
 TARGET_VIEWS = {"character": 2000, "style": 4000}
 MAX_REPEATS = 50
 DEMO_STEPS = 120  # the tiny random model only shows the flow; a couple of minutes at most on a CPU
-# Rough seconds per image view for each tier, from commonly reported it/s (RTX 3060 ~2 it/s at SD1.5 512 px
-# batch 1, RTX 4090 ~7 it/s; SDXL 1024 px about 5x slower). The run page replaces this with the measured ETA.
-SECONDS_PER_VIEW = {"vram-6gb": 0.8, "vram-8gb": 0.6, "vram-12gb": 0.5, "vram-16gb": 0.3, "vram-24gb": 0.15,
-                    "sdxl-vram-8gb": 4.0, "sdxl-vram-12gb": 2.5, "sdxl-vram-16gb": 1.6,
-                    "sdxl-vram-24gb": 0.9, "cpu": 20.0, "demo": 0.1}
+# Rough seconds per image view of SD1.5 at 512 px for each GPU size, from commonly reported it/s (RTX 3060
+# ~2 it/s at batch 1, RTX 4090 ~7 it/s); a family's `view_seconds` fact says how many times slower its own
+# model is at its resolution (the engine's facts). The run page replaces this with the measured ETA.
+SECONDS_PER_VIEW = {"6gb": 0.8, "8gb": 0.6, "12gb": 0.5, "16gb": 0.3, "24gb": 0.15, "cpu": 20.0}
+DEMO_SECONDS_PER_VIEW = 0.1
 
 
 @dataclass
@@ -132,7 +132,9 @@ def make_plan(kind: str, family: dict, model_path: str, dataset: Path, images: i
     choices.append(Choice("sampling.every_n_steps", cfg.sampling.every_n_steps,
                           "previews at the start and about 8 times during the run, to watch it learn"))
     config_mod.validate(cfg)
-    seconds = steps * cfg.schedule.batch_size * SECONDS_PER_VIEW["demo" if demo else tier] * 1.1
+    per_view = DEMO_SECONDS_PER_VIEW if demo else \
+        SECONDS_PER_VIEW[tier.rsplit("-", 1)[-1]] * (1.0 if tier == "cpu" else family["view_seconds"])
+    seconds = steps * cfg.schedule.batch_size * per_view * 1.1
     return Plan(cfg, presets, tier, choices, images, steps, seconds, _warnings(family, tier, system, images))
 
 

@@ -61,3 +61,13 @@ def test_sdxl_on_a_6gb_card_warns():
 def test_sd2_768_trains_at_768_and_the_512_base_at_512():
     assert _plan("style", "sd2", 30, RTX_4090, prediction="v_prediction").config.dataset.resolution == 768
     assert _plan("style", "sd2", 30, RTX_4090, prediction="epsilon").config.dataset.resolution == 512
+
+
+def test_flux_plans_from_its_own_facts_and_warns_under_its_memory():
+    plan = _plan("character", "flux1", 20, RTX_4090)
+    assert plan.presets == ["flux1-character", "flux1-vram-24gb"]
+    cfg = plan.config
+    assert (cfg.dataset.resolution, cfg.dataset.max_token_length, cfg.performance.weight_dtype) == (1024, 512, "fp8")
+    assert plan.seconds > _plan("character", "sdxl", 20, RTX_4090).seconds   # the larger model is slower
+    small = _plan("style", "flux1", 20, RTX_3070)
+    assert small.tier == "flux1-vram-12gb" and any("FLUX.1 needs about 11 GB" in w for w in small.warnings)

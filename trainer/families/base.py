@@ -61,6 +61,7 @@ class Family:
     tier_prefix: str = ""             # memory tiers: presets/<tier_prefix>vram-8gb.toml, ...
     smallest_tier: str = "6gb"        # the least GPU memory a tier of this family is written for
     min_gpu_gb: float = 0.0           # free GPU memory below which the wizard warns
+    view_seconds: float = 1.0         # time per image view relative to SD1.5 at 512 px (the wizard's estimate)
     a1111_version: str = "Unknown"    # "sd version" of A1111's LoRA card sidecar
     latent_channels: int = 4
     latent_factor: int = 8            # pixels per latent cell
@@ -106,7 +107,8 @@ class Family:
         return {"id": self.id, "label": self.label, "denoiser": self.denoiser, "variant": variant,
                 "native_resolution": self.native_resolution(prediction_type),
                 "preset_prefix": self.preset_prefix, "tier_prefix": self.tier_prefix,
-                "smallest_tier": self.smallest_tier, "min_gpu_gb": self.min_gpu_gb, "token_chunk": self.tokens.chunk,
+                "smallest_tier": self.smallest_tier, "min_gpu_gb": self.min_gpu_gb,
+                "view_seconds": self.view_seconds, "token_chunk": self.tokens.chunk,
                 "max_tokens": self.tokens.maximum, "default_tokens": self.token_default(variant),
                 "tokenizer": self.tokens.tokenizer, "targets": list(self.lora.denoiser),
                 "block_groups": list(self.lora.blocks), "full_targets": self.lora.full_label,

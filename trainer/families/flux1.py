@@ -42,6 +42,7 @@ class Flux1(Family):
     trainable_text_encoders = ("text_encoder",)           # never T5: no UI applies a T5 LoRA
     demo, preset_prefix, a1111_version = "demo:flux1", "flux1", "Flux"
     tier_prefix, smallest_tier, min_gpu_gb = "flux1-", "12gb", 11.0
+    view_seconds = 15.0  # 12 B parameters at 1024 px: ~2.5x SDXL per step (commonly reported it/s on a 4090)
     latent_channels = 16
     tokens = TokenFacts(chunk=1, default=512, maximum=512, tokenizer="tokenizer_t5")
     lora = FLUX_LORA

@@ -58,6 +58,7 @@ class StableDiffusion1(UNetFamily):
 class StableDiffusion2(StableDiffusion1):
     id, label = "sd2", "SD 2.x"
     demo, a1111_version = "demo:sd2", "SD2"
+    view_seconds = 2.0   # SD1.5's UNet at 768 px (the 768-v default): 2.25x the pixels
     full_config, tiny_config = "sd2", "tiny-sd2"
     te_marker, cross_attention_width = "cond_stage_model.model.", 1024
     ldm = LdmLayout(clip_prefix=None, openclip_prefix="cond_stage_model.model.", openclip_extra_layer=True)

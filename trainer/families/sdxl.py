@@ -16,6 +16,7 @@ class StableDiffusionXL(UNetFamily):
     id, label = "sdxl", "SDXL"
     demo, preset_prefix, a1111_version = "demo:sdxl", "sdxl", "SDXL"
     tier_prefix, smallest_tier, min_gpu_gb = "sdxl-", "8gb", 7.5  # no SDXL tier below 8 GB
+    view_seconds = 6.0   # 1024 px and a 3x larger UNet: ~5-7x SD1.5's time per image (commonly reported it/s)
     full_config, tiny_config, resolution = "sdxl", "tiny-sdxl", 1024
     text_encoders = ("text_encoder", "text_encoder_2")
     te_marker, cross_attention_width = "conditioner.embedders.1.", 2048
