@@ -146,6 +146,10 @@ def test_parts_with_different_scales_are_not_fused_silently():
     split["transformer_blocks.0.attn.to_k.weight_scale"] = torch.tensor(3.0)
     with pytest.raises(ValueError, match="re-quantising"):
         flux2_layout.to_original(split)
+    fp8 = _fp8_copy(flux2_layout.to_original(_tiny("tiny-flux2-klein").state_dict()))
+    fp8["double_blocks.0.img_attn.qkv.weight_scale"] = torch.ones(3, 1)  # 32 x 32 blocks: cannot follow a split
+    with pytest.raises(ValueError, match="block-wise"):
+        flux2_layout.to_diffusers(fp8)
 
 
 def test_foreign_and_missing_keys_are_refused_not_dropped():

@@ -120,23 +120,29 @@ def to_diffusers(state: Mapping, layout: Layout, first_rows: Callable[[Link], in
 
 def _split_leaf(link: Link, leaf: str, value, weight, first_rows) -> dict:
     d_leaf = "weight" if link.norm and leaf == "scale" else leaf
-    if link.swap and _per_row(leaf, value, weight):
+    cut = _cut(link, leaf, value, weight)
+    if link.swap and cut == "rows":
         value = swap_halves(value)
     if len(link.parts) == 1:
         return {f"{link.parts[0]}.{d_leaf}": value}
-    sizes = part_rows(link, rows_of(weight), first_rows(link))
-    if _per_row(leaf, value, weight):
+    if cut == "rows":
+        sizes = part_rows(link, rows_of(weight), first_rows(link))
         return {f"{p}.{d_leaf}": piece for p, piece in zip(link.parts, split_rows(value, sizes))}
     return {f"{p}.{d_leaf}": value for p in link.parts}  # a scalar sidecar or note: each part keeps it
 
 
-def _per_row(leaf: str, value, weight) -> bool:
-    """Weights, biases and per-row sidecars are cut by rows; scalars and notes are shared."""
-    if leaf in NOTE_SIDECARS:
-        return False
-    if leaf in SCALAR_SIDECARS:
-        return _numel(value) > 1 and weight is not None and rows_of(value) == rows_of(weight)
-    return True
+def _cut(link: Link, leaf: str, value, weight) -> str:
+    """How a leaf follows its weight's rows: "rows" (weights, biases, per-row scales) or "shared" (scalar
+    scales, notes). Block-wise scales cannot follow a split or a swap and are refused there."""
+    if leaf in NOTE_SIDECARS or (leaf in SCALAR_SIDECARS and _numel(value) == 1):
+        return "shared"
+    if leaf not in SCALAR_SIDECARS or (weight is not None and rows_of(value) == rows_of(weight)):
+        return "rows"
+    if len(link.parts) > 1 or link.swap:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(value)
+        raise ValueError(f"{link.original}.{leaf}: block-wise fp8 scales {shape} cannot be split or swapped "
+                         "with their weight")
+    return "shared"
 
 
 def to_original(state: Mapping, layout: Layout, prefix: str = "") -> dict:
@@ -163,16 +169,17 @@ def to_original(state: Mapping, layout: Layout, prefix: str = "") -> dict:
 
 
 def _join_leaf(link: Link, leaf: str, values: list, weights: list):
+    cuts = {_cut(link, leaf, v, w) for v, w in zip(values, weights)}
     if len(values) == 1:
         value = values[0]
-    elif all(_per_row(leaf, v, w) for v, w in zip(values, weights)):
+    elif cuts == {"rows"}:
         value = stack_rows(values)
     elif all(_same(values[0], v) for v in values[1:]):
         value = values[0]
     else:
         raise ValueError(f"{link.original}: its parts carry different {leaf} values; fusing them would "
                          "need re-quantising the fp8 weights")
-    return swap_halves(value) if link.swap and _per_row(leaf, value, weights[0]) else value
+    return swap_halves(value) if link.swap and cuts == {"rows"} else value
 
 
 def _same(a, b) -> bool:
