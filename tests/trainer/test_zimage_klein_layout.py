@@ -243,6 +243,18 @@ def test_detection_tells_the_models_apart(real_shapes):
     assert dit_detect.identify({"encoder.conv_in.weight": (128, 3, 3, 3)}) is None
 
 
+def test_detection_tells_the_vaes_apart():
+    from diffusers import AutoencoderKL, AutoencoderKLFlux2
+
+    with torch.device("meta"):
+        flux2 = AutoencoderKLFlux2.from_config(_config("flux2-klein-4b", "vae"))
+        flux1 = AutoencoderKL.from_config(_config("zimage", "vae"))
+    shapes = {k: tuple(v.shape) for k, v in flux2.state_dict().items()}
+    assert dit_detect.identify(flux2_layout.vae_to_original(shapes)).variant == "flux2-vae"
+    assert dit_detect.identify(shapes).layout == "diffusers"
+    assert dit_detect.identify({k: tuple(v.shape) for k, v in flux1.state_dict().items()}).variant == "flux1-ae"
+
+
 def test_detection_reports_fp8_and_scales():
     fp8 = _fp8_copy(flux2_layout.to_original(_tiny("tiny-flux2-klein").state_dict()))
     shapes = {k: tuple(v.shape) for k, v in fp8.items()}

@@ -11,7 +11,9 @@ without ComfyUI's `model.diffusion_model.` prefix:
   Qwen3-4B), klein 9B (4096, 12288 = 3 x Qwen3-8B), [dev] 32 B (6144, 15360 = Mistral, `guidance_in`).
   diffusers 0.42.1 files every one of them as FLUX.2 [dev];
 - FLUX.1 (per-block `img_mod`, `vector_in`): dev with `guidance_in`, schnell without;
-- Qwen3 text encoders (`q_norm` in attention, which Qwen2.5 lacks): 4B (hidden 2560) or 8B (4096).
+- Qwen3 text encoders (`q_norm` in attention, which Qwen2.5 lacks): 4B (hidden 2560) or 8B (4096);
+- the VAEs: FLUX.2's (32 latent channels and batch-norm statistics over the 2x2-patchified 128) or
+  FLUX.1's AE (16 channels), which Z-Image decodes with.
 
 `dtypes` (the header's dtype strings) is optional; with it the answer says whether weights are fp8 and
 whether fp8 scales ride along (`.weight_scale` / `.scale_weight`).
@@ -32,7 +34,7 @@ QWEN3_SIZES = {2560: ("qwen3-4b", "Qwen3-4B"), 4096: ("qwen3-8b", "Qwen3-8B")}
 
 @dataclass(frozen=True)
 class Kind:
-    """`family`: zimage | flux2 | flux1 | qwen3. `variant`: e.g. flux2-klein-4b, qwen3-8b. `layout`:
+    """`family`: zimage | flux2 | flux1 | qwen3 | vae. `variant`: e.g. flux2-klein-4b, qwen3-8b. `layout`:
     original (the file's own names) or diffusers. `text_encoder`: the variant of Qwen3 (or other) the
     model reads. `fp8`: fp8 weights present; `scaled`: fp8 scales present."""
     family: str
@@ -47,7 +49,7 @@ class Kind:
 
 def identify(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, str] | None = None) -> Kind | None:
     """The kind of a file from {tensor name: shape} (and optionally {name: dtype}), or None."""
-    for detect in (_zimage, _flux2, _flux1, _qwen3):
+    for detect in (_zimage, _flux2, _flux1, _qwen3, _vae):
         kind = detect(shapes)
         if kind is not None:
             return _with_precision(kind, shapes, dtypes)
@@ -106,6 +108,19 @@ def _qwen3(shapes: Mapping) -> Kind | None:
     layers = 1 + max(int(m[1]) for k in found[1] if (m := re.match(r"layers\.(\d+)\.", k)))
     variant, label = QWEN3_SIZES.get(hidden, (f"qwen3-{hidden}", f"Qwen3 of hidden size {hidden}"))
     return Kind("qwen3", variant, f"{label}, {layers} layers", "original", found[0])
+
+
+def _vae(shapes: Mapping) -> Kind | None:
+    found = _strip(shapes, "decoder.conv_in.weight")
+    if not found or len(found[1]["decoder.conv_in.weight"]) != 4:
+        return None
+    latent = found[1]["decoder.conv_in.weight"][1]
+    layout = "diffusers" if any(k.startswith("decoder.up_blocks.") for k in found[1]) else "original"
+    if latent == 32 and found[1].get("bn.running_mean") == (128,):
+        return Kind("vae", "flux2-vae", "FLUX.2 VAE (32 channels, batch-norm statistics)", layout, found[0])
+    if latent == 16:
+        return Kind("vae", "flux1-ae", "FLUX.1 AE (16 channels; also Z-Image's VAE)", layout, found[0])
+    return None
 
 
 def _with_precision(kind: Kind, shapes: Mapping, dtypes: Mapping[str, str] | None) -> Kind:
