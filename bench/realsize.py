@@ -2,7 +2,7 @@
 
 Built from the shipped configs (assets/configs/sd15, sdxl) in the exact A1111/civitai single-file layout and
 size, fp16 on disk (SD1.5 2.0 GB, SDXL 6.5 GB), without ever holding the model in memory: the components are
-built on the meta device, their original-layout names and shapes come from trainer/models/original_layout.py,
+built on the meta device, their original-layout names and shapes come from trainer/families/ldm_layout.py,
 and each tensor is drawn and written in turn. Random weights give noise images, but load and train exactly
 like a real checkpoint of that size.
 """
@@ -20,19 +20,11 @@ ARCHS = {"sd15": "sd15", "sdxl": "sdxl"}
 
 
 def meta_components(arch: str) -> dict:
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    """The components of config folder `arch` (sd15, sdxl) built on the meta device by their family."""
+    from trainer.families.registry import find
 
-    folder = CONFIGS / arch
-    with init_empty_weights():
-        parts = {"unet": UNet2DConditionModel.from_config(_json(folder / "unet")),
-                 "vae": AutoencoderKL.from_config(_json(folder / "vae")),
-                 "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(str(folder / "text_encoder")))}
-        if arch == "sdxl":
-            config = CLIPTextConfig.from_pretrained(str(folder / "text_encoder_2"))
-            parts["text_encoder_2"] = CLIPTextModelWithProjection(config)
-    return parts
+    family = find(arch)
+    return family.meta_components(family.config_folder(arch))
 
 
 def build_checkpoint(arch: str, path: Path, seed: int = 0) -> Path:
@@ -46,8 +38,10 @@ def build_checkpoint(arch: str, path: Path, seed: int = 0) -> Path:
     shapes = {k: tuple(v.shape) for k, v in to_original_state_dict(meta_components(arch), arch).items()}
     generator = torch.Generator().manual_seed(seed)
     specs = {k: (torch.float16, shape) for k, shape in sorted(shapes.items())}
-    metadata = {"modelspec.architecture": "stable-diffusion-xl-v1-base" if arch == "sdxl"
-                else "stable-diffusion-v1", "modelspec.title": f"random {arch} (LoRA Studio benchmark)"}
+    from trainer.families.registry import find
+
+    architecture = find(arch).metadata("epsilon")["modelspec.architecture"]
+    metadata = {"modelspec.architecture": architecture, "modelspec.title": f"random {arch} (LoRA Studio benchmark)"}
     return stream_safetensors(path, specs, lambda key: _random(key, shapes[key], generator), metadata)
 
 

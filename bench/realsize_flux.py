@@ -13,7 +13,7 @@ Like ComfyUI's text-encoder files, the T5 files hold the embedding twice (`share
 copy `encoder.embed_tokens.weight`): that is what makes theirs 4.89 / 9.79 GB rather than 4.76 / 9.52.
 
 Shapes come from the shipped configs (assets/configs/flux1-dev, flux1-schnell) built on the meta device;
-the transformer's BFL names from trainer/models/bfl_layout.py and the AE's from original_layout.vae_key,
+the transformer's BFL names from trainer/models/bfl_layout.py and the AE's from trainer/families/ldm_layout.vae_key,
 each checked on meta tensors against diffusers' own single-file converters before anything is written.
 Each tensor is drawn, written and dropped in turn (trainer/models/safetensors_stream.py), so no model is
 ever held in memory. Random weights give noise images, but load and train like the real files.
@@ -97,7 +97,8 @@ def _transformer_layout(model, shapes: dict) -> dict:
 
 def _ae_layout(model, shapes: dict) -> dict:
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-    from trainer.models.original_layout import vae_key
+
+    from trainer.families.ldm_layout import vae_key
 
     # BFL's AE has the LDM names without a prefix; its mid-block attention projections are 1x1 convolutions
     ldm = {vae_key(k): (s + (1, 1) if "mid_block.attentions" in k and len(s) == 2 else s)
