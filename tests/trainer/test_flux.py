@@ -126,3 +126,24 @@ def test_generate_applies_a_flux_lora_and_refuses_an_sd_one(flux_files, tmp_path
 def test_conformance_single_files_are_the_four_users_keep():
     names = list(FLUX.single_files(FLUX.tiny_components()))
     assert names == ["flux1-dev.safetensors", "ae.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors"]
+
+
+def test_merge_bakes_a_flux_lora_into_the_bfl_transformer_file(flux_files, tmp_path):
+    """merged = base + scale·up·down for every adapted layer, each fused q/k/v part in its own rows."""
+    from tests.support.conformance import _trained_network
+    from tests.trainer.test_bake import _expected_weights
+    from trainer.models.load import load_base_model
+    from trainer.tryit.bake import bake_checkpoint
+    from trainer.tryit.loras import LoraSpec
+
+    cfg = tiny_config(make_dataset(tmp_path / "data", count=2), model__path=str(flux_files), schedule__max_steps=2,
+                      dataset__max_token_length=32, optimizer__lr=2e-2, saving__dtype="fp32", saving__every_n_steps=1,
+                      lora__targets="attention+ff")
+    adapter, _ = train_in_process(cfg, tmp_path / "run")
+    merged = flux_files.parent / "merged-flux1-dev.safetensors"
+    result = bake_checkpoint(str(flux_files), [LoraSpec(adapter, 1.0)], merged, dtype="fp32", overwrite=True)
+    assert result["changed"] > 0 and set(load_file(str(merged))) == set(load_file(str(flux_files)))
+    expected = {k.replace(".base_layer", ""): v
+                for k, v in _expected_weights(_trained_network(cfg, flux_files, tmp_path / "run").unet).items()}
+    got = load_base_model(str(merged)).unet.state_dict()
+    assert expected and all(((got[k].double() - want).abs() <= bound).all() for k, (want, bound) in expected.items())

@@ -51,7 +51,7 @@ def kohya_to_diffusers(tensors: dict[str, torch.Tensor], metadata: dict, text_en
     config = base_config_of(metadata)
     family = by_config(config)
     table = module_table(config, family.id)
-    denoiser_config = _denoiser_config(family, config)
+    denoiser_config = family.denoiser_config(config)
     out = {}
     for name, parts in group_modules(tensors).items():
         if "dora_scale" in parts:
@@ -71,14 +71,6 @@ def kohya_to_diffusers(tensors: dict[str, torch.Tensor], metadata: dict, text_en
             out[f"{prefix}.lora_A.weight"] = down.contiguous()
             out[f"{prefix}.lora_B.weight"] = piece_up.to(dtype).contiguous()
     return out
-
-
-def _denoiser_config(family, config: str) -> dict:
-    import json
-
-    folder = family.config_folder(config)
-    sub = "unet" if (folder / "unet").is_dir() else "transformer"
-    return json.loads((folder / sub / "config.json").read_text())
 
 
 def _with_text_model(module: str) -> str:

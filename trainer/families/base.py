@@ -71,7 +71,7 @@ class Family:
     text = None                       # the text strategy (trainer.families.clip_text.ClipText, ...)
     objective = None                  # the objective strategy (trainer.families.ddpm.Ddpm, ...)
     encode_before_denoiser = False    # captions are encoded and the text encoders freed before it loads
-    prediction = ""                   # what every checkpoint of the family predicts ("" : each says, DDPM)
+    fixed_prediction = ""             # what every checkpoint of the family predicts ("": each says, DDPM)
 
     # --- identity -------------------------------------------------------------------------------------
     def native_resolution(self, prediction_type: str = "") -> int:
@@ -249,12 +249,22 @@ class Family:
         """(diffusers module, down, up) of one kohya module for the diffusers/PEFT layout."""
         return [(target.module, down, up)]
 
-    def peft_components(self, pipe, path: Path, tensors: dict, metadata: dict) -> dict:
+    def peft_components(self, denoiser_config: dict, path: Path, tensors: dict, metadata: dict) -> dict:
         """{pipeline component: PEFT-layout LoRA state, alpha folded into lora_B} of any LoRA file of this
-        family, for `generate` (diffusers' own converter, with our fixes: trainer.tryit.loras)."""
+        family, for `generate` and `merge` (diffusers' own converter, with our fixes: trainer.tryit.loras)."""
+        from diffusers.configuration_utils import FrozenDict
+
         from trainer.tryit.loras import to_peft_components
 
-        return to_peft_components(type(pipe), pipe.unet.config, path, tensors)
+        return to_peft_components(self.diffusers_pipeline(), FrozenDict(denoiser_config), path, tensors)
+
+    def denoiser_config(self, config_name: str) -> dict:
+        """The denoiser's config.json in config folder CONFIG_NAME."""
+        import json
+
+        folder = self.config_folder(config_name)
+        sub = "unet" if (folder / "unet").is_dir() else "transformer"
+        return json.loads((folder / sub / "config.json").read_text(encoding="utf-8"))
 
     diffusers_text_encoders = True    # whether its diffusers/PEFT LoRA layout can carry text-encoder LoRA
 
@@ -274,6 +284,7 @@ class Family:
         """A model's state dict in the layout of the single files users download (merge writes it)."""
         raise NotImplementedError
 
-    def original_key(self, component: str, module: str, denoiser_config: dict) -> tuple[str, int | None]:
-        """(single-file key of a module's weight, which row block of a fused weight or None) for merge."""
+    def original_key(self, component: str, module: str, denoiser_config: dict) -> tuple[str, object]:
+        """(single-file key of a module's weight, where in a fused weight its rows are: None for the whole
+        weight, k for the k-th of three equal parts, or (first row, end row)) for merge."""
         raise NotImplementedError

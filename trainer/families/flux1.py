@@ -52,7 +52,7 @@ class Flux1(Family):
     objective = FlowMatching(dynamic_shift=(256, 4096, 0.5, 1.15))
     pipeline_class = "FluxPipeline"
     encode_before_denoiser = True   # T5 never shares memory with the transformer
-    prediction = "flow"
+    fixed_prediction = "flow"
     configs = {("dev", False): "flux1-dev", ("schnell", False): "flux1-schnell",
                ("dev", True): "tiny-flux1", ("schnell", True): "tiny-flux1-schnell"}
 
@@ -225,7 +225,7 @@ class Flux1(Family):
 
     diffusers_text_encoders = False   # InvokeAI and diffusers refuse text-encoder keys in that layout
 
-    def peft_components(self, pipe, path: Path, tensors: dict, metadata: dict) -> dict:
+    def peft_components(self, denoiser_config: dict, path: Path, tensors: dict, metadata: dict) -> dict:
         """Our own kohya -> PEFT conversion (diffusers' kohya FLUX reader works only at FLUX's real width and
         drops some layers silently): the fused layers split back exactly, CLIP-L's modules as they are."""
         from trainer.export.convert import kohya_to_diffusers
@@ -249,6 +249,11 @@ class Flux1(Family):
         from trainer.models.bfl_layout import diffusers_to_bfl
 
         return diffusers_to_bfl(components["unet"].state_dict())
+
+    def original_key(self, component: str, module: str, denoiser_config: dict) -> tuple[str, object]:
+        from trainer.families.flux1_lora import bfl_rows
+
+        return bfl_rows(component, module, denoiser_config)
 
     def single_files(self, components: dict, variant: str = "dev") -> dict[str, dict]:
         """The four files ComfyUI users keep (the transformer first)."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from trainer.shared.errors import UserError
+
 
 def hidden_size(config: dict) -> int:
     return config["num_attention_heads"] * config["attention_head_dim"]
@@ -97,3 +99,19 @@ def diffusers_pieces(target, down: torch.Tensor, up: torch.Tensor, config: dict)
         pieces.append((part, down[used], piece_up[:, used]))
         start += rows
     return pieces
+
+
+def bfl_rows(component: str, module: str, config: dict) -> tuple[str, object]:
+    """(BFL key of a diffusers module's weight, its (first, end) rows in a fused weight or None) for merge."""
+    from trainer.models.bfl_layout import kohya_bfl_lora_names, links
+
+    if component != "unet":
+        raise UserError("merge writes FLUX.1's transformer file; this LoRA also trains CLIP-L, which lives in "
+                        "clip_l.safetensors", "use the LoRA at generation time, or train it without the text "
+                        "encoder to bake it")
+    slot = kohya_bfl_lora_names([module], hidden_size(config))[module]
+    link = next(one for one in links(64, 64, True) if module in one.parts)
+    if slot.swap:
+        raise UserError(f"merge does not bake FLUX.1's final layer ({module})", "use the LoRA at generation time")
+    rows = None if slot.rows is None else (slot.row_offset, slot.row_offset + slot.rows)
+    return f"{link.bfl}.weight", rows

@@ -188,7 +188,7 @@ def _inspect_demo(spec: str, family) -> CheckpointInfo:
     folder = family.config_folder(family.config_name("epsilon", tiny=True))
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     info = CheckpointInfo(path=Path(spec), format="demo", kind="base", arch=family.id, size="tiny",
-                          prediction_type=family.prediction or config.get("prediction_type", "epsilon"),
+                          prediction_type=family.fixed_prediction or config.get("prediction_type", "epsilon"),
                           prediction_source="built-in tiny model")
     info.variant = family.variant_of_config(info.config_name())
     return info

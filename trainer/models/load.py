@@ -120,7 +120,7 @@ def _load_parts(spec: str, precision, device, files: dict | None) -> tuple:
         return _load_user_model(Path(spec).expanduser(), precision, device, files)
     parts = _load_demo(family, precision)
     parts.update(family.tokenizers())
-    prediction = family.prediction or parts["scheduler"].config.prediction_type
+    prediction = family.fixed_prediction or parts["scheduler"].config.prediction_type
     config = family.config_name(prediction, tiny=True)
     return family, parts, prediction, f"built-in tiny {spec}", True, config, family.variant_of_config(config)
 

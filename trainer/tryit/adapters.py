@@ -61,7 +61,8 @@ class Adapters:
         tensors, metadata = read_lora(path)
         check_family(path, tensors, metadata, self.arch)
         denoiser = self.family.diffusers_prefix("unet")
-        components = self.family.peft_components(self.pipe, path, tensors, metadata)
+        denoiser_config = dict(getattr(self.pipe, denoiser).config)
+        components = self.family.peft_components(denoiser_config, path, tensors, metadata)
         components = {part: state if part == denoiser else fit_prefix(getattr(self.pipe, part, None), state)
                       for part, state in components.items()}
         problems = [p for part, state in components.items() for p in fit_problems(self.pipe, part, state)]

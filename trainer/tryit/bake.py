@@ -20,7 +20,7 @@ import torch
 
 from trainer.export.save import SAVE_DTYPES
 from trainer.shared.errors import UserError
-from trainer.tryit.loras import LoraSpec, check_family, file_hash, read_lora, to_peft_components
+from trainer.tryit.loras import LoraSpec, check_family, file_hash, read_lora
 
 PROGRESS_EVERY = 25   # tensors between progress reports
 class _DictSource:
@@ -53,8 +53,7 @@ def open_base(base: str, weight_dtype: str = "auto"):
 
         info = inspect_base_model(path)
         metadata = read_header(path)[1] if path.suffix.lower() == ".safetensors" else {}
-        unet_config = json.loads((info.config_folder() / "unet" / "config.json").read_text())
-        return TensorFile.open(path), info.arch, unet_config, metadata
+        return TensorFile.open(path), info.arch, info.family.denoiser_config(info.config_name()), metadata
     from trainer.tryit.engine import load_base
 
     model = load_base(base, weight_dtype, torch.device("cpu"))
@@ -63,19 +62,17 @@ def open_base(base: str, weight_dtype: str = "auto"):
 
 
 def plan_updates(source, arch: str, unet_config: dict, specs: list[LoraSpec]) -> dict[str, list]:
-    """{original key: [(qkv third or None, up, down, strength)]}, every LoRA module checked against the base."""
-    from diffusers.configuration_utils import FrozenDict
-
+    """{original key: [(rows, up, down, strength)]}, every LoRA module checked against the base; rows as
+    Family.original_key says (None: the whole weight)."""
     from trainer.families.registry import get
 
     family = get(arch)
-    pipeline_cls = family.diffusers_pipeline()
     keys, updates, problems = set(source.keys()), {}, []
     for spec in specs:
         tensors, metadata = read_lora(spec.path)
         check_family(spec.path, tensors, metadata, arch)
-        for component, state in to_peft_components(pipeline_cls, FrozenDict(unet_config), spec.path,
-                                                   tensors).items():
+        for component, state in family.peft_components(unet_config, spec.path, tensors, metadata).items():
+            component = "unet" if component == family.diffusers_prefix("unet") else component
             strength = spec.weight if component == "unet" else spec.text_weight
             for key in state:
                 if key.endswith("lora_magnitude_vector"):
@@ -85,6 +82,8 @@ def plan_updates(source, arch: str, unet_config: dict, specs: list[LoraSpec]) ->
                     continue
                 module = key.removesuffix(".lora_A.weight")
                 target, third = family.original_key(component, module, unet_config)
+                if target not in keys and "model.diffusion_model." + target in keys:  # a full checkpoint
+                    target = "model.diffusion_model." + target
                 if target not in keys:
                     problems.append(f"{component}.{module} -> {target}")
                     continue
@@ -102,9 +101,10 @@ def updated(tensor: torch.Tensor, changes: list) -> torch.Tensor:
         delta = (up.flatten(1) @ down.flatten(1)) * strength
         if third is None:
             weight += delta.reshape(weight.shape)
-        else:
+        else:  # rows of a fused weight: OpenCLIP's q/k/v thirds, FLUX's (first, end) row ranges
             rows = weight.shape[0] // 3
-            weight[third * rows:(third + 1) * rows] += delta.reshape(rows, *weight.shape[1:])
+            first, end = third if isinstance(third, tuple) else (third * rows, (third + 1) * rows)
+            weight[first:end] += delta.reshape(end - first, *weight.shape[1:])
     return weight
 
 
