@@ -72,15 +72,19 @@ def make_plan(cfg: TrainConfig, device: str = "auto", facts: dict | None = None)
     offloaded = [name for name in _offloaded(cfg, family) if name in components]
     plan = Plan(device=device, weight_dtype=precision.name, frozen_gb={k: v / GB for k, v in frozen.items()},
                 lora_params=lora, adapter_gb=adapter / GB, activations_gb=act / GB, offloaded=offloaded)
-    transient = _conversion_transient(components)
+    transient = family.load_transient_bytes(components)
+    # a family that encodes the captions first frees its (untrained) text encoders before the denoiser loads
+    first = [n for n in family.text_encoders if family.encode_before_denoiser and n in offloaded]
+    together = sum(v for k, v in frozen.items() if k not in first)
     if device == "cuda":
         staying = sum(v for k, v in frozen.items() if k not in offloaded)
-        caching = sum(frozen.values()) + figures.vae_encode_bytes * _pixels(cfg, figures) * (precision.vae.itemsize / 4)
+        caching = together + figures.vae_encode_bytes * _pixels(cfg, figures) * (precision.vae.itemsize / 4)
         plan.gpu_gb = (max(caching, staying + adapter + act) + CUDA_CONTEXT) / GB
-        waiting = sum(frozen[k] for k in offloaded if cfg.sampling.every_n_steps)
+        waiting = sum(frozen[k] for k in offloaded if cfg.sampling.every_n_steps and k not in first)
         plan.ram_gb = (PROCESS_RAM["cuda"] + max(max(frozen.values()) + transient, waiting)) / GB
     else:
-        plan.ram_gb = (PROCESS_RAM["cpu"] + sum(frozen.values()) + adapter + act + transient) / GB
+        encoding = sum(frozen[k] for k in first) + frozen.get("vae", 0)
+        plan.ram_gb = (PROCESS_RAM["cpu"] + max(encoding, together + adapter + act) + transient) / GB
     plan.warnings = _fits(plan, facts)
     return plan
 
@@ -167,15 +171,6 @@ def _offloaded(cfg: TrainConfig, family) -> list[str]:
     if cfg.performance.cache_latents and cfg.dataset.center_crop:
         out.append("vae")
     return out
-
-
-def _conversion_transient(components: dict) -> int:
-    """OpenCLIP files fuse q/k/v: those tensors are split for real (the fp16 split copies)."""
-    encoder = components.get("text_encoder_2")
-    if encoder is None:
-        return 0
-    config = encoder.config
-    return 2 * config.num_hidden_layers * 3 * config.hidden_size ** 2
 
 
 def _fits(plan: Plan, facts: dict | None) -> list[str]:

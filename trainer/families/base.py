@@ -161,6 +161,10 @@ class Family:
     def load_folder(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
         raise NotImplementedError
 
+    def load_transient_bytes(self, components: dict) -> int:
+        """Memory the single-file conversion needs beyond the weights (tensors it computes for real)."""
+        return 0
+
     def caption_tokenizer(self):
         """The main text encoder's tokenizer: what `dataset.max_token_length` counts in."""
         raise NotImplementedError

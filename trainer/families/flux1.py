@@ -134,7 +134,9 @@ class Flux1(Family):
         from trainer.families.flux1_files import build_components
 
         with torch.device("meta"):
-            return build_components(configs)
+            parts = build_components(configs)
+        parts.pop("scheduler")
+        return parts
 
     def tokenizers(self) -> dict:
         from trainer.models.assets import load_t5_tokenizer, load_tokenizer

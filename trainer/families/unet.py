@@ -146,6 +146,13 @@ class UNetFamily(Family):
         parts = load_diffusers_folder(path, self.text_encoders, precision, device)
         return {**self.tokenizers(), **parts}  # the folder's own tokenizers where it has them
 
+    def load_transient_bytes(self, components: dict) -> int:
+        """OpenCLIP files fuse q/k/v: those tensors are split for real (the fp16 split copies)."""
+        if not self.ldm.openclip_prefix or self.ldm.openclip_component not in components:
+            return 0
+        config = components[self.ldm.openclip_component].config
+        return 2 * config.num_hidden_layers * 3 * config.hidden_size ** 2
+
     def caption_tokenizer(self):
         from trainer.models.assets import load_tokenizer
 
