@@ -60,6 +60,8 @@ class Family:
     smallest_tier: str = "6gb"        # the least GPU memory a tier of this family is written for
     min_gpu_gb: float = 0.0           # free GPU memory below which the wizard warns
     a1111_version: str = "Unknown"    # "sd version" of A1111's LoRA card sidecar
+    invokeai_base: str = ""           # InvokeAI's base ("sd-1", "sdxl") when its SD probe files the LoRAs
+                                      # (trainer.export.invokeai); "" for families it tells otherwise
     latent_channels: int = 4
     latent_factor: int = 8            # pixels per latent cell
     tokens: TokenFacts = None

@@ -17,7 +17,7 @@ V_HINT = ("SD2 default: most SD2.x checkpoints are 768-v; set model.prediction_t
 
 class StableDiffusion1(UNetFamily):
     id, label = "sd1", "SD 1.x"
-    demo, preset_prefix, a1111_version = "demo:sd15", "sd15", "SD1"
+    demo, preset_prefix, a1111_version, invokeai_base = "demo:sd15", "sd15", "SD1", "sd-1"
     tiny_config = "tiny-sd15"
     te_marker, cross_attention_width = "cond_stage_model.transformer.", 768
     ldm = LdmLayout(clip_prefix="cond_stage_model.transformer.", openclip_prefix=None)
@@ -59,7 +59,7 @@ class StableDiffusion1(UNetFamily):
 
 class StableDiffusion2(StableDiffusion1):
     id, label = "sd2", "SD 2.x"
-    demo, a1111_version = "demo:sd2", "SD2"
+    demo, a1111_version, invokeai_base = "demo:sd2", "SD2", "sd-2"
     tiny_config = "tiny-sd2"
     te_marker, cross_attention_width = "cond_stage_model.model.", 1024
     ldm = LdmLayout(clip_prefix=None, openclip_prefix="cond_stage_model.model.", openclip_extra_layer=True)

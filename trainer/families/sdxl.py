@@ -14,7 +14,7 @@ GB = 1e9
 
 class StableDiffusionXL(UNetFamily):
     id, label = "sdxl", "SDXL"
-    demo, preset_prefix, a1111_version = "demo:sdxl", "sdxl", "SDXL"
+    demo, preset_prefix, a1111_version, invokeai_base = "demo:sdxl", "sdxl", "SDXL", "sdxl"
     tier_prefix, smallest_tier, min_gpu_gb = "sdxl-", "8gb", 7.5  # no SDXL tier below 8 GB
     tiny_config = "tiny-sdxl"
     text_encoders = ("text_encoder", "text_encoder_2")
