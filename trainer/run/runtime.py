@@ -14,6 +14,7 @@ from trainer.lora.inject import adapter_state_dict, inject, load_adapter_state_d
 from trainer.models.load import BaseModel, family_of, load_base_model
 from trainer.run.sink import EventSink
 from trainer.shared import events as ev
+from trainer.shared import faults
 from trainer.shared.config import TrainConfig
 
 log = logging.getLogger("trainer")
@@ -148,6 +149,7 @@ class Runtime:
 
 
 def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink) -> Runtime:
+    faults.point("connect")  # (the tests' crash of one process before a launch's processes connect)
     accelerator = _accelerator(cfg)
     sink.enabled = accelerator.is_main_process
     torch.manual_seed(cfg.schedule.seed)
