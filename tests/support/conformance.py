@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.support.engine import make_dataset, tiny_config, train_in_process
+from tests.support.weights import assert_same_updates, components, lora_updates
 from trainer.export.exporter import export_adapter
 from trainer.export.verify import verify_file
 from trainer.models.detect import inspect_base_model, inspect_file
@@ -58,18 +59,16 @@ def check_train_resume_preview(model_path: Path, folder: Path, **overrides) -> P
     return straight
 
 
-def _latents(family, model_path: Path, lora: Path | None = None) -> tuple[torch.Tensor, int]:
-    """Two denoising steps of the family's diffusers pipeline; (latents, modules a LoRA layer went on)."""
+def _latents(family, model_path: Path, lora: Path | None = None) -> tuple[torch.Tensor, dict]:
+    """Two denoising steps of the family's diffusers pipeline; (latents, the updates its LoRA layers apply)."""
     model = load_base_model(str(model_path))
     pipe = family.preview_pipeline(model, model.noise_scheduler)
     pipe.set_progress_bar_config(disable=True)
     if lora is not None:
         pipe.load_lora_weights(str(lora))
-    adapted = sum(1 for part in [model.unet, *model.text_encoders] for module in part.modules()
-                  if len(getattr(module, "lora_A", ())))  # peft's LoRA layers, one per adapted module
     latents = pipe("tok, a shape", num_inference_steps=2, guidance_scale=1.0, height=64, width=64,
                    output_type="latent", generator=torch.Generator().manual_seed(0)).images
-    return latents, adapted
+    return latents, lora_updates(components(model))  # peft's LoRA layers, one per adapted module
 
 
 def check_export_verify_diffusers(family, model_path: Path, adapter: Path, folder: Path) -> None:
@@ -77,15 +76,17 @@ def check_export_verify_diffusers(family, model_path: Path, adapter: Path, folde
     report = verify_file(adapter)
     assert report.ok and report.modules == len(modules), report.summary()
     base, _ = _latents(family, model_path)
-    original, adapted = _latents(family, model_path, adapter)
-    assert adapted == len(modules), f"diffusers applied {adapted} of {len(modules)} modules"
+    original, updates = _latents(family, model_path, adapter)
+    assert len(updates) == len(modules), f"diffusers applied {len(updates)} of {len(modules)} modules"
     effect = (original - base).abs().max().item()
     assert effect > 1e-3, "the adapter changes nothing, so the comparison would prove nothing"
     for fmt in ("kohya", "diffusers"):
         exported = export_adapter(adapter, fmt, folder / fmt, name="conformance").adapter
-        latents, _ = _latents(family, model_path, exported)
-        # the same fp32 weights through another key layout: equal up to summation order
-        assert torch.allclose(latents, original, atol=1e-4 * max(1.0, effect)), fmt
+        latents, exported_updates = _latents(family, model_path, exported)
+        # the same fp32 weights through another key layout: every module's update within rounding, and the
+        # output coarsely the same (denoising steps amplify the last bits by amounts that vary by CPU)
+        assert_same_updates(exported_updates, updates)
+        assert (latents - original).abs().max() < effect / 4, fmt
 
 
 def check_family(family, folder: Path, **overrides) -> None:
