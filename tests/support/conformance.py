@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.support.engine import make_dataset, tiny_config, train_in_process
+from tests.support.weights import assert_same_updates, components, lora_updates
 from trainer.export.exporter import export_adapter
 from trainer.export.verify import verify_file
 from trainer.models.detect import inspect_base_model, inspect_file
@@ -72,11 +73,6 @@ def _latents(family, model) -> torch.Tensor:
                 output_type="latent", generator=torch.Generator().manual_seed(0)).images
 
 
-def _adapted(model) -> int:
-    return sum(1 for part in [model.unet, *model.text_encoders] for module in part.modules()
-               if len(getattr(module, "lora_A", ())))  # peft's LoRA layers, one per adapted module
-
-
 def _trained_network(cfg, model_path: Path, run_dir: Path):
     """The base with the run's last adapter state put in by the engine itself."""
     from trainer.lora.inject import load_adapter_state_dict
@@ -100,18 +96,18 @@ def check_export_verify_diffusers(family, cfg, model_path: Path, adapter: Path, 
     kohya = export_adapter(adapter, "kohya", folder / "kohya", name="conformance")
     assert "none ignored" in kohya.report, kohya.report
     exported = export_adapter(adapter, "diffusers", folder / "diffusers", name="conformance").adapter
-    base = _latents(family, load_base_model(str(model_path)))
-    trained = _latents(family, _trained_network(cfg, model_path, folder / "straight"))
-    effect = (trained - base).abs().max().item()
-    assert effect > 1e-3, "the adapter changes nothing, so the comparison would prove nothing"
+    trained_model = _trained_network(cfg, model_path, folder / "straight")
     model = load_base_model(str(model_path))
     pipe = family.preview_pipeline(model, model.noise_scheduler)
     pipe.load_lora_weights(str(exported))
-    in_file = {k.rsplit(".", 2)[0] for k in load_file(str(exported)) if k.endswith("lora_A.weight")}
-    assert _adapted(model) == len(in_file), f"diffusers applied {_adapted(model)} of {len(in_file)} modules"
-    loaded = _latents(family, model)
-    # the same fp32 weights in another key layout: equal up to summation order
-    assert torch.allclose(loaded, trained, atol=1e-4 * max(1.0, effect)), (loaded - trained).abs().max()
+    # every module's update within fp32 rounding of the one the engine trained (the same weights in another
+    # key layout); the output only coarsely (denoising steps amplify the last bits by amounts that vary by CPU)
+    assert_same_updates(lora_updates(components(model)), lora_updates(components(trained_model)))
+    base = _latents(family, load_base_model(str(model_path)))
+    trained, loaded = _latents(family, trained_model), _latents(family, model)
+    effect = (trained - base).abs().max().item()
+    assert effect > 1e-3, "the adapter changes nothing, so the comparison would prove nothing"
+    assert (loaded - trained).abs().max() < effect / 4
 
 
 def check_family(family, folder: Path, **overrides) -> None:

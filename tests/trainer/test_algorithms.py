@@ -1,5 +1,5 @@
 """LoHa and LoKr (lora.algorithm): trained through the CLI, exported in the LyCORIS layout the UIs load,
-verified, and the exported file means exactly what was trained by the UIs' own formulas."""
+verified, and the exported file means exactly what was trained by each UI's own formula."""
 
 import json
 import subprocess
@@ -11,12 +11,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.support.engine import make_dataset, run_cli, tiny_config
-from tests.support.ui_formulas import modules_of, ui_delta
+from tests.support.ui_formulas import invokeai_token_vector_length, modules_of, ui_delta, ui_deltas
 from trainer.export.kohya import kohya_module_name, to_kohya
-from trainer.export.verify import verify_file
+from trainer.export.verify import context_dim, module_table, verify_file
+from trainer.families.ldm_layout import save_original_checkpoint
+from trainer.families.registry import by_config
 from trainer.lora.algorithms import ADAPTER, module_scales
 from trainer.lora.inject import adapter_state_dict
 from trainer.models.load import load_base_model
+from trainer.models.tiny import build_tiny_components
 
 FIRST_PART = {"loha": "hada_w1_a", "lokr": "lokr_w1"}
 
@@ -35,15 +38,16 @@ def _random_adapter(cfg):
 
 
 @pytest.mark.parametrize("algorithm,options", [
-    ("lora", {}), ("loha", {}), ("lokr", {}),
+    ("lora", {}), ("loha", {}), ("lokr", {}), ("lokr", {"lora__rank": 2}),
     ("lora", {"lora__rslora": True, "lora__conv_rank": 2, "lora__conv_alpha": 3.0}),
     ("loha", {"lora__conv_rank": 2, "lora__conv_alpha": 1.0}), ("lokr", {"lora__lokr_factor": 4}),
     ("lora", {"lora__block_ranks": [2, 3, 5], "lora__block_alphas": [1.0, 4.0, 2.5], "lora__conv_rank": 6}),
     ("loha", {"lora__block_ranks": [2, 3, 5]})])
-def test_exported_tensors_give_the_trained_update_by_the_uis_formulas(tmp_path, algorithm, options):
-    # alpha != rank, so a wrong scale anywhere (LoKr's full factors, rsLoRA, conv alphas) shows
-    cfg = tiny_config(tmp_path, lora__algorithm=algorithm, lora__targets="full", lora__rank=4, lora__alpha=2.0,
-                      **options)
+def test_exported_tensors_give_the_trained_update_in_every_ui(tmp_path, algorithm, options):
+    # alpha != rank, so a wrong scale anywhere (LoKr's whole factors, rsLoRA, conv alphas) shows; LoKr at rank
+    # 2 or with factor 4 keeps W2 decomposed where InvokeAI's probe does not look, whole where it does
+    cfg = tiny_config(tmp_path, **{"lora__algorithm": algorithm, "lora__targets": "full", "lora__rank": 4,
+                                   "lora__alpha": 2.0, **options})
     model, base = _random_adapter(cfg)
     tensors = to_kohya({"unet": adapter_state_dict(model.unet)}, "sd1", dict(model.unet.config),
                        {"unet": module_scales(model.unet)}, torch.float32)
@@ -53,28 +57,36 @@ def test_exported_tensors_give_the_trained_update_by_the_uis_formulas(tmp_path, 
         layer = model.unet.get_submodule(module)
         weight_shape = base[module + ".weight"].shape
         expected = layer.get_delta_weight(ADAPTER).float()
-        got = ui_delta(modules[kohya_module_name("unet", module, "sd1", None)], weight_shape)
-        assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4), module
+        for ui, got in ui_deltas(modules[kohya_module_name("unet", module, "sd1", None)], weight_shape).items():
+            assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4), (module, ui)
         checked += 1
     assert checked == len(modules) and any(".conv1" in m for m in module_scales(model.unet))
+    if algorithm == "lokr" and options:
+        assert any("lokr_w2_a" in parts for parts in modules.values())  # the variant keeps some W2 decomposed
 
 
 @pytest.mark.parametrize("algorithm,spec", [("loha", "demo:sd15"), ("loha", "demo:sdxl"), ("lokr", "demo:sd15"),
-                                            ("lokr", "demo:sdxl")])
+                                            ("lokr", "demo:sdxl"), ("loha", "sd15.safetensors"),
+                                            ("lokr", "sd15.safetensors")])
 def test_lycoris_adapter_trains_exports_and_verifies(tmp_path, algorithm, spec):
     out = tmp_path / "run"
     make_dataset(tmp_path / "data", count=4)
+    if spec.endswith(".safetensors"):  # a single file in the original (A1111/civitai) layout
+        spec = str(save_original_checkpoint(build_tiny_components("sd15"), "sd15", tmp_path / spec))
+    # rank 2: training keeps LoKr's W2 decomposed (below half its side) as at the usual ranks of real models
     code, events, stderr = run_cli(
         "train", "--demo", "--out", str(out), "--events", "jsonl", "--set", f"model.path={spec}",
         "--set", f"dataset.path={tmp_path / 'data'}", "--set", f"lora.algorithm={algorithm}",
         "--set", "lora.targets=full", "--set", "lora.train_text_encoder=true", "--set", "schedule.max_steps=2",
-        "--set", "sampling.every_n_steps=0", "--set", "saving.every_n_steps=0", "--set", "optimizer.lr=1e-2")
+        "--set", "lora.rank=2", "--set", "sampling.every_n_steps=0", "--set", "saving.every_n_steps=0",
+        "--set", "optimizer.lr=1e-2")
     assert code == 0, stderr
     adapter = out / "demo-lora.safetensors"
     tensors = load_file(str(adapter))
     with safe_open(str(adapter), "pt") as f:
         meta = f.metadata()
     modules = modules_of(tensors)
+    _every_ui_applies_the_same_update(tensors, meta)
     assert all(FIRST_PART[algorithm] in parts and "alpha" in parts for parts in modules.values())
     assert any(m.startswith("lora_te2_") for m in modules) == (spec == "demo:sdxl")
     assert any("resnets" in m or "in_layers" in m for m in modules)  # conv layers, targets = "full"
@@ -91,6 +103,18 @@ def test_lycoris_adapter_trains_exports_and_verifies(tmp_path, algorithm, spec):
     assert done.returncode == 0 and "none ignored" in done.stdout, done.stderr
     refused = _cli("export", str(adapter), "--format", "diffusers", "--to", str(tmp_path / "d"))
     assert refused.returncode == 2 and "LyCORIS" in refused.stderr and "kohya-layout" in refused.stderr
+
+
+def _every_ui_applies_the_same_update(tensors: dict, meta: dict) -> None:
+    """Each module means the same update in A1111, Forge, ComfyUI and InvokeAI, and InvokeAI's probe reads the
+    width of the model's text embedding (the tiny model's stands for 768 / 2048: test_invokeai_probe.py)."""
+    config = meta["lora_studio_base_config"]
+    table = module_table(config, by_config(config).id)
+    for name, parts in modules_of(tensors).items():
+        deltas = list(ui_deltas(parts, table[name].shape).values())
+        assert all(torch.equal(deltas[0], other) for other in deltas[1:]), name
+    shapes = {key: tuple(t.shape) for key, t in tensors.items()}  # in file order, as InvokeAI reads them
+    assert invokeai_token_vector_length(shapes) == context_dim(config, by_config(config).id)
 
 
 def _cli(*args):

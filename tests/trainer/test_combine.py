@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -20,14 +21,8 @@ from trainer.shared.generate_params import Request
 from trainer.tryit.combine import combine_files
 from trainer.tryit.loras import LoraSpec
 
-# Both sides go through fp16 LoRA weights and 8-bit PNGs; the sums are grouped differently, so a pixel may
-# move by a few levels out of 255 (the images differ by > 20 levels from the base).
-PIXEL_TOLERANCE = 3
-
-
-def delta(tensors, module: str):
-    parts = group_modules(tensors)[module]
-    return parts["lora_up.weight"].float().flatten(1) @ parts["lora_down.weight"].float().flatten(1) * scale_of(parts)
+EPS16 = float(torch.finfo(torch.float16).eps)
+TINY16 = float(torch.finfo(torch.float16).smallest_normal) * EPS16  # fp16's subnormal spacing
 
 
 def test_combined_file_equals_the_weighted_pair(tmp_path):
@@ -35,10 +30,18 @@ def test_combined_file_equals_the_weighted_pair(tmp_path):
 
     a, b = our_lora(tmp_path / "a.safetensors", seed=1), our_lora(tmp_path / "b.safetensors", seed=2)
     result = combine_files([LoraSpec(a, 0.5), LoraSpec(b, 0.5)], tmp_path / "c.safetensors")
-    c = load_file(str(tmp_path / "c.safetensors"))
-    module = next(iter(group_modules(c)))
-    expected = 0.5 * delta(load_file(str(a)), module) + 0.5 * delta(load_file(str(b)), module)
-    assert (delta(c, module) - expected).abs().max() < 1e-2 * expected.abs().max()
+    c = group_modules(load_file(str(tmp_path / "c.safetensors")))
+    pair = [group_modules(load_file(str(a))), group_modules(load_file(str(b)))]
+    assert c.keys() == pair[0].keys() == pair[1].keys()
+    for module, parts in c.items():
+        # one LoRA of rank 4 + 4: the downs stacked as they are, the ups side by side, each scaled by its
+        # weight x alpha/rank and rounded once to the file's fp16 (half a unit in the last place)
+        ins = [p[module] for p in pair]
+        assert torch.equal(parts["lora_down.weight"], torch.cat([p["lora_down.weight"] for p in ins]))
+        up = torch.cat([p["lora_up.weight"].double() * 0.5 * scale_of(p) for p in ins], 1)
+        bound = EPS16 / 2 * up.abs() + TINY16 / 2
+        assert ((parts["lora_up.weight"].double() - up).abs() <= bound).all(), module
+        assert scale_of(parts) == 1.0
     assert result["rank"] == 8 and verify_file(tmp_path / "c.safetensors").ok
 
     generator = Generator(load_base("demo:sd15"))
@@ -47,10 +50,13 @@ def test_combined_file_equals_the_weighted_pair(tmp_path):
         req = Request(prompt="a cat", seed=3, steps=3, loras=loras, out=str(tmp_path), name=name)
         return np.asarray(Image.open(generator.generate(req)[0].path)).astype(int)
 
+    # a coarse look at the images: the combined file's is far closer to the pair's than the base's is (not
+    # pixel-exact: the sums are grouped differently, and denoising steps amplify that by amounts that vary
+    # by CPU)
     pair = image([{"path": str(a), "weight": 0.5}, {"path": str(b), "weight": 0.5}], "pair")
     combined = image([{"path": str(tmp_path / "c.safetensors"), "weight": 1.0}], "combined")
-    assert np.abs(pair - image([], "base")).max() > 20
-    assert np.abs(pair - combined).max() <= PIXEL_TOLERANCE
+    effect = np.abs(pair - image([], "base")).mean()
+    assert effect > 2 and np.abs(pair - combined).mean() < effect / 4
 
 
 def test_cli_rank_reports_retained_energy(tmp_path):

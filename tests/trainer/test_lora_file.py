@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tests.support.engine import tiny_config, train_in_process
+from tests.support.weights import assert_same_updates, components, lora_updates
 from trainer.lora.inject import load_adapter_state_dict
 from trainer.models.load import load_base_model
 from trainer.run.runtime import add_adapters
@@ -38,11 +39,14 @@ def test_kohya_file_loads_in_diffusers_and_matches_the_trained_network(tmp_path,
 
     pipe = _pipeline(load_base_model(spec))
     pipe.load_lora_weights(str(adapter))
+    assert_same_updates(lora_updates(components(pipe)), lora_updates(components(trained_model)))
     loaded = _latents(pipe)
 
+    # a coarse look at the output: far closer to the trained network's than the base model's is
     effect = (trained - base).abs().max().item()
     assert effect > 1e-2, "training changed nothing, so this comparison would prove nothing"
-    assert torch.allclose(loaded, trained, atol=1e-4 * max(1.0, effect)), (loaded - trained).abs().max()
+    assert (loaded - trained).abs().max() < effect / 4
+
 
 
 def test_fp16_file_stays_close(tmp_path, dataset_dir):

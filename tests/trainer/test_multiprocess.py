@@ -6,7 +6,9 @@ checkpoints.
 Every process logs "process I of N: adapter fingerprint H" at the end (trainer/loop.py); the tests compare
 those, check that the saved training state hashes to the same value, that each process drew its own noise,
 and that a stop request (which reaches one process only) followed by a two-process resume ends bit-identical
-to the uninterrupted run (each process gets its own noise stream back).
+to the uninterrupted run (each process gets its own noise stream back). One process crashing, before the
+group forms or during a step, fails the launch; the tests skip only on a machine where two bare processes
+cannot form a gloo group.
 """
 
 import hashlib
@@ -30,10 +32,15 @@ pytest.importorskip("accelerate")
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(),
                                 reason="this PyTorch build has no gloo backend for CPU processes")
 
-# Signs that this machine can't run a gloo process group at all (no loopback, sandboxed sockets): skip,
-# since the engine isn't what failed.
-CANNOT_START = re.compile(r"(gloo|rendezvous|c10d).*(connect|refused|timed? ?out|address)|"
-                          r"Address family not supported|Network is unreachable", re.IGNORECASE)
+# Two bare processes joining a gloo group over the loopback and summing one number: no engine code.
+GLOO_PAIR = """
+import sys, datetime, torch, torch.distributed as dist
+dist.init_process_group("gloo", init_method=sys.argv[1], rank=int(sys.argv[2]), world_size=2,
+                        timeout=datetime.timedelta(seconds=60))
+total = torch.ones(1)
+dist.all_reduce(total)
+assert total.item() == 2
+"""
 
 
 def free_port() -> int:
@@ -42,9 +49,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(*trainer_args, input_text=None):
-    """`accelerate launch --multi_gpu --num_processes 2 -m trainer ...` on the CPU (gloo)."""
+@pytest.fixture(scope="module", autouse=True)
+def local_process_groups_work():
+    """Skip only when this machine cannot run a gloo process group at all (no loopback, sandboxed sockets),
+    found by two processes that run nothing of the engine. Once they can, every failure of a launch is a
+    failure of the engine: a process that crashes before the others connect leaves them waiting until
+    they time out or lose their peer, which is not the machine's fault."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(_env(), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", GLOO_PAIR, address, str(rank)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env) for rank in (0, 1)]
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=120)[0])
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            outputs.append(proc.communicate()[0] + "\n(timed out)")
+    if any(proc.returncode for proc in procs):
+        pytest.skip(f"two local processes cannot form a gloo process group here: {outputs[0][-400:]}")
+
+
+def launch(*trainer_args, input_text=None, fault=None):
+    """`accelerate launch --multi_gpu --num_processes 2 -m trainer ...` on the CPU (gloo). `fault` is
+    (LORA_STUDIO_FAULT, rank): that process alone meets the fault (trainer/shared/faults.py)."""
     env = dict(_env(), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    if fault:
+        env.update(LORA_STUDIO_FAULT=fault[0], LORA_STUDIO_FAULT_RANK=str(fault[1]))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(free_port()), "-m", "trainer", *trainer_args, "--events", "jsonl"]
@@ -57,17 +88,15 @@ def launch(*trainer_args, input_text=None):
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         pytest.fail(f"the processes hung (waiting for each other?):\n{stderr[-3000:]}")
-    if proc.returncode != 0 and CANNOT_START.search(stderr):
-        pytest.skip(f"accelerate launch could not start a gloo process group here: {stderr[-400:]}")
     events = [decode(line) for line in stdout.splitlines() if line.strip()]
     return proc.returncode, events, stderr
 
 
-def train(out, input_text=None):
+def train(out, input_text=None, fault=None):
     return launch("train", "--demo", "--out", str(out), "--set", "performance.device=cpu",
                   "--set", "schedule.max_steps=4", "--set", "saving.every_n_steps=2",
                   "--set", "sampling.every_n_steps=2", "--set", "sampling.steps=2",
-                  "--set", "sampling.prompts=[\"a red circle\"]", input_text=input_text)
+                  "--set", "sampling.prompts=[\"a red circle\"]", input_text=input_text, fault=fault)
 
 
 def fingerprints(err) -> dict[str, str]:
@@ -137,3 +166,15 @@ def test_a_stop_that_reaches_one_process_stops_both_and_resume_is_exact(uninterr
     reference = load_file(str(uninterrupted[0] / "demo-lora.safetensors"))
     resumed = load_file(str(out / "demo-lora.safetensors"))
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+
+@pytest.mark.parametrize("fault", ["connect:crash", "step@2:crash"])
+def test_a_process_that_crashes_fails_the_launch(tmp_path, fault):
+    """The second process dies, just before the process group forms or in step 2 (the first then loses its
+    peer: gloo reports "Connection closed by peer", a message the old skip rule took for a machine without
+    sockets): the launch ends non-zero, promptly, and the tests above would fail on it, not skip."""
+    code, events, err = train(tmp_path / "run", fault=(fault, 1))
+    where = fault.split(":")[0].split("@")[0]
+    assert code != 0 and f"injected crash at '{where}'" in err, err[-3000:]
+    assert not any(e.type == "done" for e in events)

@@ -1,7 +1,8 @@
 """`lora-studio export`: verify, convert, place the adapter where a UI looks, with its sidecar and preview.
 
 Nothing existing is overwritten unless asked; every file is written atomically; the written adapter is
-reopened and verified again, and an export with any tensor a UI would ignore is refused.
+reopened and verified again, and an export with any tensor a UI would ignore, or to a UI that would refuse
+the file, is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 from trainer.export.convert import kohya_to_diffusers
 from trainer.export.save import SAVE_DTYPES, write_safetensors
 from trainer.export.uis import UiFolder, a1111_sidecar, detect_ui
-from trainer.export.verify import base_config_of, verify_file
+from trainer.export.verify import UI_NAMES, base_config_of, verify_file
 from trainer.families.registry import by_config
 from trainer.shared.errors import UserError
 from trainer.shared.fsutil import atomic_write, atomic_write_text
@@ -43,11 +44,14 @@ def export_adapter(adapter: Path, fmt: str = "kohya", to: Path | None = None, na
     adapter = resolve_adapter(Path(adapter))
     tensors, metadata = _read(adapter)
     report = verify_file(adapter)
-    if not report.ok:
+    if not report.applies:
         raise UserError(f"{adapter} would not load fully: {report.summary()}",
                         "this adapter does not match its base architecture; re-export it from its run")
     name = safe_name(name or metadata.get("ss_output_name") or adapter.stem)
     ui = detect_ui(to or Path.cwd())
+    if ui.ui in report.refused:  # for another UI the report says so, and the file still goes where asked
+        raise UserError(f"{UI_NAMES.get(ui.ui, ui.ui)} would not install {adapter}: {report.refused[ui.ui]}",
+                        "the other UIs take it as it is; a file LoRA Studio exports from its run installs here")
     preview = preview or latest_sample(adapter)
     metadata = _retitled(metadata, name, preview)
     if dtype:

@@ -9,6 +9,11 @@ Key rules (taken from kohya sd-scripts' networks/lora.py and checked against the
 - LoHa / LoKr (LyCORIS layout, built into A1111 since 1.5, Forge, ComfyUI, InvokeAI): the same module
   names with `.hada_w1_a`, `.hada_w1_b`, `.hada_w2_a`, `.hada_w2_b` / `.lokr_w1`, `.lokr_w2_a`, ... and
   `.alpha`. A1111 picks the algorithm by these names (extensions-builtin/Lora/network_hada.py, network_lokr.py).
+- LoKr stores W2 whole (`.lokr_w2`, the product W2a·W2b) on the layers InvokeAI's install probe reads
+  (trainer.export.invokeai): it reads a LoKr layer only when both factors are whole. With both whole every UI
+  applies scale 1 and ignores alpha, so the trained scale is folded into W2 and `.alpha` holds the rank, as
+  LyCORIS writes such layers. Elsewhere W2 stays as trained: two factors are the smaller file at the usual
+  ranks (with lokr_factor 4 a whole W2 is several times its two factors).
 - AdaLoRA (SVD form P·diag(E)·Q) is written as plain LoRA with each module's own rank (pruned triplets
   folded away); the per-module `.alpha` keeps each module's trained scale.
 """
@@ -16,6 +21,8 @@ Key rules (taken from kohya sd-scripts' networks/lora.py and checked against the
 from __future__ import annotations
 
 import torch
+
+from trainer.export.invokeai import probed
 
 PEFT_SUFFIX = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 # LyCORIS parameter names: peft's LoHa/LoKr layers use them too, so they are exported unchanged
@@ -56,6 +63,8 @@ def kohya_tensors(adapters: dict[str, dict[str, torch.Tensor]], name_of, scales:
                 parts, rank = fold_triplets(parts)
                 if not rank:
                     continue  # AdaLoRA pruned every triplet: the module adds nothing
+            if probed(name):
+                parts = whole_lokr_w2(parts)
             for part, tensor in _module_parts(parts, module, state, rank, scale).items():
                 out[f"{name}.{part}"] = tensor.to(dtype).contiguous()
     return out
@@ -72,9 +81,10 @@ def _group_peft(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Ten
 def _module_parts(parts: dict, module: str, state: dict, rank: int, scale: float) -> dict[str, torch.Tensor]:
     """One module's tensors under the names the UIs read, and the alpha that gives them the trained scale."""
     if "lokr_w1" in parts and "lokr_w2" in parts:
-        # LoKr with both factors full has no rank in the file: A1111, ComfyUI and LyCORIS then apply scale 1
-        # and ignore alpha, so the trained scale is folded into W1 (alpha = rank, as LyCORIS writes it).
-        parts = dict(parts, lokr_w1=parts["lokr_w1"].float() * scale)
+        # LoKr with both factors whole has no rank in the file: A1111, Forge, ComfyUI, InvokeAI and LyCORIS
+        # then apply scale 1 and ignore alpha, so the trained scale is folded into W2 (alpha = rank, as
+        # LyCORIS writes it).
+        parts = dict(parts, lokr_w2=parts["lokr_w2"].float() * scale)
         alpha = float(rank)
     else:
         alpha = rank * scale  # the UIs scale by alpha / rank
@@ -86,6 +96,14 @@ def _module_parts(parts: dict, module: str, state: dict, rank: int, scale: float
             out[PEFT_SUFFIX.get(suffix, suffix)] = tensor
     out["alpha"] = torch.tensor(alpha)
     return out
+
+
+def whole_lokr_w2(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A LoKr module with W2 stored whole (W2a·W2b in fp32); other modules, and Tucker's W2, unchanged."""
+    if "lokr_w2_a" not in parts or "lokr_t2" in parts:
+        return parts
+    rest = {k: v for k, v in parts.items() if k not in ("lokr_w2_a", "lokr_w2_b")}
+    return dict(rest, lokr_w2=parts["lokr_w2_a"].float() @ parts["lokr_w2_b"].float())
 
 
 def _split_peft_key(key: str) -> tuple[str, str]:

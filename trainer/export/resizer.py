@@ -33,6 +33,6 @@ def resize_file(adapter: Path, rank: int, out: Path | None = None, overwrite: bo
                     lora_studio_resized_from=str(max(ranks)))
     write_safetensors(out, resized, metadata)
     report = verify_file(out)
-    if not report.ok:
+    if not report.applies:  # (a UI refusing the file refused the original too: the report says so)
         raise UserError(f"resized adapter {out} does not verify: {report.summary()}", "please report this bug")
     return out, energy

@@ -1,9 +1,11 @@
-"""Check that every tensor of a kohya-layout adapter lands on a real module of its base architecture.
+"""Check that every tensor of a kohya-layout adapter lands on a real module of its base architecture, and
+that every UI takes the file.
 
 The expected module names come from diffusers' model classes built with the architecture's real config on
 the meta device (no memory, no weights), named by the UIs' rules (`trainer.export.kohya`). A tensor whose
 module does not exist, or whose shape does not fit, would be silently ignored by A1111/ComfyUI: the classic
-"my LoRA does nothing". Such a file is not called done.
+"my LoRA does nothing". A UI can also refuse a whole file before applying anything: InvokeAI installs an SD
+LoRA only when its probe can tell the base model (`trainer.export.invokeai`). Such a file is not called done.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer.export.invokeai import probe_problem
+
+UI_NAMES = {"invokeai": "InvokeAI"}
 SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_down\.weight|lora_up\.weight|alpha|dora_scale"
                     r"|hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t2))$")
 
@@ -24,16 +29,22 @@ class Report:
     applied: int = 0
     ignored: list[str] = field(default_factory=list)   # "key: reason"
     modules: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # UI id (trainer.export.uis) -> why it refuses the file
+
+    @property
+    def applies(self) -> bool:
+        """Every tensor lands on a module (the UIs that take the file apply all of it)."""
+        return not self.ignored and self.applied > 0
 
     @property
     def ok(self) -> bool:
-        return not self.ignored and self.applied > 0
+        return self.applies and not self.refused
 
     def summary(self) -> str:
         head = f"{self.applied} tensors apply to {self.modules} modules of {self.config}"
-        if not self.ignored:
-            return head + "; none ignored"
-        return head + f"; {len(self.ignored)} IGNORED, e.g. {self.ignored[0]}"
+        head += "; none ignored" if not self.ignored else f"; {len(self.ignored)} IGNORED, e.g. {self.ignored[0]}"
+        refusals = "".join(f"; {UI_NAMES.get(ui, ui)} REFUSES it: {why}" for ui, why in self.refused.items())
+        return head + refusals
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,25 @@ def verify_tensors(shapes: dict[str, tuple], config_name: str, arch: str) -> Rep
         report.ignored += [f"{module}.{part}: {problem}" for part, problem in problems.items() if problem]
         report.applied += sum(1 for problem in problems.values() if not problem)
         report.modules += any(not problem for problem in problems.values())
+    refusal = _invokeai_refusal(shapes, config_name, arch)
+    if refusal:
+        report.refused["invokeai"] = refusal
     return report
+
+
+def _invokeai_refusal(shapes: dict[str, tuple], config_name: str, arch: str) -> str:
+    from trainer.families.registry import get
+
+    base, width = get(arch).invokeai_base, context_dim(config_name, arch)
+    if not base or width is None:
+        return ""  # InvokeAI tells this family's files by other means than the SD probe
+    return probe_problem(shapes, base, width)
+
+
+def context_dim(config_name: str, arch: str) -> int | None:
+    """The width of what the denoiser's cross-attention reads (the text embedding): the input of its to_k."""
+    table = module_table(config_name, arch)
+    return next((t.shape[1] for name, t in table.items() if name.endswith("_attn2_to_k")), None)
 
 
 def _shape_problem(part: str, shape: tuple, expected: tuple[str, tuple], parts: dict[str, tuple]) -> str:

@@ -63,6 +63,8 @@ class Family:
     min_gpu_gb: float = 0.0           # free GPU memory below which the wizard warns
     view_seconds: float = 1.0         # time per image view relative to SD1.5 at 512 px (the wizard's estimate)
     a1111_version: str = "Unknown"    # "sd version" of A1111's LoRA card sidecar
+    invokeai_base: str = ""           # InvokeAI's base ("sd-1", "sdxl") when its SD probe files the LoRAs
+                                      # (trainer.export.invokeai); "" for families it tells otherwise
     latent_channels: int = 4
     latent_factor: int = 8            # pixels per latent cell
     tokens: TokenFacts = None

@@ -18,6 +18,7 @@ V_HINT = ("SD2 default: most SD2.x checkpoints are 768-v; set model.prediction_t
 class StableDiffusion1(UNetFamily):
     id, label = "sd1", "SD 1.x"
     demo, preset_prefix, a1111_version = "demo:sd15", "sd15", "SD1"
+    invokeai_base = "sd-1"
     full_config, tiny_config = "sd15", "tiny-sd15"
     te_marker, cross_attention_width = "cond_stage_model.transformer.", 768
     ldm = LdmLayout(clip_prefix="cond_stage_model.transformer.", openclip_prefix=None)
@@ -58,6 +59,7 @@ class StableDiffusion1(UNetFamily):
 class StableDiffusion2(StableDiffusion1):
     id, label = "sd2", "SD 2.x"
     demo, a1111_version = "demo:sd2", "SD2"
+    invokeai_base = "sd-2"
     view_seconds = 2.0   # SD1.5's UNet at 768 px (the 768-v default): 2.25x the pixels
     full_config, tiny_config = "sd2", "tiny-sd2"
     te_marker, cross_attention_width = "cond_stage_model.model.", 1024

@@ -14,7 +14,7 @@ GB = 1e9
 
 class StableDiffusionXL(UNetFamily):
     id, label = "sdxl", "SDXL"
-    demo, preset_prefix, a1111_version = "demo:sdxl", "sdxl", "SDXL"
+    demo, preset_prefix, a1111_version, invokeai_base = "demo:sdxl", "sdxl", "SDXL", "sdxl"
     tier_prefix, smallest_tier, min_gpu_gb = "sdxl-", "8gb", 7.5  # no SDXL tier below 8 GB
     view_seconds = 6.0   # 1024 px and a 3x larger UNet: ~5-7x SD1.5's time per image (commonly reported it/s)
     full_config, tiny_config, resolution = "sdxl", "tiny-sdxl", 1024

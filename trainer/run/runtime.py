@@ -14,6 +14,7 @@ from trainer.lora.inject import adapter_state_dict, inject, load_adapter_state_d
 from trainer.models.load import BaseModel, family_of, load_base_model, released
 from trainer.run.sink import EventSink
 from trainer.shared import events as ev
+from trainer.shared import faults
 from trainer.shared.config import TrainConfig
 
 log = logging.getLogger("trainer")
@@ -155,6 +156,7 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink, texts: list[
     """`texts`: every caption and prompt the run will encode, when they are known before it starts (captions
     that do not vary): a family that encodes before its denoiser loads (FLUX.1's T5) encodes them and frees
     its text encoders first, so they never share memory with the denoiser."""
+    faults.point("connect")  # (the tests' crash of one process before a launch's processes connect)
     accelerator = _accelerator(cfg)
     sink.enabled = accelerator.is_main_process
     torch.manual_seed(cfg.schedule.seed)

@@ -7,6 +7,10 @@
     LORA_STUDIO_FAULT="step@3:oom"        a CUDA out-of-memory error in step 3
     LORA_STUDIO_FAULT="write.safetensors@40:enospc"  "No space left on device" while saving at step 40
     LORA_STUDIO_FAULT="write.txt:sleep0.05"  50 ms before every caption write (so a stop lands mid-run)
+    LORA_STUDIO_FAULT="connect:crash"     an exception just before the processes of a launch connect
+
+LORA_STUDIO_FAULT_RANK=1 limits the faults to the process of that rank in a multi-process launch (the RANK
+that accelerate launch / torchrun set): how the tests make one process fail while the others carry on.
 
 The loop records the current step here; each named point calls `point(name)`. Kept torch-free: fsutil
 (used by the GUI's config saving) calls it too.
@@ -20,12 +24,13 @@ import signal
 import time
 
 ENV = "LORA_STUDIO_FAULT"
+RANK_ENV = "LORA_STUDIO_FAULT_RANK"
 current_step = 0
 
 
 def point(name: str) -> None:
     spec = os.environ.get(ENV)
-    if not spec:
+    if not spec or os.environ.get(RANK_ENV, os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
         return
     for item in spec.split(","):
         where, _, action = item.partition(":")
@@ -45,3 +50,5 @@ def _act(action: str, name: str) -> None:
         time.sleep(float(action.removeprefix("sleep") or 0.1))
     if action == "enospc":
         raise OSError(errno.ENOSPC, "No space left on device")
+    if action == "crash":
+        raise RuntimeError(f"injected crash at '{name}'")

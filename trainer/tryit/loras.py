@@ -149,14 +149,22 @@ def to_peft_components(pipeline_cls, unet_config, path: Path, tensors: dict) -> 
     return out
 
 
+# diffusers' converter names an alpha after the down tensor (`…to_q_lora.down.weight.alpha`, attention and
+# text encoders) or after the module alone (`…resnets.0.conv1.alpha`, LoCon layers: `…conv1.lora.down.weight`)
+_DOWN_SUFFIXES = ("", ".lora.down.weight", ".lora_A.weight", ".lora_linear_layer.down.weight")
+
+
 def _fold_alphas(state: dict, alphas: dict) -> dict:
     # Fold kohya's alpha/rank scale into lora_B: the adapter then means the same at peft's scale 1.
     for alpha_key, alpha in alphas.items():
-        down = alpha_key.removesuffix(".alpha")
+        base = alpha_key.removesuffix(".alpha")
+        down = next((base + suffix for suffix in _DOWN_SUFFIXES if base + suffix in state), None)
+        if down is None:
+            raise UserError(f"the alpha {alpha_key} belongs to no LoRA tensor of the file",
+                            "the file's layout is not fully understood: please report it")
         up = down.replace("lora_A.weight", "lora_B.weight") if "lora_A" in down else \
             down.removesuffix("down.weight") + "up.weight"
-        if down in state and up in state:
-            state[up] = state[up].float() * (float(alpha) / state[down].shape[0])
+        state[up] = state[up].float() * (float(alpha) / state[down].shape[0])
     return state
 
 
