@@ -29,7 +29,7 @@ class ToyFamily(StableDiffusion1):
     def config_names(self):
         return (self.tiny_config,)
 
-    def config_name(self, prediction_type, tiny):
+    def config_name(self, prediction_type, tiny, variant=""):
         return self.tiny_config
 
     def claims_folder(self, index, denoiser_config):
