@@ -198,6 +198,22 @@ class ZImage(Family):
             raise ValueError(f"{component} is never trained for {self.label}")
         return lora_name(module)
 
+    def export_kohya(self, adapters: dict, denoiser_config: dict, scales: dict, dtype) -> dict:
+        """`diffusion_model.` + diffusers names, lora_A/lora_B, alpha folded, no `.alpha`: every UI applies it."""
+        from trainer.export.kohya import folded
+
+        return folded(super().export_kohya(adapters, denoiser_config, scales, dtype))
+
+    def peft_components(self, pipe, path: Path, tensors: dict, metadata: dict) -> dict:
+        """Any Z-Image LoRA file (ours, fused `attention.qkv` names, kohya down/up) as PEFT state for `generate`."""
+        from trainer.models.zimage_layout import lora_read
+
+        state = {}
+        for module, (down, up, scale) in lora_read(tensors).items():
+            state[f"{module}.lora_A.weight"] = down
+            state[f"{module}.lora_B.weight"] = up if scale == 1 else up * scale
+        return {"transformer": state}
+
     def diffusers_prefix(self, component: str) -> str:
         return "transformer"
 
