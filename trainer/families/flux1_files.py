@@ -36,9 +36,7 @@ def find_files(model: Path, given: dict) -> dict[str, Path]:
 
 
 def refuse_other_flux(path: Path, shapes: dict, is_flux1: bool, img_in: int | None) -> None:
-    keys = {k.removeprefix(PREFIX) for k in shapes}
-    if any(k.startswith("double_stream_modulation") for k in keys):
-        raise ModelFileError(f"{path} is a FLUX.2 model", "LoRA Studio trains FLUX.1 dev and schnell")
+    # FLUX.2 files are the FLUX.2 klein family's to take or refuse (trainer/families/flux2_klein.py)
     if is_flux1 and img_in in (384, 128):
         kind = "Fill (inpainting)" if img_in == 384 else "Depth/Canny (control)"
         raise ModelFileError(f"{path} is a FLUX.1 {kind} model", "train on flux1-dev.safetensors or "

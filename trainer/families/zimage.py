@@ -98,7 +98,7 @@ class ZImage(Family):
         return kind is not None and kind.family == "zimage"
 
     def describe_checkpoint(self, info, shapes: dict[str, tuple], metadata: dict) -> None:
-        from trainer.families.zimage_files import refuse_scaled
+        from trainer.families.qwen_files import refuse_scaled
 
         refuse_scaled(info.path, shapes, self.label)
         width = next((s[0] for k, s in shapes.items() if k.endswith("x_embedder.weight")), 3840)

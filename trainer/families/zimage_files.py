@@ -7,13 +7,11 @@ memory first. The family module (trainer/families/zimage.py) uses these.
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 from trainer.families.companions import Role, find_files
+from trainer.families.qwen_files import QWEN_PREFIX, build_scheduler, check_text_encoder, json_file, load_qwen
 from trainer.models.qwen_prompts import ZIMAGE
-from trainer.shared.errors import ModelFileError
 
 ROLES = {
     "text_encoder": Role("model.text_encoder", ("qwen_3_4b.safetensors", "qwen_3_4b_fp8_mixed.safetensors",
@@ -21,11 +19,6 @@ ROLES = {
     "vae": Role("model.vae", ("ae.safetensors", "z_image_vae.safetensors", "flux1-ae.safetensors", "ae.sft"),
                 ("vae",)),
 }
-QWEN_PREFIX = "model."
-
-
-def _json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def build_one(configs: Path, part: str):
@@ -34,16 +27,10 @@ def build_one(configs: Path, part: str):
     from trainer.families.qwen_text import qwen_text_encoder
 
     if part == "unet":
-        return ZImageTransformer2DModel.from_config(_json(configs / "transformer" / "config.json"))
+        return ZImageTransformer2DModel.from_config(json_file(configs / "transformer" / "config.json"))
     if part == "vae":
-        return AutoencoderKL.from_config(_json(configs / "vae" / "config.json"))
-    return qwen_text_encoder(_json(configs / "text_encoder" / "config.json"), ZIMAGE)
-
-
-def build_scheduler(configs: Path):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler.from_config(_json(configs / "scheduler" / "scheduler_config.json"))
+        return AutoencoderKL.from_config(json_file(configs / "vae" / "config.json"))
+    return qwen_text_encoder(json_file(configs / "text_encoder" / "config.json"), ZIMAGE)
 
 
 def build_components(configs: Path) -> dict:
@@ -80,63 +67,11 @@ def load_vae(configs: Path, file: Path, precision):
 
     from trainer.models.streaming import TensorFile, load_component
 
-    config = _json(configs / "vae" / "config.json")
+    config = json_file(configs / "vae" / "config.json")
     source = TensorFile.open(file)
     return load_component(lambda: build_one(configs, "vae"), source, source.keys(),
                           lambda state: convert_ldm_vae_checkpoint(dict(state), config), precision.vae_dtype_for,
                           f"AE ({file.name})")
-
-
-def load_qwen(configs: Path, file: Path, precision, build):
-    """Only the embedding and the decoder layers the recipe reads: the rest of the file is never read."""
-    from trainer.models.streaming import TensorFile, load_component
-
-    source = TensorFile.open(file)
-    keep = _qwen_layers(configs, build)
-    keys = [k for k in source.keys() if _wanted(k.removeprefix(QWEN_PREFIX), keep)]
-    return load_component(lambda: build(configs, "text_encoder"), source, keys,
-                          lambda state: {k.removeprefix(QWEN_PREFIX): v for k, v in state.items()},
-                          precision.dtype_for, f"Qwen3 text encoder ({file.name})")
-
-
-def _qwen_layers(configs: Path, build) -> int:
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        return len(build(configs, "text_encoder").layers)
-
-
-def _wanted(key: str, keep: int) -> bool:
-    m = re.match(r"layers\.(\d+)\.", key)
-    return key.startswith("embed_tokens.") or bool(m and int(m[1]) < keep)
-
-
-QWEN_FILES = {"qwen3-4b": ("Qwen3-4B", "qwen_3_4b.safetensors"), "qwen3-8b": ("Qwen3-8B", "qwen_3_8b.safetensors")}
-
-
-def check_text_encoder(file: Path, expected: str, label: str) -> None:
-    """Refuse, before it loads, a text encoder of the wrong size (Qwen3-8B for a 4B model) or kind. The tiny
-    test models' Qwen3 (hidden width under 256) passes for either."""
-    from trainer.models import dit_detect
-    from trainer.models.safe_load import read_header
-
-    shapes, _ = read_header(file)
-    kind = dit_detect.identify(shapes)
-    want, name = QWEN_FILES[expected]
-    hint = f"set model.text_encoder to {name} (ComfyUI keeps it in models/text_encoders)"
-    if kind is None or kind.family != "qwen3":
-        raise ModelFileError(f"{file} is not a Qwen3 text encoder ({kind.label if kind else 'unknown file'}); "
-                             f"{label} reads {want}", hint)
-    width = next(s for k, s in shapes.items() if k.endswith("embed_tokens.weight"))[1]
-    if kind.variant != expected and width >= 256:
-        raise ModelFileError(f"{file} is {kind.label}, but {label} reads {want}", hint)
-
-
-def refuse_scaled(path: Path, shapes: dict, label: str) -> None:
-    if any(k.endswith((".weight_scale", ".scale_weight")) for k in shapes):
-        raise ModelFileError(f"{path} is an fp8 {label} file with per-layer scales (.weight_scale), which LoRA "
-                             "Studio does not read yet", "use the bf16 file, or a plain fp8 copy, and set "
-                             "performance.weight_dtype = \"fp8\" to keep it small in memory")
 
 
 def single_files(components: dict, variant: str = "base") -> dict[str, dict]:
