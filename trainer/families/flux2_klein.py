@@ -85,9 +85,11 @@ class Flux2Klein(Family):
         from trainer.models import dit_detect
 
         kind = dit_detect.identify(shapes)
+        hint = "train on FLUX.2 klein: flux-2-klein-base-4b.safetensors or -9b"
         if kind is not None and kind.variant == "flux2-dev":
-            raise ModelFileError(f"{path} is FLUX.2 [dev] (32 B), which LoRA Studio does not train",
-                                 "train on FLUX.2 klein: flux-2-klein-base-4b.safetensors or -9b")
+            raise ModelFileError(f"{path} is FLUX.2 [dev] (32 B), which LoRA Studio does not train", hint)
+        if any("double_stream_modulation" in k for k in shapes):
+            raise ModelFileError(f"{path} is a FLUX.2 model of a kind LoRA Studio does not train", hint)
 
     def describe_checkpoint(self, info, shapes: dict[str, tuple], metadata: dict) -> None:
         from trainer.families.companions import companions
