@@ -117,3 +117,27 @@ def test_qwen3_is_never_trained_and_loras_say_what_they_are_for(zimage_files, tm
     assert of_lora(["diffusion_model.layers.0.attention.to_q.lora_A.weight"], {}).id == "zimage"
     assert of_lora(["diffusion_model.double_blocks.0.img_mlp.0.lora_A.weight"], {}).id == "flux2-klein"
     assert of_lora(["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"], {}).id == "flux1"
+
+
+@pytest.mark.parametrize("family_files", ["zimage_files", "klein_files"])
+def test_generate_applies_our_lora_and_refuses_an_sd_one(family_files, request, tmp_path):
+    from PIL import Image
+
+    from tests.support.engine import train_in_process
+    from tests.support.loras import our_lora
+    from trainer.shared.errors import UserError
+    from trainer.shared.generate_params import Request
+    from trainer.tryit.engine import Generator, load_base
+
+    files = request.getfixturevalue(family_files)
+    cfg = tiny_config(make_dataset(tmp_path / "data", count=2), model__path=str(files), schedule__max_steps=2,
+                      dataset__max_token_length=32, optimizer__lr=5e-2, saving__dtype="fp32", lora__targets="full")
+    adapter, _ = train_in_process(cfg, tmp_path / "run")
+    generator = Generator(load_base(str(files), "fp32"))
+    ask = dict(prompt="tok, a shape", seed=3, steps=2, out=str(tmp_path / "out"), width=64, height=64)
+    plain = generator.generate(Request(**ask, name="plain"))[0].path
+    with_lora = generator.generate(Request(**ask, name="lora", loras=[{"path": str(adapter), "weight": 1.0}]))[0].path
+    assert Image.open(plain).tobytes() != Image.open(with_lora).tobytes(), "the LoRA changed nothing"
+    with pytest.raises(UserError, match="is a LoRA for SD 1.x"):
+        generator.generate(Request(**ask, name="sd", loras=[{"path": str(our_lora(tmp_path / "sd.safetensors")),
+                                                             "weight": 1.0}]))

@@ -127,13 +127,14 @@ class Flux2Klein(Family):
     def tiny_components(self, seed: int = 0) -> dict:
         import torch
 
-        from trainer.families.klein_files import build_components
+        from trainer.families.klein_files import build_components, keep_latent_stats
 
         torch.manual_seed(seed)
         parts = build_components(self.config_folder("tiny-flux2-klein"))
         # a built VAE's batch-norm statistics are 0 and 1: give them a real model's spread, so tests see them
         parts["vae"].bn.running_mean.uniform_(-0.2, 0.2)
         parts["vae"].bn.running_var.uniform_(0.5, 2.0)
+        keep_latent_stats(parts["vae"])
         return parts
 
     def meta_components(self, configs: Path) -> dict:
@@ -231,8 +232,16 @@ class Flux2Klein(Family):
         return diffusers_pieces(target, down, up)
 
     def peft_components(self, pipe, path: Path, tensors: dict, metadata: dict) -> dict:
+        """Any klein LoRA file as PEFT state; a 9B LoRA on a 4B base (or the reverse) is refused by name."""
         from trainer.families.klein_lora import peft_state
+        from trainer.shared.errors import UserError
 
+        config = pipe.transformer.config
+        base = {3072: "4b", 4096: "9b"}.get(config.num_attention_heads * config.attention_head_dim)
+        made = next((v for v in SIZES if v in metadata.get("modelspec.architecture", "")), None)
+        if base and made and base != made:
+            raise UserError(f"{path.name} is a LoRA for FLUX.2 klein {made.upper()}, the base model is klein "
+                            f"{base.upper()}", "4B and 9B LoRAs are not interchangeable: choose the matching pair")
         return {"transformer": peft_state(tensors)}
 
     def diffusers_prefix(self, component: str) -> str:

@@ -50,7 +50,7 @@ def load_files(family, path: Path, info, precision, device, given: dict) -> dict
     files = find_files(path, given, roles(variant), family.label + " " + variant.upper())
     check_text_encoder(files["text_encoder"], QWEN[variant][0], f"{family.label} {variant.upper()}")
     configs = info.config_folder()
-    parts = {"vae": load_vae(configs, files["vae"], precision).to(device),
+    parts = {"vae": keep_latent_stats(load_vae(configs, files["vae"], precision).to(device)),
              "text_encoder": load_qwen(configs, files["text_encoder"], precision, build_one).to(device),
              "scheduler": build_scheduler(configs), "tokenizer": load_qwen3_tokenizer()}
     parts["unet"] = lambda: load_transformer(configs, TensorFile.open(path), path, precision).to(device)
@@ -87,10 +87,19 @@ def single_files(components: dict, variant: str = "4b") -> dict[str, dict]:
 
 
 # ---- latents -------------------------------------------------------------------------------------------
+def keep_latent_stats(vae):
+    """Copy the batch-norm statistics out of the VAE's buffers: training needs them after the VAE has left
+    memory (trainer/run/offload.py drops it once the latents are cached)."""
+    vae.latent_stats = (vae.bn.running_mean.detach().float().clone(),
+                        torch.sqrt(vae.bn.running_var.detach().float() + vae.config.batch_norm_eps))
+    return vae
+
+
 def _bn(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = vae.bn.running_mean.view(1, -1, 1, 1).to(like.device, like.dtype)
-    std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(like.device, like.dtype)
-    return mean, std
+    if not hasattr(vae, "latent_stats"):
+        keep_latent_stats(vae)
+    mean, std = vae.latent_stats
+    return mean.view(1, -1, 1, 1).to(like.device, like.dtype), std.view(1, -1, 1, 1).to(like.device, like.dtype)
 
 
 def to_model_latents(vae, latents: torch.Tensor) -> torch.Tensor:
