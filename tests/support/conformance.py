@@ -90,7 +90,7 @@ def _trained_network(cfg, model_path: Path, run_dir: Path):
 
 
 def check_export_verify_diffusers(family, cfg, model_path: Path, adapter: Path, folder: Path) -> None:
-    modules = {k.rsplit(".", 2)[0] for k in load_file(str(adapter)) if k.endswith("lora_down.weight")}
+    modules = {k.rsplit(".", 2)[0] for k in load_file(str(adapter)) if k.endswith(("lora_down.weight", "lora_A.weight"))}
     report = verify_file(adapter)
     assert report.ok and report.modules == len(modules), report.summary()
     kohya = export_adapter(adapter, "kohya", folder / "kohya", name="conformance")

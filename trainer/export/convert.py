@@ -17,15 +17,17 @@ from trainer.families.registry import by_config
 from trainer.shared.errors import UserError
 
 PARTS = ("lora_down.weight", "lora_up.weight", "alpha", "dora_scale")
+# the PEFT names some families' files use (alpha folded into B, no `.alpha`): read as down/up
+PEFT_PARTS = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 
 
 def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """{kohya module name: {part: tensor}} for the parts in PARTS."""
+    """{kohya module name: {part: tensor}} for the parts in PARTS (lora_A/lora_B given as down/up)."""
     modules: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
     for key, tensor in tensors.items():
-        for part in PARTS:
+        for part in (*PARTS, *PEFT_PARTS):
             if key.endswith("." + part):
-                modules[key[: -len(part) - 1]][part] = tensor
+                modules[key[: -len(part) - 1]][PEFT_PARTS.get(part, part)] = tensor
                 break
     return dict(modules)
 

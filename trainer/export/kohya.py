@@ -70,6 +70,21 @@ def kohya_tensors(adapters: dict[str, dict[str, torch.Tensor]], name_of, scales:
     return out
 
 
+def folded(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """kohya tensors -> the same modules as `lora_A`/`lora_B` with alpha / rank folded into B and no `.alpha`:
+    the form Z-Image's and FLUX.2 klein's files must take (with an `.alpha` key InvokeAI and diffusers refuse
+    a klein file)."""
+    out = {}
+    for key, down in tensors.items():
+        if key.endswith(".lora_down.weight"):
+            module = key.removesuffix(".lora_down.weight")
+            up, alpha = tensors[f"{module}.lora_up.weight"], tensors.get(f"{module}.alpha")
+            scale = float(alpha) / down.shape[0] if alpha is not None else 1.0
+            out[f"{module}.lora_A.weight"] = down
+            out[f"{module}.lora_B.weight"] = up if scale == 1 else (up.float() * scale).to(up.dtype)
+    return out
+
+
 def _group_peft(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in state.items():

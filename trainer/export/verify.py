@@ -19,7 +19,7 @@ from pathlib import Path
 from trainer.export.invokeai import probe_problem
 
 UI_NAMES = {"invokeai": "InvokeAI"}
-SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_down\.weight|lora_up\.weight|alpha|dora_scale"
+SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_down\.weight|lora_up\.weight|lora_A\.weight|lora_B\.weight|alpha|dora_scale"
                     r"|hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t2))$")
 
 
@@ -81,7 +81,9 @@ def verify_tensors(shapes: dict[str, tuple], config_name: str, arch: str) -> Rep
         elif match["module"] not in modules:
             report.ignored.append(f"{key}: no module '{match['module']}' in {config_name}")
         else:
-            grouped.setdefault(match["module"], {})[match["part"]] = shape
+            part = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}.get(match["part"],
+                                                                                              match["part"])
+            grouped.setdefault(match["module"], {})[part] = shape
     for module, parts in grouped.items():
         problems = {part: _shape_problem(part, shape, modules[module], parts) for part, shape in parts.items()}
         report.ignored += [f"{module}.{part}: {problem}" for part, problem in problems.items() if problem]

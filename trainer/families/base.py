@@ -191,6 +191,16 @@ class Family:
     def predict(self, denoiser, noisy, timesteps, conditioning: dict):
         raise NotImplementedError
 
+    def encode_latents(self, vae, latents):
+        """A VAE sample -> the latents the denoiser works on (shifted and scaled by the VAE's factors)."""
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * vae.config.scaling_factor
+
+    def decode_latents(self, vae, latents):
+        """The denoiser's latents -> what the VAE decodes (the inverse of encode_latents)."""
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return latents / vae.config.scaling_factor + shift
+
     # --- previews and try-it --------------------------------------------------------------------------
     pipeline_class: str = ""          # the diffusers pipeline class (previews, and LoRA conversion in try-it)
 

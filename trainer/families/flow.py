@@ -19,10 +19,11 @@ from trainer.run.accel import to_device
 
 class FlowMatching:
     """`dynamic_shift`: (base_seq_len, max_seq_len, base_shift, max_shift) of the resolution-dependent shift,
-    or None for the fixed `shift` (1.0: none)."""
+    or None for the fixed `shift` (1.0: none). `patch`: latent cells per image token along each side (2 for
+    FLUX.1's 2x2 packing; 1 where the latents are patchified already, FLUX.2)."""
 
-    def __init__(self, dynamic_shift: tuple | None = None, shift: float = 1.0):
-        self.dynamic_shift, self.shift = dynamic_shift, shift
+    def __init__(self, dynamic_shift: tuple | None = None, shift: float = 1.0, patch: int = 2):
+        self.dynamic_shift, self.shift, self.patch = dynamic_shift, shift, patch
 
     def training_scheduler(self, scheduler, prediction_type: str):
         return scheduler  # FlowMatchEulerDiscreteScheduler: previews use it; training needs no table
@@ -33,7 +34,7 @@ class FlowMatching:
     def shifted(self, sigmas: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         if self.dynamic_shift:
             base_len, max_len, base_shift, max_shift = self.dynamic_shift
-            patches = latents.shape[-2] * latents.shape[-1] / 4  # 2x2 latent patches
+            patches = latents.shape[-2] * latents.shape[-1] / self.patch ** 2  # image tokens
             mu = base_shift + (max_shift - base_shift) * (patches - base_len) / (max_len - base_len)
             return math.exp(mu) / (math.exp(mu) + (1 / sigmas - 1))
         return self.shift * sigmas / (1 + (self.shift - 1) * sigmas)

@@ -10,52 +10,33 @@ from pathlib import Path
 
 import torch
 
+from trainer.families.companions import Role
+from trainer.families.companions import companions as shared_companions
+from trainer.families.companions import find_files as shared_find_files
 from trainer.shared.errors import ModelFileError
 
 PREFIX = "model.diffusion_model."
 # role -> (config key, usual file names, ComfyUI folders relative to the transformer's models/ folder)
 ROLES = {
-    "vae": ("model.vae", ("ae.safetensors", "flux1-ae.safetensors", "ae.sft"), ("vae",)),
-    "clip_l": ("model.clip_l", ("clip_l.safetensors",), ("text_encoders", "clip")),
-    "t5": ("model.t5", ("t5xxl_fp16.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "t5xxl_bf16.safetensors",
-                        "t5xxl_fp8_e4m3fn_scaled.safetensors"), ("text_encoders", "clip")),
+    "vae": Role("model.vae", ("ae.safetensors", "flux1-ae.safetensors", "ae.sft"), ("vae",)),
+    "clip_l": Role("model.clip_l", ("clip_l.safetensors",), ("text_encoders", "clip")),
+    "t5": Role("model.t5", ("t5xxl_fp16.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "t5xxl_bf16.safetensors",
+                            "t5xxl_fp8_e4m3fn_scaled.safetensors"), ("text_encoders", "clip")),
 }
 
 
 def companions(model: Path, given: dict) -> tuple[dict[str, Path], list[str]]:
-    """({role: file} found for the AE, CLIP-L and T5, [what is missing, said for people]): the config keys
-    first, then beside the transformer, then in ComfyUI's models/vae, models/text_encoders, models/clip."""
-    found, missing = {}, []
-    for role, (key, names, folders) in ROLES.items():
-        if given.get(role):
-            path = Path(given[role]).expanduser()
-            if not path.is_file():
-                raise ModelFileError(f"config key '{key}' names {path}, which does not exist", "check the path")
-            found[role] = path
-            continue
-        places = [model.parent, *(model.parent.parent / f for f in folders)]
-        hit = next((p / n for n in names for p in places if (p / n).is_file()), None)
-        if hit is None:
-            missing.append(f"{names[0]} ({key}; ComfyUI keeps it in models/{folders[0]})")
-        else:
-            found[role] = hit
-    return found, missing
+    """({role: file} found for the AE, CLIP-L and T5, [what is missing, said for people])."""
+    return shared_companions(model, given, ROLES)
 
 
 def find_files(model: Path, given: dict) -> dict[str, Path]:
     """{role: file} for the AE, CLIP-L and T5 (`companions`); missing ones are one error naming each."""
-    found, missing = companions(model, given)
-    if missing:
-        raise ModelFileError(f"{model} is a FLUX.1 transformer; its other files were not found beside it or in "
-                             f"ComfyUI's folders: {', '.join(missing)}",
-                             "put them beside the transformer, or name each with its config key")
-    return found
+    return shared_find_files(model, given, ROLES, "FLUX.1")
 
 
 def refuse_other_flux(path: Path, shapes: dict, is_flux1: bool, img_in: int | None) -> None:
-    keys = {k.removeprefix(PREFIX) for k in shapes}
-    if any(k.startswith("double_stream_modulation") for k in keys):
-        raise ModelFileError(f"{path} is a FLUX.2 model", "LoRA Studio trains FLUX.1 dev and schnell")
+    # FLUX.2 files are the FLUX.2 klein family's to take or refuse (trainer/families/flux2_klein.py)
     if is_flux1 and img_in in (384, 128):
         kind = "Fill (inpainting)" if img_in == 384 else "Depth/Canny (control)"
         raise ModelFileError(f"{path} is a FLUX.1 {kind} model", "train on flux1-dev.safetensors or "

@@ -15,7 +15,8 @@ from pathlib import Path
 from trainer.families.base import Family
 from trainer.shared.errors import ModelFileError, UserError
 
-BUILT_IN = ("trainer.families.sd", "trainer.families.sdxl", "trainer.families.flux1")
+BUILT_IN = ("trainer.families.sd", "trainer.families.sdxl", "trainer.families.flux1", "trainer.families.zimage",
+            "trainer.families.flux2_klein")
 _FAMILIES: dict[str, Family] = {}
 _loaded = False
 

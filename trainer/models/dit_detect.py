@@ -68,7 +68,9 @@ def _zimage(shapes: Mapping) -> Kind | None:
     for marker, layout in (("x_embedder.weight", "original"), ("all_x_embedder.2-1.weight", "diffusers")):
         found = _strip(shapes, marker)
         mod = found and found[1].get("layers.0.adaLN_modulation.0.weight")
-        if found and mod and mod[1] == 256 and "cap_embedder.1.weight" in found[1]:
+        width = found and found[1][marker][0]
+        # the time embedding is min(width, 256) wide (Lumina 2's min(width, 1024)): 256 at real size
+        if found and mod and mod[1] == min(width, 256) and "cap_embedder.1.weight" in found[1]:
             caption = found[1]["cap_embedder.1.weight"][1]
             return Kind("zimage", "zimage", "Z-Image (Base or Turbo: the weights do not say which)", layout,
                         found[0], "qwen3-4b" if caption == 2560 else f"text features of width {caption}")

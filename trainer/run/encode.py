@@ -27,10 +27,14 @@ def latent_distribution(vae, pixels: torch.Tensor) -> torch.Tensor:
     return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.parameters.float()
 
 
-def sample_latents(vae, params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def sample_latents(vae, params: torch.Tensor, generator: torch.Generator | None, family=None) -> torch.Tensor:
+    """A draw from the cached posterior, in the denoiser's latent space (the family's encode_latents)."""
     mean, logvar = params.chunk(2, dim=1)
     std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
     noise = torch.randn(mean.shape, generator=generator, device=generator.device if generator else None)
     latents = mean + std * to_device(noise, mean.device)
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (latents - shift) * vae.config.scaling_factor
+    if family is None:
+        from trainer.families.base import Family
+
+        family = Family()
+    return family.encode_latents(vae, latents)

@@ -221,7 +221,7 @@ def _latents(rt: Runtime, batch: Batch, noise_gen) -> torch.Tensor:
         from trainer.run.encode import latent_distribution
 
         params = latent_distribution(vae, batch.pixels.to(rt.device))
-    return sample_latents(vae, params, noise_gen).float()
+    return sample_latents(vae, params, noise_gen, rt.model.family).float()
 
 
 def _conditioning(rt: Runtime, batch: Batch, latents: torch.Tensor) -> dict:

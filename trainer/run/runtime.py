@@ -161,7 +161,8 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink, texts: list[
     sink.enabled = accelerator.is_main_process
     torch.manual_seed(cfg.schedule.seed)
     family_of(cfg.model.path).check_config(cfg)  # the family's own limits, before the model loads
-    files = {"vae": cfg.model.vae, "clip_l": cfg.model.clip_l, "t5": cfg.model.t5}
+    files = {"vae": cfg.model.vae, "clip_l": cfg.model.clip_l, "t5": cfg.model.t5,
+             "text_encoder": cfg.model.text_encoder}
     model = load_base_model(cfg.model.path, cfg.model.prediction_type, cfg.performance.weight_dtype,
                             accelerator.device, files, defer_denoiser=True)
     model.train_guidance = cfg.model.train_guidance

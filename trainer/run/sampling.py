@@ -58,7 +58,7 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
             latents = pipe(**embeds, **sampling, width=s.width, height=s.height, generator=generator,
                            output_type="latent").images
             latents = model.family.preview_latents(pipe, latents, s.width, s.height)
-            image = decode_latents(pipe, latents)[0]
+            image = decode_latents(pipe, latents, model.family)[0]
             path = Path(out_dir) / sample_name(step, index)
             info = _png_info(s, cfg.sampler, step, model.description, clip_skip)
             atomic_write(path, lambda tmp, im=image, inf=info: im.save(tmp, format="PNG", pnginfo=inf))
@@ -69,13 +69,16 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
     return results
 
 
-def decode_latents(pipe, latents: torch.Tensor) -> list:
+def decode_latents(pipe, latents: torch.Tensor, family=None) -> list:
     """Latents to PIL images with the VAE in its own dtype. The VAE stays fp32 while the UNet may be bf16,
     fp16 or fp8; diffusers' SD pipeline would hand the UNet's dtype to the VAE ("Input type and bias type
     should be the same")."""
     vae = pipe.vae
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    latents = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor + shift
+    if family is None:
+        from trainer.families.base import Family
+
+        family = Family()
+    latents = family.decode_latents(vae, latents.to(vae.device, vae.dtype))
     pixels = vae.decode(latents, return_dict=False)[0]
     return pipe.image_processor.postprocess(pixels.float(), output_type="pil")
 

@@ -79,7 +79,7 @@ class Validator:
         objective = model.family.objective
         params = batch.latent_params if batch.latent_params is not None else \
             latent_distribution(model.vae, batch.pixels.to(rt.device)).cpu()
-        latents = sample_latents(model.vae, params.to(rt.device), generator).float()
+        latents = sample_latents(model.vae, params.to(rt.device), generator, model.family).float()
         conditioning = self.condition(rt, batch, latents)
         out = []
         with rt.accelerator.autocast():

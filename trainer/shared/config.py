@@ -41,12 +41,15 @@ class ModelConfig:
     clip_skip: int = _opt(1, "A1111's \"Clip skip\": 2 conditions on the text encoder's second-to-last layer; "
                           "SD1.5 anime models (NAI family) are trained and used with 2, most others with 1",
                           min=1, max=2)
-    vae: str = _opt("", "the model's VAE / autoencoder file when it is not found beside model.path (FLUX.1: "
-                    "ae.safetensors; ComfyUI keeps it in models/vae)")
+    vae: str = _opt("", "the model's VAE / autoencoder file when it is not found beside model.path (FLUX.1 and "
+                    "Z-Image: ae.safetensors; FLUX.2 klein: flux2-vae.safetensors; ComfyUI keeps it in models/vae)")
     clip_l: str = _opt("", "FLUX.1's CLIP-L text encoder file when it is not found beside model.path "
                        "(clip_l.safetensors; ComfyUI keeps it in models/text_encoders)")
     t5: str = _opt("", "FLUX.1's T5-XXL text encoder file when it is not found beside model.path "
                    "(t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn.safetensors; ComfyUI: models/text_encoders)")
+    text_encoder: str = _opt("", "Z-Image's and FLUX.2 klein's Qwen3 text encoder file when it is not found beside "
+                             "model.path (qwen_3_4b.safetensors; klein 9B: qwen_3_8b.safetensors; ComfyUI: "
+                             "models/text_encoders)")
     train_guidance: float = _opt(1.0, "the guidance input of guidance-distilled models while training (FLUX.1 "
                                  "dev; 1.0 as kohya and ai-toolkit train)", min=0.0, max=100.0)
 

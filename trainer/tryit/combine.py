@@ -58,7 +58,7 @@ def combine_files(specs: list[LoraSpec], out: Path, rank: int | None = None, ove
             raise UserError(f"--rank {rank} must be at least 1", "e.g. --rank 32")
         tensors, energy = resize_rank(tensors, rank)
     write_safetensors(out, tensors, _metadata(inputs, tensors, out))
-    ranks = sorted({t.shape[0] for k, t in tensors.items() if k.endswith("lora_down.weight")})
+    ranks = sorted({t.shape[0] for k, t in tensors.items() if k.endswith(("lora_down.weight", "lora_A.weight"))})
     result = {"out": str(out), "modules": len(group_modules(tensors)), "rank": ranks[-1]}
     summary = f"combined {len(specs)} LoRAs into {out} ({result['modules']} modules, rank up to {ranks[-1]})"
     if energy:
@@ -72,7 +72,7 @@ def combine_files(specs: list[LoraSpec], out: Path, rank: int | None = None, ove
 def _check_inputs(inputs: list) -> None:
     families = []  # one entry per file, never keyed by name: two files may share one
     for tensors, metadata, spec in inputs:
-        if not any(k.endswith("lora_down.weight") for k in tensors):
+        if not any(k.endswith(("lora_down.weight", "lora_A.weight")) for k in tensors):
             raise UserError(f"{spec.path.name} is not in the kohya layout (no lora_down/lora_up tensors)",
                             "combine kohya-layout LoRAs (what LoRA Studio, kohya_ss and civitai use)")
         families.append((spec.path, lora_family(tensors, metadata)))
@@ -83,7 +83,7 @@ def _check_inputs(inputs: list) -> None:
 
 def _metadata(inputs: list, tensors: dict, out: Path) -> dict:
     meta = dict(inputs[0][1])
-    rank = max(t.shape[0] for k, t in tensors.items() if k.endswith("lora_down.weight"))
+    rank = max(t.shape[0] for k, t in tensors.items() if k.endswith(("lora_down.weight", "lora_A.weight")))
     meta.update(ss_network_dim=str(rank), ss_network_alpha=repr(float(rank)), ss_output_name=out.stem)
     meta["modelspec.title"] = out.stem
     meta["lora_studio_combined_from"] = json.dumps(

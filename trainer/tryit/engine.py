@@ -127,7 +127,7 @@ class Generator:
         latents = self.pipe(prompt, negative_prompt=req.negative or None, **sampling, width=width, height=height,
                             generator=generator, callback_on_step_end=step_end, output_type="latent").images
         latents = self.model.family.preview_latents(self.pipe, latents, width, height)
-        return decode_latents(self.pipe, latents)[0]   # the VAE in its own dtype, as the previews do
+        return decode_latents(self.pipe, latents, self.model.family)[0]   # the VAE in its own dtype, as the previews do
 
     def _write(self, image, out_dir: Path, req: Request, seed: int, index: int, text: str,
                loras: list[LoraSpec]) -> Path:

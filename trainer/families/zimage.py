@@ -1,0 +1,237 @@
+"""Z-Image (Tongyi-MAI, 6 B, Apache-2.0): a single-stream rectified-flow DiT on FLUX.1's 16-channel AE latents,
+conditioned on Qwen3-4B's second-to-last hidden state of the chat-formatted caption (padding dropped).
+
+Users keep three files, as ComfyUI ships them: `z_image_bf16.safetensors` (Base; Turbo is the same layout,
+distilled), `qwen_3_4b.safetensors` and `ae.safetensors` (trainer/families/zimage_files.py finds and loads
+them). Its time runs the other way: the model sees (1000 − t)/1000 for the noise level t and predicts the
+negated velocity (diffusers' ZImagePipeline), with a static shift of 3.0. LoRAs export under
+`diffusion_model.` + diffusers module names with q/k/v split, the one layout all four UIs apply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.families.base import Family, LoraTargets, PlanFigures, TokenFacts
+from trainer.families.flow import FlowMatching, refuse_ddpm_options
+from trainer.families.qwen_text import QwenText, unpadded
+from trainer.families.registry import register
+from trainer.models.qwen_prompts import ZIMAGE
+from trainer.shared.errors import ConfigError, ModelFileError
+
+GB = 1e9
+_ATTN = r"layers\.\d+\.attention\.(to_q|to_k|to_v|to_out\.0)"
+_FF = r"layers\.\d+\.feed_forward\.(w1|w2|w3)"
+_MOD = r"layers\.\d+\.adaLN_modulation\.0"
+_REFINERS = r"(noise_refiner|context_refiner)\.\d+\.(attention\.(to_q|to_k|to_v|to_out\.0)|feed_forward\.(w1|w2|w3))"
+ZIMAGE_LORA = LoraTargets(
+    denoiser={"attention": f"^({_ATTN})$", "attention+ff": f"^({_ATTN}|{_FF})$",
+              "full": f"^({_ATTN}|{_FF}|{_MOD}|{_REFINERS})$"},
+    text_encoder=r"^$",  # Qwen3 is never trained: no UI applies a LoRA to it
+    blocks={"layers": r"layers\.\d+\.", "refiners": r"(noise|context)_refiner\.\d+\."},
+    full_label="Modulation and refiners")
+
+
+def shared_checks(family, cfg) -> None:
+    """What Z-Image and FLUX.2 klein both refuse: DDPM options, LyCORIS (their files carry no alpha and
+    no LyCORIS names the UIs read for them), a trained Qwen3, a prediction type."""
+    refuse_ddpm_options(cfg.loss, family.label)
+    if cfg.lora.algorithm != "lora" or cfg.lora.dora:
+        raise ConfigError(f"config key 'lora.algorithm' is '{cfg.lora.algorithm}'{' with DoRA' * cfg.lora.dora}; "
+                          f"{family.label} trains plain LoRA", "the layout every UI loads for it holds plain "
+                          "LoRA only: set lora.algorithm = \"lora\"")
+    if cfg.lora.train_text_encoder:
+        raise ConfigError(f"config key 'lora.train_text_encoder' is true; {family.label}'s Qwen3 is not trained",
+                          "no UI applies a LoRA to Qwen3: set lora.train_text_encoder = false")
+    if cfg.model.prediction_type != "auto":
+        raise ConfigError(f"config key 'model.prediction_type' is '{cfg.model.prediction_type}'; {family.label} "
+                          "predicts the flow velocity", "set model.prediction_type = \"auto\"")
+
+
+class ZImage(Family):
+    id, label = "zimage", "Z-Image"
+    denoiser = "transformer"
+    text_encoders = ("text_encoder",)
+    demo, preset_prefix, a1111_version = "demo:zimage", "zimage", "Unknown"
+    tier_prefix, smallest_tier, min_gpu_gb = "zimage-", "8gb", 7.5
+    view_seconds = 8.0  # 6 B at 1024 px: about half FLUX.1's 12 B per step
+    latent_channels = 16
+    tokens = TokenFacts(chunk=1, default=512, maximum=512, tokenizer="tokenizer_qwen3")
+    lora = ZIMAGE_LORA
+    # activations: scaled from FLUX.1's measured 9 GB by width x tokens (3840 vs 3072, 4096 + 512 tokens);
+    # an estimate until measured on a GPU
+    plan = PlanFigures(activation_resolution=1024, activation_bytes=8.0 * GB, denoiser_params=6_154_908_736,
+                       vae_encode_bytes=5.0 * GB)
+    text = QwenText(ZIMAGE)
+    objective = FlowMatching(shift=3.0)  # ZImagePipeline's static shift; the reversed time is in `predict`
+    pipeline_class = "ZImagePipeline"
+    encode_before_denoiser = True
+    prediction = "flow"
+    diffusers_text_encoders = False
+    configs = {False: "zimage", True: "tiny-zimage"}
+
+    def native_resolution(self, prediction_type: str = "", variant: str = "") -> int:
+        return 1024
+
+    def config_name(self, prediction_type: str, tiny: bool, variant: str = "") -> str:
+        return self.configs[tiny]
+
+    def config_names(self) -> tuple[str, ...]:
+        return tuple(self.configs.values())
+
+    def variant_of_config(self, config_name: str) -> str:
+        return "base"
+
+    def check_config(self, cfg) -> None:
+        super().check_config(cfg)
+        shared_checks(self, cfg)
+        if "turbo" in Path(cfg.model.path).name.lower():
+            raise ConfigError(f"{Path(cfg.model.path).name} is Z-Image Turbo, a distilled model: LoRAs trained on "
+                              "it come out blurry, and a training adapter (model.training_adapter) is not supported "
+                              "yet", "train on Z-Image Base (z_image_bf16.safetensors); its LoRAs apply to Turbo")
+
+    # --- detection ------------------------------------------------------------------------------------
+    def claims_checkpoint(self, shapes: dict[str, tuple]) -> bool:
+        from trainer.models import dit_detect
+
+        kind = dit_detect.identify(shapes)
+        return kind is not None and kind.family == "zimage"
+
+    def describe_checkpoint(self, info, shapes: dict[str, tuple], metadata: dict) -> None:
+        from trainer.families.qwen_files import refuse_scaled
+
+        refuse_scaled(info.path, shapes, self.label)
+        width = next((s[0] for k, s in shapes.items() if k.endswith("x_embedder.weight")), 3840)
+        info.size = "tiny" if width < 1024 else "full"
+        info.variant = "turbo" if "turbo" in info.path.name.lower() else "base"
+        info.prediction_type, info.prediction_source = "flow", "Z-Image (rectified flow)"
+        if info.path.is_file():
+            from trainer.families.companions import companions
+            from trainer.families.zimage_files import ROLES
+
+            found, missing = companions(info.path, {}, ROLES)
+            info.extra.update(files={role: str(p) for role, p in found.items()}, missing_files=missing)
+
+    def claims_folder(self, index: dict, denoiser_config: dict) -> bool:
+        return index.get("_class_name") == "ZImagePipeline"
+
+    def describe_folder(self, info, denoiser_config: dict, scheduler_config: dict) -> None:
+        raise ModelFileError(f"{info.path} is a Z-Image diffusers folder, which LoRA Studio does not load yet",
+                             "use the single files ComfyUI ships: z_image_bf16.safetensors, qwen_3_4b.safetensors, "
+                             "ae.safetensors")
+
+    def claims_lora(self, keys: list[str], metadata: dict) -> bool:
+        if metadata.get("lora_studio_base_config") in self.config_names():
+            return True
+        if "z-image" in metadata.get("modelspec.architecture", "") or metadata.get("ss_base_model_version") == "zimage":
+            return True
+        return any(k.startswith(("diffusion_model.layers.", "transformer.layers.")) and
+                   (".attention." in k or ".feed_forward." in k) for k in keys)
+
+    # --- loading --------------------------------------------------------------------------------------
+    def tiny_components(self, seed: int = 0) -> dict:
+        import torch
+
+        from trainer.families.zimage_files import build_components
+
+        torch.manual_seed(seed)
+        return build_components(self.config_folder(self.configs[True]))
+
+    def meta_components(self, configs: Path) -> dict:
+        import torch
+
+        from trainer.families.zimage_files import build_components
+
+        with torch.device("meta"):
+            return build_components(configs)
+
+    def tokenizers(self) -> dict:
+        from trainer.models.assets import load_qwen3_tokenizer
+
+        return {"tokenizer": load_qwen3_tokenizer()}
+
+    def caption_tokenizer(self):
+        from trainer.models.assets import load_qwen3_tokenizer
+
+        return load_qwen3_tokenizer()
+
+    def load_single_file(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
+        from trainer.families.zimage_files import load_files
+
+        return load_files(self, path, info, precision, device, files or {})
+
+    # --- training -------------------------------------------------------------------------------------
+    def conditioning(self, model, hidden, pooled, batch, latents, dtype) -> dict:
+        return {"cap_feats": unpadded(hidden.to(latents.device, dtype), pooled)}
+
+    def predict(self, denoiser, noisy, timesteps, conditioning: dict):
+        """Z-Image sees 1 − σ as its time and predicts −velocity (ZImagePipeline): turned back here, so the
+        flow-matching objective stays the one every flow family shares."""
+        import torch
+
+        frames = list(noisy.unsqueeze(2).unbind(0))  # (C, 1 frame, H, W) each
+        out = denoiser(frames, (1 - timesteps).to(noisy.dtype), conditioning["cap_feats"], return_dict=False)[0]
+        return -torch.stack([o.squeeze(1) for o in out]).to(noisy.dtype)
+
+    # --- previews and try-it --------------------------------------------------------------------------
+    def preview_scheduler(self, sampler: str, training_scheduler):
+        return training_scheduler
+
+    def preview_pipeline(self, model, scheduler):
+        from trainer.families.zimage_files import preview_pipeline
+
+        return preview_pipeline(self, model, scheduler)
+
+    def prompt_kwargs(self, model, prompt: str, negative: str, device, clip_skip: int, max_tokens: int) -> dict:
+        hidden, lengths = self.text.encode(model, [prompt, negative], device, None, clip_skip, max_tokens)
+        embeds = unpadded(hidden, lengths)
+        return {"prompt_embeds": embeds[:1], "negative_prompt_embeds": embeds[1:], "max_sequence_length": max_tokens}
+
+    def sampling_kwargs(self, model, steps: int, guidance: float, rescale: float) -> dict:
+        return {"num_inference_steps": steps, "guidance_scale": guidance}
+
+    # --- export ---------------------------------------------------------------------------------------
+    def kohya_name(self, component: str, module: str, denoiser_config: dict | None) -> str:
+        from trainer.models.zimage_layout import lora_name
+
+        if component != "unet":
+            raise ValueError(f"{component} is never trained for {self.label}")
+        return lora_name(module)
+
+    def export_kohya(self, adapters: dict, denoiser_config: dict, scales: dict, dtype) -> dict:
+        """`diffusion_model.` + diffusers names, lora_A/lora_B, alpha folded, no `.alpha`: every UI applies it."""
+        from trainer.export.kohya import folded
+
+        return folded(super().export_kohya(adapters, denoiser_config, scales, dtype))
+
+    def peft_components(self, pipe, path: Path, tensors: dict, metadata: dict) -> dict:
+        """Any Z-Image LoRA file (ours, fused `attention.qkv` names, kohya down/up) as PEFT state for `generate`."""
+        from trainer.models.zimage_layout import lora_read
+
+        state = {}
+        for module, (down, up, scale) in lora_read(tensors).items():
+            state[f"{module}.lora_A.weight"] = down
+            state[f"{module}.lora_B.weight"] = up if scale == 1 else up * scale
+        return {"transformer": state}
+
+    def diffusers_prefix(self, component: str) -> str:
+        return "transformer"
+
+    def metadata(self, prediction_type: str, variant: str = "") -> dict[str, str]:
+        return {"ss_base_model_version": "zimage", "ss_v2": "False", "modelspec.architecture": "z-image"}
+
+    def config_from_metadata(self, metadata: dict) -> str:
+        return self.configs[False]
+
+    def original_layout(self, components: dict) -> dict:
+        from trainer.models.zimage_layout import to_original
+
+        return to_original(components["unet"].state_dict())
+
+    def single_files(self, components: dict, variant: str = "base") -> dict[str, dict]:
+        from trainer.families.zimage_files import single_files
+
+        return single_files(components, variant)
+
+
+ZIMAGE_FAMILY = register(ZImage())
