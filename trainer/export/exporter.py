@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from trainer.export.convert import kohya_to_diffusers
@@ -97,12 +96,9 @@ def latest_sample(adapter: Path) -> Path | None:
 
 
 def _read(adapter: Path) -> tuple[dict, dict]:
-    from trainer.models.safe_load import read_header
+    from trainer.models.safe_load import read_lora_file
 
-    read_header(adapter)  # clear messages for damaged files
-    with safe_open(str(adapter), "pt") as f:
-        metadata = dict(f.metadata() or {})
-    return load_file(str(adapter)), metadata
+    return read_lora_file(adapter)  # clear messages for damaged files, NaN/inf refused
 
 
 def _retitled(metadata: dict, name: str, preview: Path | None) -> dict:

@@ -98,6 +98,29 @@ def _damaged(path: Path, exc: Exception) -> ModelFileError:
                           f"{str(exc)[:120]})", "the download or copy failed: get the file again")
 
 
+def read_lora_file(path: Path) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a LoRA .safetensors file: header checked, every tensor finite. Every command
+    that reads a LoRA (generate, serve, merge, combine, export, resize, lora.init_from) reads it here: a LoRA
+    holding NaN or infinity would bake NaN into a checkpoint or draw black images, all with exit code 0."""
+    from safetensors.torch import load_file
+
+    _, metadata = read_header(path)
+    tensors = load_file(str(path))
+    refuse_non_finite(path, tensors)
+    return tensors, metadata
+
+
+def refuse_non_finite(path: Path, tensors: dict) -> None:
+    import torch
+
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ModelFileError(f"{path} holds NaN/inf values ({len(bad)} tensors, e.g. {bad[0]}): a LoRA of a run "
+                             "that diverged, or a damaged file",
+                             "use an earlier checkpoint of that run (its checkpoints/ folder), or train again "
+                             "with a lower learning rate")
+
+
 def read_state_dict(path: Path) -> dict:
     """All tensors of a .safetensors or legacy pickle checkpoint, read safely."""
     path = Path(path)
