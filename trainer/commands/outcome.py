@@ -49,8 +49,9 @@ def guarded(args, body: Callable, interrupted_hint: str) -> int:
     sink, control = EventSink(stream, progress_bar=not jsonl and sys.stderr.isatty()), Control()
     sink.enabled = is_main_process()
     control.install_signal_handlers()
-    if jsonl:
-        control.listen_stdin()
+    if jsonl:  # a bad line is a warning: an error event would announce the end of the run
+        control.listen_stdin(on_error=lambda message: sink.emit(ev.Warning(
+            message=message, hint='the engine reads one JSON object per line: {"cmd": "stop" | "sample" | "save"}')))
     try:
         return body(sink, control) or EXIT_OK
     except UserError as exc:
