@@ -10,6 +10,7 @@ from trainer.data.spec import list_images, read_dataset
 from trainer.shared.captions import MAX_CAPTION_BYTES
 from trainer.shared.config import SamplingConfig, TrainConfig
 from trainer.shared.errors import DatasetError, some_files
+from trainer.shared.images import MAX_PIXELS
 
 
 def load_records(cfg: TrainConfig, unreadable: list | None = None) -> list:
@@ -39,8 +40,8 @@ def unreadable_images_warning(paths: list):
     from trainer.shared import events as ev
 
     return ev.Warning(message=f"{len(paths)} image(s) cannot be read and are left out: {some_files(paths)}",
-                      hint="re-save or replace them (a broken download or an unsupported format); "
-                           "`dataset check` lists them all")
+                      hint="re-save or replace them (a broken download, an unsupported format, or more than "
+                           f"{MAX_PIXELS / 1e6:.0f} megapixels); `dataset check` lists them all")
 
 
 def unreadable_captions_warning(records: list):

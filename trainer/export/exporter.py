@@ -22,6 +22,7 @@ from trainer.export.verify import base_config_of, verify_file
 from trainer.families.registry import by_config
 from trainer.shared.errors import UserError
 from trainer.shared.fsutil import atomic_write, atomic_write_text
+from trainer.shared.paths import contained_path
 from trainer.shared.run_folder import final_adapters
 
 
@@ -52,11 +53,12 @@ def export_adapter(adapter: Path, fmt: str = "kohya", to: Path | None = None, na
     if dtype:
         tensors = {k: v.to(SAVE_DTYPES[dtype]) for k, v in tensors.items()}
     if fmt == "diffusers":
-        target = ui.lora_dir / name / "pytorch_lora_weights.safetensors"
+        target = contained_path(ui.lora_dir, name, "--name") / "pytorch_lora_weights.safetensors"
         payload = kohya_to_diffusers(tensors, metadata)
     else:
-        target = ui.lora_dir / f"{name}.safetensors"
+        target = contained_path(ui.lora_dir, name, "--name", ".safetensors")
         payload = tensors
+    _refuse_file_in_the_way(target.parent)
     files = _planned_files(target, fmt, ui, preview)
     _refuse_overwrite(files, overwrite)
     write_safetensors(target, payload, metadata)
@@ -84,6 +86,16 @@ def safe_name(name: str) -> str:
     if not cleaned:
         raise UserError(f"'{name}' is not usable as a file name", "use letters, digits, '-', '_' and spaces")
     return cleaned[:120]
+
+
+def _refuse_file_in_the_way(folder: Path) -> None:
+    """A file standing where the export's folder (or one above it) belongs: say so before writing."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"cannot export into {folder}: {path} is a file, not a folder",
+                            "move or rename that file, or give --to another folder")
+        if path.exists():
+            return
 
 
 def latest_sample(adapter: Path) -> Path | None:
