@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from trainer.run.state_check import check_files, check_meta, check_tensors, damaged, file_digests
 from trainer.shared import faults
 from trainer.shared.fsutil import fsync_dir
+from trainer.shared.save_errors import as_os_error, mark_saving
 
 COMPLETE = "COMPLETE"
 log = logging.getLogger("trainer")
@@ -65,15 +66,20 @@ def save_state(run_dir: Path, state: TrainingState, adapters: dict[str, dict[str
     """`noise_states`: each process's noise-generator state, by process index."""
     final = snapshot_dir(run_dir, state.pos.step)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         _write_snapshot(tmp, state, adapters, noise_states)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: leave no half snapshot behind
-        if isinstance(exc, OSError):
-            exc.filename = str(final)  # name the snapshot, not our hidden temp folder
-        raise
+        err = as_os_error(exc)  # torch.save and safetensors wrap the OSError: unwrap it
+        if err is None:
+            raise
+        err.filename = str(final)  # name the snapshot, not our hidden temp folder
+        mark_saving(err)
+        if err is exc:
+            raise
+        raise err from exc
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -86,7 +92,7 @@ def _write_snapshot(tmp: Path, state: TrainingState, adapters, noise_states) -> 
     flat = {f"{comp}::{key}": t.detach().cpu().contiguous() for comp, sd in adapters.items()
             for key, t in sd.items()}
     save_file(flat, str(tmp / "adapter.safetensors"))
-    torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+    _torch_save(state.optimizer.state_dict(), tmp / "optimizer.pt")
     save_file(_rng_tensors(noise_states), str(tmp / "rng.safetensors"))
     meta = {"position": asdict(state.pos), "lr_scheduler": state.lr_scheduler.state_dict(),
             "files": file_digests(tmp)}  # what resume checks: these files belong to this snapshot, intact
@@ -107,6 +113,35 @@ def snapshots(run_dir: Path) -> list[Path]:
 def snapshot_step(path: Path) -> int | None:
     match = re.fullmatch(r"step-(\d+)", Path(path).name)
     return int(match[1]) if match else None
+
+
+class _KeepsWriteErrors:
+    """A file for torch.save that keeps the OSError of a failed write: torch reports it as a RuntimeError
+    without the errno ("unexpected pos"), which would read as a bug rather than a full disk."""
+
+    def __init__(self, fh):
+        self.fh, self.os_error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.os_error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _torch_save(obj, path: Path) -> None:
+    with open(path, "wb") as fh:
+        sink = _KeepsWriteErrors(fh)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError as exc:
+            if sink.os_error is None:
+                raise
+            raise sink.os_error from exc
 
 
 def latest_snapshot(run_dir: Path) -> Path | None:

@@ -6,6 +6,7 @@
     LORA_STUDIO_FAULT="step@7:kill"       SIGKILL in the middle of step 7 (after backward, before the update)
     LORA_STUDIO_FAULT="step@3:oom"        a CUDA out-of-memory error in step 3
     LORA_STUDIO_FAULT="write.safetensors@40:enospc"  "No space left on device" while saving at step 40
+    LORA_STUDIO_FAULT="state@40:erofs"    a read-only disk (also efbig: file too large, eacces: no permission)
     LORA_STUDIO_FAULT="write.txt:sleep0.05"  50 ms before every caption write (so a stop lands mid-run)
 
 The loop records the current step here; each named point calls `point(name)`. Kept torch-free: fsutil
@@ -20,6 +21,7 @@ import signal
 import time
 
 ENV = "LORA_STUDIO_FAULT"
+ERRNOS = {"enospc": errno.ENOSPC, "efbig": errno.EFBIG, "erofs": errno.EROFS, "eacces": errno.EACCES}
 current_step = 0
 
 
@@ -43,5 +45,5 @@ def _act(action: str, name: str) -> None:
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({name}, injected)")
     if action.startswith("sleep"):
         time.sleep(float(action.removeprefix("sleep") or 0.1))
-    if action == "enospc":
-        raise OSError(errno.ENOSPC, "No space left on device")
+    if action in ERRNOS:  # what the operating system says when a write is refused
+        raise OSError(ERRNOS[action], os.strerror(ERRNOS[action]))

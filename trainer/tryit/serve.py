@@ -25,6 +25,7 @@ from pathlib import Path
 
 from trainer.shared import events as ev
 from trainer.shared.errors import UserError
+from trainer.shared.save_errors import save_failure
 
 log = logging.getLogger("trainer")
 WEIGHT_DTYPES = ("auto", "fp32", "bf16", "fp16", "fp8")
@@ -126,6 +127,10 @@ class Server:
             self.sink.emit(ev.Error(message=getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", ""),
                                     kind=type(exc).__name__, job=job))
         except Exception as exc:  # a bug in one request must not take the loaded model down with it
+            if failure := save_failure(exc):  # a full or read-only disk: the request's fault, not ours
+                self.sink.emit(ev.Error(message=failure.message, hint=failure.hint, kind=type(failure).__name__,
+                                        job=job))
+                return
             traceback.print_exc(file=sys.stderr)
             self.sink.emit(ev.Error(message=f"{type(exc).__name__}: {exc}", kind="bug", job=job,
                                     hint="this is a bug in LoRA Studio; the log has the details"))
