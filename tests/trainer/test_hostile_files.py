@@ -210,6 +210,16 @@ def test_a_huge_caption_file_is_read_only_up_to_the_bound(tmp_path):
     assert "larger than" in caption.problem  # reported, and never rewritten by a caption edit
 
 
+def test_dataset_check_reads_a_30_mb_caption_only_up_to_the_bound(tmp_path):
+    from trainer.data.health import check_dataset
+
+    data = make_dataset(tmp_path / "data", count=2)
+    with open(data / "img_00.txt", "w", encoding="utf-8") as fh:
+        fh.write("tok, " + "word " * 6_000_000)  # 30 MB: once tokenized whole, for a minute and gigabytes
+    kinds = {w.kind: w.files for w in check_dataset(data).warnings}
+    assert [Path(f).name for f in kinds["huge_caption"]] == ["img_00.txt"] and "long_caption" in kinds
+
+
 @pytest.mark.parametrize("command", ["import", "export"])
 def test_a_file_standing_where_a_folder_belongs_is_a_clear_error(command, tmp_path):
     from tests.trainer.data.test_import import _png_bytes

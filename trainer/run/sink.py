@@ -112,10 +112,19 @@ def _drop_torn_last_line(path: Path) -> None:
     of the copy stays one whole JSON object (a resumed run would otherwise glue its first event onto it)."""
     if not path.exists():
         return
-    with open(path, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
+    with open(path, "rb+") as fh:  # from the end, in blocks: a long run's copy may be gigabytes
+        end = pos = fh.seek(0, 2)
+        if end == 0 or (fh.seek(end - 1) >= 0 and fh.read(1) == b"\n"):
+            return
+        while pos > 0:
+            size = min(1 << 16, pos)
+            pos -= size
+            fh.seek(pos)
+            cut = fh.read(size).rfind(b"\n")
+            if cut >= 0:
+                fh.truncate(pos + cut + 1)
+                return
+        fh.truncate(0)
 
 
 def human_text(event: Event) -> str:

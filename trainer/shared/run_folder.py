@@ -14,6 +14,7 @@ from pathlib import Path
 from trainer.shared.paths import contained_path
 
 EVENTS_FILE = "events.jsonl"
+MAX_EVENT_LINE = 1 << 20  # characters: an event line is far shorter; a longer one is read in pieces, never held
 
 
 def holds_a_run(run_dir: Path) -> bool:
@@ -27,14 +28,16 @@ def holds_a_run(run_dir: Path) -> bool:
 
 
 def _logged_progress(events: Path) -> bool:
-    if not events.exists():
+    if not events.is_file():
         return False
-    for line in events.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            if json.loads(line).get("type") == "progress":
-                return True
-        except (json.JSONDecodeError, AttributeError):
-            continue  # a torn last line of an interrupted run
+    with open(events, encoding="utf-8", errors="replace") as fh:  # line by line: the file may not be ours
+        while line := fh.readline(MAX_EVENT_LINE):
+            try:
+                whole = line.endswith("\n") or len(line) < MAX_EVENT_LINE  # not a piece of a longer one
+                if whole and json.loads(line).get("type") == "progress":
+                    return True
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a torn last line of an interrupted run
     return False
 
 
