@@ -85,3 +85,11 @@ def test_a_full_disk_under_events_jsonl_ends_the_copy_not_the_run():
     sink.emit(ev.Warning(message="two"))
     sink.close()
     assert [decode(line).message for line in stream.getvalue().splitlines()] == ["one", "two"]
+
+
+def test_a_file_standing_where_the_output_folder_belongs_is_named(tmp_path):
+    blocker = tmp_path / "shots"
+    blocker.write_text("mine")
+    code, _, stderr = cli("generate", "--model", "demo:sd15", "--prompt", "x", "--steps", "1", "--out", str(blocker))
+    assert code == 2 and f"a file is in the way while saving {blocker}" in stderr and "Traceback" not in stderr
+    assert blocker.read_text() == "mine"

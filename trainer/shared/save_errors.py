@@ -28,10 +28,16 @@ REASONS = {  # errno: (headline, why, what to do)
     errno.EACCES: ("permission denied", "you have no permission to write there",
                    "give your user write access to that folder, or use another one"),
     errno.EPERM: ("not permitted", "the system does not permit this write", "use a folder you own"),
+    errno.ENOTDIR: ("a file is in the way", "a file stands where a folder belongs",
+                    "move or rename that file, or choose another folder"),
+    errno.EEXIST: ("a file is in the way", "a file stands where a folder belongs",
+                   "move or rename that file, or choose another folder"),
+    errno.EISDIR: ("a folder is in the way", "a folder stands where the file belongs",
+                   "move or rename that folder, or choose another name"),
 }
 
 
-READ_TOO = (errno.EACCES, errno.EPERM)
+READ_TOO = (errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
 
 
 def mark_saving(exc: BaseException) -> None:
@@ -71,7 +77,7 @@ def save_failure(exc: BaseException, folder: Path | None = None, then: str = "",
     if err is None or err.errno not in REASONS:
         return None
     if err.errno in READ_TOO and not getattr(err, "while_saving", False):
-        return None  # permission errors happen on reads too: only a write we marked is a failed save
+        return None  # these happen on reads too: only a write we marked is a failed save
     headline, why, advice = REASONS[err.errno]
     target = Path(err.filename) if isinstance(err.filename, (str, os.PathLike)) else None
     where = _existing_folder(target.parent if target else Path(folder or Path.cwd()))
