@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from trainer.commands.outcome import EXIT_OK, EXIT_USER_ERROR, one_shot
+
 
 def register(sub) -> None:
     d = sub.add_parser("dataset", help="import images, check a dataset, edit captions")
@@ -51,9 +53,13 @@ def register(sub) -> None:
 def cmd_dataset(args) -> int:
     from trainer.data.strategy import cmd_prepare_captions
 
+    if args.dataset_command == "caption" and args.model:  # streams events: its errors are events too
+        from trainer.commands.caption import cmd_autocaption
+
+        return cmd_autocaption(args)
     handler = {"import": _import, "check": _check, "caption": _caption,
                "prepare-captions": cmd_prepare_captions}[args.dataset_command]
-    return handler(args)
+    return one_shot(handler)(args)  # a user error is `error: …` and exit code 2, as for every command
 
 
 def _import(args) -> int:
@@ -72,7 +78,8 @@ def _import(args) -> int:
             print(f"{e.status:9} {e.source}{detail}")
         print(f"{report.count('imported')} imported, {report.count('duplicate')} duplicates, "
               f"{report.count('refused')} refused, into {report.into}")
-    return 0 if report.count("imported") or report.count("duplicate") else 1
+    # nothing imported is the input's fault (every file refused, or none given): the user-error code
+    return EXIT_OK if report.count("imported") or report.count("duplicate") else EXIT_USER_ERROR
 
 
 def _check(args) -> int:
@@ -85,10 +92,6 @@ def _check(args) -> int:
 
 
 def _caption(args) -> int:
-    if args.model:  # auto-captioning with a local model: its own events, stop handling and exit codes
-        from trainer.commands.caption import cmd_autocaption
-
-        return cmd_autocaption(args)
     from trainer.data import captions as c
     from trainer.data.spec import dataset_images
 

@@ -1,5 +1,6 @@
 """The one place where a command's outcome becomes an exit code: a user error is its message (and hint) on
-stderr or in an `error` event and exit code 2; a bug is a traceback and exit code 1; a second Ctrl+C is 130.
+stderr or in an `error` event and exit code 2 (so is the operating system refusing a write: a full disk, a
+read-only one; trainer.shared.save_errors); a bug is a traceback and exit code 1; a second Ctrl+C is 130.
 Every command reaches the user through `one_shot` or `guarded`, never through its own try/except.
 """
 
@@ -11,6 +12,7 @@ import traceback
 from collections.abc import Callable
 
 from trainer.shared.errors import UserError
+from trainer.shared.save_errors import save_failure
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -21,8 +23,11 @@ def one_shot(handler: Callable) -> Callable:
     def run(args) -> int:
         try:
             return handler(args) or EXIT_OK
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except Exception as exc:
+            failure = exc if isinstance(exc, UserError) else save_failure(exc)
+            if failure is None:
+                raise  # a bug: the traceback, exit code 1
+            print(f"error: {failure}", file=sys.stderr)
             return EXIT_USER_ERROR
     return run
 
@@ -49,8 +54,9 @@ def guarded(args, body: Callable, interrupted_hint: str) -> int:
     sink, control = EventSink(stream, progress_bar=not jsonl and sys.stderr.isatty()), Control()
     sink.enabled = is_main_process()
     control.install_signal_handlers()
-    if jsonl:
-        control.listen_stdin()
+    if jsonl:  # a bad line is a warning: an error event would announce the end of the run
+        control.listen_stdin(on_error=lambda message: sink.emit(ev.Warning(
+            message=message, hint='the engine reads one JSON object per line: {"cmd": "stop" | "sample" | "save"}')))
     try:
         return body(sink, control) or EXIT_OK
     except UserError as exc:
@@ -60,6 +66,9 @@ def guarded(args, body: Callable, interrupted_hint: str) -> int:
         sink.emit(ev.Error(message="interrupted", hint=interrupted_hint, kind="interrupted"))
         return EXIT_INTERRUPTED
     except Exception as exc:
+        if failure := save_failure(exc):  # the OS refused a write: a full disk is not a bug
+            sink.emit(ev.Error(message=failure.message, hint=failure.hint, kind=type(failure).__name__))
+            return EXIT_USER_ERROR
         traceback.print_exc(file=sys.stderr)
         sink.emit(ev.Error(message=f"{type(exc).__name__}: {exc}", kind="bug",
                            hint="this is a bug in LoRA Studio; the log above has the details"))

@@ -4,12 +4,14 @@ the loop (trainer.run.loop) under `guarded`, which turns every way out into an e
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
 from trainer.commands.outcome import guarded, is_main_process
 from trainer.shared import config as config_mod
 from trainer.shared.errors import UserError
+from trainer.shared.paths import contained_path
 
 
 def register(sub) -> None:
@@ -86,13 +88,16 @@ def _train(args, sink, control, resume: bool) -> None:
     else:
         cfg = resolve_config(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = (args.out or Path("runs") / f"{cfg.saving.output_name}-{stamp}").resolve()
+        run_dir = (args.out or contained_path(Path("runs"), f"{cfg.saving.output_name}-{stamp}",
+                                              "config key 'saving.output_name'")).resolve()
     if main:  # with several processes, only the first writes (the others would race it)
+        if not resume:
+            _refuse_foreign_folder(run_dir)  # before anything is written into it, the lock file included
         run_dir.mkdir(parents=True, exist_ok=True)
         _lock(run_dir)
         if not resume:
             _refuse_a_started_run(run_dir)
-        config_mod.save(cfg, run_dir / "config.toml")
+            config_mod.save(cfg, run_dir / "config.toml")
         sink.attach_run_dir(run_dir)
     if not resume and args.demo and not cfg.model.path.startswith("demo:"):
         sink.emit(_demo_leftovers(cfg))
@@ -104,7 +109,12 @@ def _train(args, sink, control, resume: bool) -> None:
         sink.emit(warning)
     from trainer.run.loop import train  # after the config and dataset checks: those errors come at once
 
-    train(cfg, run_dir, sink, control, resume=resume, records=records)
+    # resume --set: the run's config.toml changes only once the saved state has loaded under the new config
+    # (a --set lora.rank that the state cannot fit must not leave a run that no plain resume can continue)
+    resolved = copy.deepcopy(cfg)
+    on_resumed = (lambda: config_mod.save(resolved, run_dir / "config.toml")) if resume and args.set and main \
+        else None
+    train(cfg, run_dir, sink, control, resume=resume, records=records, on_resumed=on_resumed)
 
 
 def _demo_leftovers(cfg: config_mod.TrainConfig):
@@ -119,13 +129,28 @@ def _demo_leftovers(cfg: config_mod.TrainConfig):
                    hint="for a real run give a config file (lora-studio train my-lora.toml), or --set each of them")
 
 
-def _refuse_a_started_run(run_dir: Path) -> None:
+def _refuse_foreign_folder(run_dir: Path) -> None:
+    from trainer.shared.errors import some_files
+    from trainer.shared.run_folder import foreign_entries
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a folder", "give a new or empty folder for the run")
+    if run_dir.is_dir():
+        _refuse_a_started_run(run_dir, clear=False)  # a run of ours: say to resume it rather than name its files
+    if foreign := foreign_entries(run_dir):
+        raise UserError(f"--out {run_dir} holds files that are not a LoRA Studio run: {some_files(foreign)}",
+                        "choose a new or empty folder for --out; a run never writes into a folder of your own "
+                        "files (it would replace config.toml and events.jsonl)")
+
+
+def _refuse_a_started_run(run_dir: Path, clear: bool = True) -> None:
     from trainer.shared.run_folder import clear_failed_start, holds_a_run
 
     if holds_a_run(run_dir):
         raise UserError(f"run folder {run_dir} already holds a run",
                         f"continue it with: lora-studio resume {run_dir}; or choose another --out")
-    clear_failed_start(run_dir)  # a start that failed before any step: nothing to protect
+    if clear:
+        clear_failed_start(run_dir)  # a start that failed before any step: nothing to protect
 
 
 def _lock(run_dir: Path) -> None:

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainer.data.captions import split_tags
+from trainer.data.captions import caption_path, split_tags
 from trainer.data.masks import mask_source, unreadable_masks
 from trainer.data.spec import ImageRecord, list_images, read_dataset
 from trainer.shared.buckets import bucket_plan
+from trainer.shared.captions import MAX_CAPTION_BYTES
 from trainer.shared.config import TrainConfig
 from trainer.shared.steps import batches_per_epoch
 
@@ -129,7 +130,10 @@ def _warnings(records: list[ImageRecord], min_side: int, base: int, upscaled: in
     add("no_caption", "{n} images have no caption (.txt)", [r.path for r in records if not r.caption
                                                              and not r.caption_problem])
     add("bad_caption", "{n} caption files are not UTF-8 and will be ignored",
-        [r.path.with_suffix(".txt") for r in records if r.caption_problem])
+        [caption_path(r.path, r.subset.caption_extension) for r in records if r.caption_problem and not r.caption])
+    add("huge_caption", f"{{n}} caption files are larger than {MAX_CAPTION_BYTES // 1024} KB: only their beginning "
+        "is read", [caption_path(r.path, r.subset.caption_extension) for r in records
+                    if r.caption_problem and r.caption])
     add("long_caption", f"{{n}} captions are longer than {max_tokens} tokens of {family.label}'s text encoder "
         "(dataset.max_token_length; the rest is cut off)", _long_captions(records, max_tokens, family))
     add("near_duplicate", "{n} images look like another image in the dataset", _near_duplicates(records))

@@ -13,16 +13,22 @@ import hashlib
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from trainer.data.normalize import NormalizeError, normalize_image
+from trainer.shared.captions import MAX_CAPTION_BYTES
+from trainer.shared.errors import DatasetError
 from trainer.shared.fsutil import atomic_write_bytes
-from trainer.shared.images import IMAGE_SUFFIXES
+from trainer.shared.images import IMAGE_SUFFIXES, MAX_PIXELS
+from trainer.shared.paths import contained_path
 
 INDEX_FILE = ".lora-studio-import.json"
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
+# what reading one file or archive member can raise: a bad CRC or stream, an encrypted or oddly compressed member
+READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, ValueError)
 RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
 
@@ -58,24 +64,37 @@ class Candidate:
     refusal: str = ""               # set when the entry is refused before reading (unsafe zip path, …)
 
 
-def import_sources(sources: list[Path], into: Path, min_side: int = 256, max_pixels: int = 178_956_970,
+def import_sources(sources: list[Path], into: Path, min_side: int = 256, max_pixels: int = MAX_PIXELS,
                    progress: Callable[[int, int], None] | None = None,
                    cancel: Callable[[], bool] | None = None) -> ImportReport:
-    into = Path(into).expanduser()
-    into.mkdir(parents=True, exist_ok=True)
+    into = _target_folder(Path(into).expanduser())
     report = ImportReport(str(into))
     candidates = [c for src in sources for c in _candidates(Path(src).expanduser(), into)]
     known = _load_index(into)
     taken = {p.stem.lower() for p in into.iterdir()}
-    for done, cand in enumerate(candidates):
-        if cancel and cancel():
-            report.cancelled = True
-            break
-        report.entries.append(_import_one(cand, into, min_side, max_pixels, known, taken))
-        if progress:
-            progress(done + 1, len(candidates))
-    _save_index(into, known)
+    try:
+        for done, cand in enumerate(candidates):
+            if cancel and cancel():
+                report.cancelled = True
+                break
+            report.entries.append(_import_one(cand, into, min_side, max_pixels, known, taken))
+            if progress:
+                progress(done + 1, len(candidates))
+    finally:  # what was imported stays known, whatever stopped the import
+        _save_index(into, known)
     return report
+
+
+def _target_folder(into: Path) -> Path:
+    if into.exists() and not into.is_dir():
+        raise DatasetError(f"--into {into} is a file, not a folder", "give the dataset folder to import into")
+    try:
+        into.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot create the dataset folder {into}: {exc.strerror or exc}",
+                           "give a folder you can write to (no file may stand in place of one of its parents)") \
+            from None
+    return into
 
 
 def _import_one(cand: Candidate, into: Path, min_side: int, max_pixels: int, known: dict, taken: set) -> Entry:
@@ -83,36 +102,51 @@ def _import_one(cand: Candidate, into: Path, min_side: int, max_pixels: int, kno
         return Entry(cand.label, "refused", cand.refusal)
     try:
         data = cand.read()
-    except OSError as exc:
+    except READ_ERRORS as exc:  # one damaged archive member is refused alone; the import goes on
         return Entry(cand.label, "refused", f"cannot read: {exc}")
     digest = hashlib.sha256(data).hexdigest()
+    caption, note = _caption_of(cand)
     if digest in known:
-        return Entry(cand.label, "duplicate", _merge_caption(cand, into / known[digest]), known[digest])
+        return Entry(cand.label, "duplicate", _merge_caption(caption, into / known[digest]) + note, known[digest])
     try:
         payload, suffix = normalize_image(data, min_side, max_pixels)
     except NormalizeError as exc:
         return Entry(cand.label, "refused", str(exc))
-    name = unique_name(safe_stem(cand.stem), taken)
+    name = contained_path(into, unique_name(safe_stem(cand.stem), taken), "the imported name").name
     dest = into / f"{name}{suffix}"
     atomic_write_bytes(dest, payload)
-    if cand.caption is not None:
-        atomic_write_bytes(into / f"{name}.txt", cand.caption())
+    if caption is not None:
+        atomic_write_bytes(into / f"{name}.txt", caption)
     known[digest] = dest.name
-    return Entry(cand.label, "imported", "", dest.name)
+    return Entry(cand.label, "imported", note.removeprefix("; "), dest.name)
 
 
-def _merge_caption(cand: Candidate, kept: Path) -> str:
+def _caption_of(cand: Candidate) -> tuple[bytes | None, str]:
+    """The candidate's caption, or None with the reason it was left out: unreadable, or past the caption
+    bound (trainer.shared.captions), which is never read further."""
+    if cand.caption is None:
+        return None, ""
+    try:
+        caption = cand.caption()
+    except READ_ERRORS as exc:
+        return None, f"; its caption cannot be read ({exc}) and was not imported"
+    if len(caption) > MAX_CAPTION_BYTES:
+        return None, (f"; its caption is larger than {MAX_CAPTION_BYTES // 1024} KB (more than any token limit "
+                      "uses) and was not imported")
+    return caption, ""
+
+
+def _merge_caption(caption: bytes | None, kept: Path) -> str:
     """A duplicate is not imported, but its caption must not be lost: it moves to the copy that was kept
     when that copy has none. Returns the report's reason, naming the kept file and what became of the caption."""
     reason = f"same content as {kept.name}, which was kept"
-    if cand.caption is None:
+    if caption is None:
         return reason
     kept_caption = kept.with_suffix(".txt")
-    caption = cand.caption()
     if not kept_caption.exists():
         atomic_write_bytes(kept_caption, caption)
         return f"{reason}; this file's caption was copied to {kept_caption.name}"
-    if kept_caption.read_bytes().strip() == caption.strip():
+    if read_limited(kept_caption.open("rb")).strip() == caption.strip():
         return f"{reason} with the same caption"
     return f"{reason} with its own caption ({kept_caption.name}); this file's differing caption was not used"
 
@@ -134,8 +168,15 @@ def _nothing() -> bytes:
 
 def _file_candidate(path: Path) -> Candidate:
     caption = path.with_suffix(".txt")
-    return Candidate(str(path), path.read_bytes, caption.read_bytes if caption.is_file() else None, path.stem,
+    return Candidate(str(path), path.read_bytes,
+                     (lambda: read_limited(caption.open("rb"))) if caption.is_file() else None, path.stem,
                      refusal="" if path.suffix.lower() in IMAGE_SUFFIXES else "not an image file")
+
+
+def read_limited(fh) -> bytes:
+    """At most one byte past the caption bound: enough to tell that a caption is too long, never more."""
+    with fh:
+        return fh.read(MAX_CAPTION_BYTES + 1)
 
 
 def _folder_candidates(folder: Path, into: Path) -> Iterator[Candidate]:
@@ -162,7 +203,8 @@ def _zip_candidates(archive: Path) -> Iterator[Candidate]:
         stem = Path(info.filename.replace("\\", "/")).stem
         problem = zip_entry_problem(info)
         caption_name = str(Path(info.filename).with_suffix(".txt"))
-        caption = (lambda n=caption_name: zf.read(n)) if caption_name in names and not problem else None
+        caption = (lambda n=caption_name: read_limited(zf.open(n))) if caption_name in names and not problem \
+            else None
         if not problem and Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
             problem = "not an image file"
         yield Candidate(label, lambda i=info: zf.read(i), caption, stem, refusal=problem)
@@ -196,16 +238,24 @@ def unique_name(stem: str, taken: set) -> str:
 
 
 def _load_index(into: Path) -> dict[str, str]:
-    """sha256 of each imported source -> its file name; files already in the folder count too."""
-    index_path = into / INDEX_FILE
-    known = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else {}
+    """sha256 of each imported source -> its file name; files already in the folder count too. The index only
+    saves hashing: a damaged one is rebuilt from the folder, and names only files that are there."""
+    known = _read_index(into / INDEX_FILE)
     present = {p.name for p in into.iterdir()}
-    known = {h: n for h, n in known.items() if n in present}
+    known = {h: n for h, n in known.items() if isinstance(h, str) and isinstance(n, str) and n in present}
     listed = set(known.values())
     for path in into.iterdir():
         if path.suffix.lower() in IMAGE_SUFFIXES and path.name not in listed:
             known[hashlib.sha256(path.read_bytes()).hexdigest()] = path.name
     return known
+
+
+def _read_index(path: Path) -> dict:
+    try:
+        known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return known if isinstance(known, dict) else {}
 
 
 def _save_index(into: Path, known: dict[str, str]) -> None:

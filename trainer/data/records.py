@@ -7,8 +7,10 @@ from pathlib import Path
 
 from trainer.data.captions import caption_path, split_tags
 from trainer.data.spec import list_images, read_dataset
+from trainer.shared.captions import MAX_CAPTION_BYTES
 from trainer.shared.config import SamplingConfig, TrainConfig
 from trainer.shared.errors import DatasetError, some_files
+from trainer.shared.images import MAX_PIXELS
 
 
 def load_records(cfg: TrainConfig, unreadable: list | None = None) -> list:
@@ -38,20 +40,27 @@ def unreadable_images_warning(paths: list):
     from trainer.shared import events as ev
 
     return ev.Warning(message=f"{len(paths)} image(s) cannot be read and are left out: {some_files(paths)}",
-                      hint="re-save or replace them (a broken download or an unsupported format); "
-                           "`dataset check` lists them all")
+                      hint="re-save or replace them (a broken download, an unsupported format, or more than "
+                           f"{MAX_PIXELS / 1e6:.0f} megapixels); `dataset check` lists them all")
 
 
 def unreadable_captions_warning(records: list):
-    """A Warning event naming the caption files that are not UTF-8 (trained as empty captions), or None."""
-    bad = [caption_path(r.path, r.subset.caption_extension) for r in records if r.caption_problem]
+    """A Warning event naming the caption files not read whole: not UTF-8 (trained as empty captions) or
+    past the size bound (trained on their beginning); None when every caption was read."""
+    bad = [(caption_path(r.path, r.subset.caption_extension), r) for r in records if r.caption_problem]
     if not bad:
         return None
     from trainer.shared import events as ev
 
-    return ev.Warning(message=f"{len(bad)} caption file(s) are not UTF-8 and are trained as empty captions: "
-                              f"{some_files(bad)}",
-                      hint="re-save them as UTF-8 (most editors offer this); the files were not changed")
+    empty = [path for path, r in bad if not r.caption]
+    cut = [path for path, r in bad if r.caption]
+    parts = [f"{len(empty)} caption file(s) are not UTF-8 and are trained as empty captions: {some_files(empty)}"
+             if empty else "",
+             f"{len(cut)} caption file(s) are larger than {MAX_CAPTION_BYTES // 1024} KB and only their beginning "
+             f"is read: {some_files(cut)}" if cut else ""]
+    return ev.Warning(message="; ".join(p for p in parts if p),
+                      hint="re-save them as UTF-8 (most editors offer this) and shorten them; the files were "
+                           "not changed")
 
 
 def caption_trigger(records: list) -> str:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from trainer.export.convert import kohya_to_diffusers
@@ -24,6 +23,7 @@ from trainer.export.verify import UI_NAMES, base_config_of, verify_file
 from trainer.families.registry import by_config
 from trainer.shared.errors import UserError
 from trainer.shared.fsutil import atomic_write, atomic_write_text
+from trainer.shared.paths import contained_path
 from trainer.shared.run_folder import final_adapters
 
 
@@ -57,11 +57,12 @@ def export_adapter(adapter: Path, fmt: str = "kohya", to: Path | None = None, na
     if dtype:
         tensors = {k: v.to(SAVE_DTYPES[dtype]) for k, v in tensors.items()}
     if fmt == "diffusers":
-        target = ui.lora_dir / name / "pytorch_lora_weights.safetensors"
+        target = contained_path(ui.lora_dir, name, "--name") / "pytorch_lora_weights.safetensors"
         payload = kohya_to_diffusers(tensors, metadata)
     else:
-        target = ui.lora_dir / f"{name}.safetensors"
+        target = contained_path(ui.lora_dir, name, "--name", ".safetensors")
         payload = tensors
+    _refuse_file_in_the_way(target.parent)
     files = _planned_files(target, fmt, ui, preview)
     _refuse_overwrite(files, overwrite)
     write_safetensors(target, payload, metadata)
@@ -91,6 +92,16 @@ def safe_name(name: str) -> str:
     return cleaned[:120]
 
 
+def _refuse_file_in_the_way(folder: Path) -> None:
+    """A file standing where the export's folder (or one above it) belongs: say so before writing."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"cannot export into {folder}: {path} is a file, not a folder",
+                            "move or rename that file, or give --to another folder")
+        if path.exists():
+            return
+
+
 def latest_sample(adapter: Path) -> Path | None:
     """The newest preview of the first prompt in the adapter's run folder, if there is one."""
     for folder in (adapter.parent / "samples", adapter.parent.parent / "samples"):
@@ -101,12 +112,9 @@ def latest_sample(adapter: Path) -> Path | None:
 
 
 def _read(adapter: Path) -> tuple[dict, dict]:
-    from trainer.models.safe_load import read_header
+    from trainer.models.safe_load import read_lora_file
 
-    read_header(adapter)  # clear messages for damaged files
-    with safe_open(str(adapter), "pt") as f:
-        metadata = dict(f.metadata() or {})
-    return load_file(str(adapter)), metadata
+    return read_lora_file(adapter)  # clear messages for damaged files, NaN/inf refused
 
 
 def _retitled(metadata: dict, name: str, preview: Path | None) -> dict:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors import safe_open
-from safetensors.torch import load_file
-
 from trainer.export.convert import group_modules, refuse_lycoris, resize_rank
 from trainer.export.save import write_safetensors
 from trainer.export.verify import verify_file
+from trainer.models.safe_load import read_lora_file
 from trainer.shared.errors import UserError
 
 
@@ -17,9 +15,7 @@ def resize_file(adapter: Path, rank: int, out: Path | None = None, overwrite: bo
     adapter = Path(adapter)
     if not adapter.exists():
         raise UserError(f"adapter not found: {adapter}", "give the .safetensors file")
-    tensors = load_file(str(adapter))
-    with safe_open(str(adapter), "pt") as f:
-        metadata = dict(f.metadata() or {})
+    tensors, metadata = read_lora_file(adapter)  # header checked, NaN/inf refused
     refuse_lycoris(tensors, "resizing")
     ranks = {p["lora_down.weight"].shape[0] for p in group_modules(tensors).values()}
     if rank < 1 or rank >= max(ranks):

@@ -1,17 +1,17 @@
 """Failures a user can fix, explained: a diverged run (NaN/inf), out of GPU memory (which setting to change,
-and by how much) and a full disk while saving (which file, how much space). All leave the run resumable: the
-last complete snapshot in state/ is untouched, and `lora-studio resume` continues from it.
+and by how much) and the operating system refusing a save (full disk, file too large, read-only disk, no
+permission: which file, how much space; trainer.shared.save_errors). All leave the run resumable: the last
+complete snapshot in state/ is untouched, and `lora-studio resume` continues from it.
 """
 
 from __future__ import annotations
 
-import errno
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 from trainer.shared.config import TrainConfig
 from trainer.shared.errors import UserError
+from trainer.shared.save_errors import DiskFull, human_size, save_failure  # noqa: F401 (DiskFull: re-exported)
 
 
 class Diverged(UserError):
@@ -25,10 +25,6 @@ class Diverged(UserError):
 
 
 class OutOfMemory(UserError):
-    pass
-
-
-class DiskFull(UserError):
     pass
 
 
@@ -66,20 +62,19 @@ def explained(cfg: TrainConfig, run_dir: Path):
         raise OutOfMemory(f"the GPU ran out of memory ({str(exc).splitlines()[0]})",
                           f"change {advice[0]}" + (f"; if that is not enough: {'; '.join(advice[1:3])}"
                                                    if len(advice) > 1 else "") + f"; {resume}") from exc
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+    except Exception as exc:  # OSError, or a library's wrapping of one (safetensors, torch.save)
+        failure = save_failed(exc, Path(run_dir), resume)
+        if failure is None:
             raise
-        raise disk_full(exc, Path(run_dir), resume) from exc
+        raise failure from exc
 
 
-def disk_full(exc: OSError, run_dir: Path, then: str) -> DiskFull:
-    target = exc.filename or run_dir
-    free = shutil.disk_usage(run_dir).free
-    need = max(2 * _save_size(run_dir), 200 * 2**20)  # room for one save, with a margin
-    return DiskFull(f"disk full while saving {target} ({human_size(free)} free); the previous checkpoint and "
-                    "training state are intact",
-                    f"free at least {human_size(need)} on that disk (one save here takes about "
-                    f"{human_size(_save_size(run_dir))}), {then}")
+def save_failed(exc: BaseException, run_dir: Path, then: str) -> UserError | None:
+    """The OS refused a write (full disk, file too large, read-only, no permission), explained; else None."""
+    size = _save_size(run_dir)
+    need = f"free at least {human_size(max(2 * size, 200 * 2**20))} on that disk (one save here takes about " \
+           f"{human_size(size)})"  # room for one save, with a margin
+    return save_failure(exc, run_dir, then, need, intact="the previous checkpoint and training state are intact")
 
 
 def _save_size(run_dir: Path) -> int:
@@ -93,8 +88,3 @@ def _save_size(run_dir: Path) -> int:
     adapters = sorted((run_dir / "checkpoints").glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
     return total + (adapters[-1].stat().st_size if adapters else 0)
 
-
-def human_size(size: float) -> str:
-    if size < 2**20:
-        return f"{size / 1024:.0f} KB"
-    return f"{size / 2**20:.0f} MB" if size < 2**30 else f"{size / 2**30:.1f} GB"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ from trainer.run.runtime import Runtime, setup_runtime
 from trainer.run.saving import Saver
 from trainer.run.sink import EventSink
 from trainer.run.state import Position, TrainingState, latest_snapshot, load_state
+from trainer.run.state_check import check_fits, damaged
 from trainer.run.validation import Validator, split_validation
 from trainer.shared import events as ev
 from trainer.shared import faults
@@ -44,7 +46,8 @@ log = logging.getLogger("trainer")
 
 
 def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool = False,
-          records: list | None = None) -> Path:
+          records: list | None = None, on_resumed: Callable[[], None] | None = None) -> Path:
+    """on_resumed: called once a resume's saved state has loaded (`resume --set` writes the config then)."""
     items = load_records(cfg) if records is None else records  # before the model: errors come at once
     items, held_out = split_validation(cfg, items)
     if warning := unreadable_captions_warning(items):
@@ -56,11 +59,11 @@ def train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, re
     if adopted:
         sink.emit(ev.Warning(message=adopted, hint="set saving.trigger_phrase and sampling.prompts to choose"))
     with explained(cfg, run_dir):  # out of GPU memory or disk space at any point: what to change, how much
-        return _train(cfg, run_dir, sink, control, resume, items, held_out)
+        return _train(cfg, run_dir, sink, control, resume, items, held_out, on_resumed)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, resume: bool,
-           items: list, held_out: list) -> Path:
+           items: list, held_out: list, on_resumed: Callable[[], None] | None) -> Path:
     init = read_init_file(cfg, sink)  # before the adapter is built: it adopts the file's rank
     from trainer.run.caching import texts_known_ahead
 
@@ -77,6 +80,8 @@ def _train(cfg: TrainConfig, run_dir: Path, sink: EventSink, control: Control, r
         saver.validator = _validator(rt, held_out)
         rt.offload = Offload.after_caching(rt, data, control.listening)  # caches full: encoders give memory back
         snapshot = _resume(rt, run_dir, state) if resume else None
+        if resume and on_resumed:
+            on_resumed()
         saver.started_at = state.pos.started_at
         # lora.algorithm = "adalora" only; after the resume: its schedule starts from the resumed step
         saver.budget = AdaLoraBudget.attach(cfg, rt, state.optimizer, state.total, state.pos.step)
@@ -155,8 +160,12 @@ def _resume(rt: Runtime, run_dir: Path, state: TrainingState) -> tuple[Path, dic
         rt.sink.emit(ev.Warning(message=f"no saved training state in {run_dir}; starting from step 0"))
         return None
     loaded = load_state(snapshot)
-    rt.load_adapters(loaded.adapters)
-    state.restore(loaded, rt.accelerator.process_index)
+    check_fits(snapshot, loaded, rt.adapters(), state.optimizer, state.total)
+    try:
+        rt.load_adapters(loaded.adapters)
+        state.restore(loaded, rt.accelerator.process_index)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # what the checks above did not foresee
+        raise damaged(snapshot, f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     return snapshot, loaded.adapters
 
 

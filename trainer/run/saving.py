@@ -29,7 +29,7 @@ from trainer.run.state import Position, TrainingState, save_state
 from trainer.shared import events as ev
 from trainer.shared import faults
 from trainer.shared.config import TrainConfig
-from trainer.shared.run_folder import CHECKPOINTS_DIR, checkpoint_name, checkpoints_in
+from trainer.shared.run_folder import adapter_path, checkpoint_path, checkpoints_in
 
 
 @dataclass
@@ -99,8 +99,7 @@ class Saver:
     def checkpoint(self, state: TrainingState) -> None:
         pos, noise_states = state.pos, self._noise_states(state.noise_gen)
         if self.main:
-            name = checkpoint_name(self.cfg.saving.output_name, pos.step)
-            path = self.write_adapter(self.run_dir / CHECKPOINTS_DIR / name, pos)
+            path = self.write_adapter(checkpoint_path(self.run_dir, self.cfg.saving.output_name, pos.step), pos)
             save_state(self.run_dir, state, self._state_adapters(pos), noise_states)
             self.saved_checkpoints = [p for p in self.saved_checkpoints if p != path] + [path]
             self._prune_checkpoints()
@@ -108,7 +107,7 @@ class Saver:
         self.rt.accelerator.wait_for_everyone()
 
     def final(self, state: TrainingState) -> Path:
-        path = self.run_dir / f"{self.cfg.saving.output_name}.safetensors"
+        path = adapter_path(self.run_dir, self.cfg.saving.output_name)
         pos, noise_states = state.pos, self._noise_states(state.noise_gen)
         if self.main:  # adapter first: its checks (finite, fits the save dtype) must pass before the state
             self.write_adapter(path, pos)

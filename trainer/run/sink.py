@@ -48,11 +48,23 @@ class EventSink:
             return
         line = event.encode()
         with self.lock:
-            for out in (self.stream, self.copy):
-                if out is not None:
-                    out.write(line + "\n")
-                    out.flush()
+            if self.stream is not None:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            self._copy(line)
         self._show(event)
+
+    def _copy(self, line: str) -> None:
+        """events.jsonl: a full or read-only disk ends the copy, never the run (the stream goes on, and the
+        save that meets the same disk says what to do)."""
+        if self.copy is None:
+            return
+        try:
+            self.copy.write(line + "\n")
+            self.copy.flush()
+        except OSError as exc:
+            log.warning("events.jsonl is no longer written: %s", exc)
+            self.close_copy()
 
     def _show(self, event: Event) -> None:
         if isinstance(event, Progress):
@@ -84,9 +96,15 @@ class EventSink:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.copy is not None:
-            self.copy.close()
-            self.copy = None
+        self.close_copy()
+
+    def close_copy(self) -> None:
+        copy, self.copy = self.copy, None
+        if copy is not None:
+            try:
+                copy.close()
+            except OSError:  # the last lines could not be flushed to a full disk: the stream had them
+                pass
 
 
 def _drop_torn_last_line(path: Path) -> None:
@@ -94,10 +112,19 @@ def _drop_torn_last_line(path: Path) -> None:
     of the copy stays one whole JSON object (a resumed run would otherwise glue its first event onto it)."""
     if not path.exists():
         return
-    with open(path, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
+    with open(path, "rb+") as fh:  # from the end, in blocks: a long run's copy may be gigabytes
+        end = pos = fh.seek(0, 2)
+        if end == 0 or (fh.seek(end - 1) >= 0 and fh.read(1) == b"\n"):
+            return
+        while pos > 0:
+            size = min(1 << 16, pos)
+            pos -= size
+            fh.seek(pos)
+            cut = fh.read(size).rfind(b"\n")
+            if cut >= 0:
+                fh.truncate(pos + cut + 1)
+                return
+        fh.truncate(0)
 
 
 def human_text(event: Event) -> str:

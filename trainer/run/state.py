@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,9 +20,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainer.run.state_check import check_files, check_meta, check_tensors, damaged, file_digests
 from trainer.shared import faults
-from trainer.shared.errors import UserError
 from trainer.shared.fsutil import fsync_dir
+from trainer.shared.save_errors import as_os_error, mark_saving
 
 COMPLETE = "COMPLETE"
 log = logging.getLogger("trainer")
@@ -64,15 +66,20 @@ def save_state(run_dir: Path, state: TrainingState, adapters: dict[str, dict[str
     """`noise_states`: each process's noise-generator state, by process index."""
     final = snapshot_dir(run_dir, state.pos.step)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         _write_snapshot(tmp, state, adapters, noise_states)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: leave no half snapshot behind
-        if isinstance(exc, OSError):
-            exc.filename = str(final)  # name the snapshot, not our hidden temp folder
-        raise
+        err = as_os_error(exc)  # torch.save and safetensors wrap the OSError: unwrap it
+        if err is None:
+            raise
+        err.filename = str(final)  # name the snapshot, not our hidden temp folder
+        mark_saving(err)
+        if err is exc:
+            raise
+        raise err from exc
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -85,19 +92,61 @@ def _write_snapshot(tmp: Path, state: TrainingState, adapters, noise_states) -> 
     flat = {f"{comp}::{key}": t.detach().cpu().contiguous() for comp, sd in adapters.items()
             for key, t in sd.items()}
     save_file(flat, str(tmp / "adapter.safetensors"))
-    torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+    _torch_save(state.optimizer.state_dict(), tmp / "optimizer.pt")
     save_file(_rng_tensors(noise_states), str(tmp / "rng.safetensors"))
-    meta = {"position": asdict(state.pos), "lr_scheduler": state.lr_scheduler.state_dict()}
+    meta = {"position": asdict(state.pos), "lr_scheduler": state.lr_scheduler.state_dict(),
+            "files": file_digests(tmp)}  # what resume checks: these files belong to this snapshot, intact
     (tmp / "trainer.json").write_text(json.dumps(meta, default=_jsonable), encoding="utf-8")
     faults.point("state")
     (tmp / COMPLETE).write_text("ok")
     _fsync_tree(tmp)
 
 
-def latest_snapshot(run_dir: Path) -> Path | None:
+def snapshots(run_dir: Path) -> list[Path]:
+    """The complete snapshots of a run, oldest first. By step number, not by name: past step 999,999 the
+    six-digit names stop sorting like numbers (step-1000000 < step-999999)."""
     root = Path(run_dir) / "state"
-    snaps = sorted(p for p in root.glob("step-*") if (p / COMPLETE).exists()) if root.exists() else []
-    return snaps[-1] if snaps else None
+    found = [p for p in root.glob("step-*") if snapshot_step(p) is not None and (p / COMPLETE).exists()]
+    return sorted(found, key=snapshot_step)
+
+
+def snapshot_step(path: Path) -> int | None:
+    match = re.fullmatch(r"step-(\d+)", Path(path).name)
+    return int(match[1]) if match else None
+
+
+class _KeepsWriteErrors:
+    """A file for torch.save that keeps the OSError of a failed write: torch reports it as a RuntimeError
+    without the errno ("unexpected pos"), which would read as a bug rather than a full disk."""
+
+    def __init__(self, fh):
+        self.fh, self.os_error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.os_error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _torch_save(obj, path: Path) -> None:
+    with open(path, "wb") as fh:
+        sink = _KeepsWriteErrors(fh)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError as exc:
+            if sink.os_error is None:
+                raise
+            raise sink.os_error from exc
+
+
+def latest_snapshot(run_dir: Path) -> Path | None:
+    found = snapshots(run_dir)
+    return found[-1] if found else None
 
 
 @dataclass
@@ -110,19 +159,33 @@ class Loaded:
 
 
 def load_state(snapshot: Path) -> Loaded:
+    """A snapshot read and checked as a whole (trainer.run.state_check): any damage is a StateDamaged that
+    says which file and what to do, never a traceback and never a silently wrong resume."""
+    from trainer.models.safe_load import read_header
+
+    meta = check_meta(snapshot, _read_json(snapshot / "trainer.json", snapshot))
+    check_files(snapshot, meta)
     try:
-        meta = json.loads((snapshot / "trainer.json").read_text(encoding="utf-8"))
+        for name in ("adapter.safetensors", "rng.safetensors"):
+            read_header(snapshot / name)  # structure first: offsets, dtypes, sizes
         flat = load_file(str(snapshot / "adapter.safetensors"))
         optimizer_state = torch.load(snapshot / "optimizer.pt", map_location="cpu", weights_only=True)
         rng = load_file(str(snapshot / "rng.safetensors"))
     except Exception as exc:  # any damage means this snapshot can't be trusted
-        raise UserError(f"training state {snapshot} is damaged: {exc}",
-                        "delete that folder to resume from the snapshot before it") from exc
+        raise damaged(snapshot, f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    check_tensors(snapshot, flat, optimizer_state, rng)
     adapters: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in flat.items():
         comp, name = key.split("::", 1)
         adapters.setdefault(comp, {})[name] = tensor
     return Loaded(Position(**meta["position"]), adapters, optimizer_state, meta["lr_scheduler"], rng)
+
+
+def _read_json(path: Path, snapshot: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise damaged(snapshot, f"{path.name} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def noise_key(process_index: int) -> str:
@@ -166,7 +229,7 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def _prune(root: Path, keep: int) -> None:
-    snaps = sorted(p for p in root.glob("step-*") if (p / COMPLETE).exists())
+    snaps = snapshots(root.parent)
     for old in snaps[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):

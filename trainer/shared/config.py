@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import tomli_w
 
+from trainer.shared.captions import caption_extension_problem
 from trainer.shared.config_rules import validate
 from trainer.shared.errors import ConfigError
+from trainer.shared.paths import name_problem
 
 SCHEMA_VERSION = 1
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-         choices: tuple | None = None) -> Any:
-    meta = {"help": help, "min": min, "max": max, "choices": choices}
+         choices: tuple | None = None, check: Callable[[Any], str] | None = None) -> Any:
+    """CHECK(value) returns why a value is not allowed ("" when it is), for rules a range cannot say."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "check": check}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -59,7 +64,8 @@ class DatasetConfig:
     path: str = _opt("", "folder of images with same-named .txt captions")
     resolution: int = _opt(512, "training resolution in pixels (the square side)", min=64, max=4096)
     repeats: int = _opt(1, "how many times each image is seen per epoch", min=1, max=10000)
-    caption_extension: str = _opt(".txt", "caption sidecar extension")
+    caption_extension: str = _opt(".txt", "caption sidecar extension, e.g. .txt or .caption",
+                                  check=caption_extension_problem)
     center_crop: bool = _opt(True, "crop the center (true) or a random window (false)")
     flip: bool = _opt(False, "random horizontal flip; leave off for asymmetric characters")
     allow_upscale: bool = _opt(False, "let small images fill a bigger bucket (blurrier) instead of a smaller one")
@@ -203,7 +209,8 @@ class ValidationConfig:
 class SavingConfig:
     every_n_steps: int = _opt(250, "save a checkpoint every N steps; 0 = only at the end", min=0,
                               max=10_000_000)
-    output_name: str = _opt("lora", "file name of the adapter (without .safetensors)")
+    output_name: str = _opt("lora", "file name of the adapter (without .safetensors); a name, not a path",
+                            check=name_problem)
     keep_last: int = _opt(3, "how many periodic checkpoints to keep; 0 = all", min=0, max=100_000)
     dtype: str = _opt("fp16", "precision of the saved adapter", choices=("fp16", "bf16", "fp32"))
     trigger_phrase: str = _opt("", "trigger words, written into the adapter's metadata")
@@ -287,9 +294,13 @@ def _coerce(dotted: str, value: Any, expected: type, meta: dict) -> Any:
         raise ConfigError(f"config key '{dotted}' is {value!r}; allowed: {', '.join(meta['choices'])}",
                           meta.get("help", ""))
     lo, hi = meta.get("min"), meta.get("max")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
+    # NaN compares false with everything, so it would slip past both bounds; infinity is never meant either
+    out_of_range = isinstance(value, float) and not math.isfinite(value)
+    if out_of_range or (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"config key '{dotted}' is {value}; allowed range is {lo} to {hi}",
                           meta.get("help", ""))
+    if meta.get("check") and (problem := meta["check"](value)):
+        raise ConfigError(f"config key '{dotted}' is {value!r}: {problem}", meta.get("help", ""))
     return value
 
 

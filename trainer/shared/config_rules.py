@@ -5,6 +5,7 @@ Torch-free like trainer.shared.config, which calls `validate` on every load and 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from trainer.shared.errors import ConfigError
@@ -22,8 +23,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.lora.train_text_encoder and cfg.optimizer.text_encoder_lr == 0 and cfg.optimizer.name != "prodigy":
         raise ConfigError("config key 'optimizer.text_encoder_lr' is 0 while lora.train_text_encoder is true",
                           "set a text-encoder learning rate (5e-5 is common) or turn text-encoder training off")
-    if len(cfg.optimizer.betas) != 2 or not all(isinstance(b, (int, float)) for b in cfg.optimizer.betas):
-        raise ConfigError("config key 'optimizer.betas' must be two numbers", "for example [0.9, 0.999]")
+    if len(cfg.optimizer.betas) != 2 or not all(_number(b) and 0 <= b < 1 for b in cfg.optimizer.betas):
+        raise ConfigError(f"config key 'optimizer.betas' is {cfg.optimizer.betas!r}; it takes two numbers from 0 "
+                          "to below 1", "for example [0.9, 0.999]")
     _validate_adapter(cfg.lora)
     if cfg.optimizer.loraplus_ratio and cfg.lora.algorithm != "lora":
         raise ConfigError(f"config key 'optimizer.loraplus_ratio' is set while lora.algorithm is "
@@ -93,10 +95,15 @@ def _check_blocks(key: str, values: list, kinds, lowest: float) -> None:
     """A per-block list: empty (off) or three numbers for the UNet's down, mid and up blocks."""
     if not values:
         return
-    if len(values) != 3 or not all(isinstance(v, kinds) and not isinstance(v, bool) and v >= lowest for v in values):
+    if len(values) != 3 or not all(isinstance(v, kinds) and _number(v) and v >= lowest for v in values):
         kind = "whole numbers from 1" if kinds is int else f"numbers from {lowest}"
         raise ConfigError(f"config key '{key}' is {values!r}; it takes three {kind}: [down, mid, up]",
                           "for example [8, 16, 32], or [] to use one value everywhere")
+
+
+def _number(value) -> bool:
+    """A finite int or float (NaN and infinity pass every comparison test that is written as a refusal)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def inactive_keys(cfg: TrainConfig) -> dict[str, str]:

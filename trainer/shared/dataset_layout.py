@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from trainer.shared.captions import caption_extension_problem
 from trainer.shared.errors import DatasetError
 from trainer.shared.images import images_in
 
@@ -62,6 +63,9 @@ def _from_toml(root: Path) -> list[Subset]:
                                f"known keys: {', '.join(sorted(allowed))}")
         folder = (root / table.get("folder", ".")).resolve()
         values = {k: v for k, v in table.items() if k not in ("folder", "name")}
+        if problem := caption_extension_problem(values.get("caption_extension", ".txt")):
+            raise DatasetError(f"{path}: caption_extension {values['caption_extension']!r} in subset {i + 1}: "
+                               f"{problem}", "fix that line, or leave it out for .txt")
         subsets.append(Subset(folder, table.get("name", folder.name), **values))
     if not subsets:
         raise DatasetError(f"{path} lists no [[subset]]", "add a [[subset]] table with folder = \"...\"")

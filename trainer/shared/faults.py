@@ -6,6 +6,7 @@
     LORA_STUDIO_FAULT="step@7:kill"       SIGKILL in the middle of step 7 (after backward, before the update)
     LORA_STUDIO_FAULT="step@3:oom"        a CUDA out-of-memory error in step 3
     LORA_STUDIO_FAULT="write.safetensors@40:enospc"  "No space left on device" while saving at step 40
+    LORA_STUDIO_FAULT="state@40:erofs"    a read-only disk (also efbig: file too large, eacces: no permission)
     LORA_STUDIO_FAULT="write.txt:sleep0.05"  50 ms before every caption write (so a stop lands mid-run)
     LORA_STUDIO_FAULT="connect:crash"     an exception just before the processes of a launch connect
 
@@ -25,6 +26,7 @@ import time
 
 ENV = "LORA_STUDIO_FAULT"
 RANK_ENV = "LORA_STUDIO_FAULT_RANK"
+ERRNOS = {"enospc": errno.ENOSPC, "efbig": errno.EFBIG, "erofs": errno.EROFS, "eacces": errno.EACCES}
 current_step = 0
 
 
@@ -48,7 +50,7 @@ def _act(action: str, name: str) -> None:
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({name}, injected)")
     if action.startswith("sleep"):
         time.sleep(float(action.removeprefix("sleep") or 0.1))
-    if action == "enospc":
-        raise OSError(errno.ENOSPC, "No space left on device")
+    if action in ERRNOS:  # what the operating system says when a write is refused
+        raise OSError(ERRNOS[action], os.strerror(ERRNOS[action]))
     if action == "crash":
         raise RuntimeError(f"injected crash at '{name}'")

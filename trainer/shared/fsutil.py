@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trainer.shared import faults
+from trainer.shared.save_errors import mark_saving
 
 
 def _current_umask() -> int:
@@ -27,8 +28,12 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
     durable=False skips both fsyncs, for caches whose reader checks every entry: a crash may lose the newest
     entries (they are rebuilt) but never leaves a half-written one under the final name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _saving(exc, path)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -43,9 +48,14 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
             fsync_dir(path.parent)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = str(path)  # "disk full while saving PATH" names the file the user knows
+        _saving(exc, path)
         raise
+
+
+def _saving(exc: BaseException, path: Path) -> None:
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)  # "disk full while saving PATH" names the file the user knows
+    mark_saving(exc)
 
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:

@@ -8,13 +8,24 @@ we write the named form `<lora:NAME:te=X:unet=Y>` whenever they differ, which A1
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass, field
 
+from trainer.shared.paths import name_problem
+
 SAMPLERS = ("euler_a", "dpmpp_2m_karras")
 SAMPLER_LABELS = {"euler_a": "Euler a", "dpmpp_2m_karras": "DPM++ 2M Karras"}
 LORA_TAG = re.compile(r"<lora:([^:>]+)((?::[^:>]+){0,2})>")
+# Checked before anything is allocated: the latents, the activations and the VAE decode of one image grow with
+# its area (a 100000 px side asked for 40 GB); 4096 is the training previews' own limit (sampling.width).
+MAX_SIDE = 4096
+MAX_COUNT, MAX_STEPS, MAX_CFG = 1000, 500, 100.0
+_NUMBER = (int, float)
+FIELD_TYPES = {"prompt": str, "negative": str, "seed": int, "steps": int, "cfg": _NUMBER, "sampler": str,
+               "width": (int, type(None)), "height": (int, type(None)), "count": int, "loras": list, "out": str,
+               "id": (str, int), "name": str}
 
 
 @dataclass
@@ -41,23 +52,57 @@ class Request:
         unknown = sorted(set(data) - known - {"cmd"})
         if unknown:
             raise ValueError(f"unknown request field(s) {unknown}; known: {sorted(known)}")
+        for key, value in data.items():
+            kinds = FIELD_TYPES.get(key)
+            if kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise ValueError(f"request field {key!r} is {value!r}, not a {_kind_name(kinds)}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def check(self) -> None:
+        """Every value in its range, before anything is loaded or allocated."""
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler '{self.sampler}' is not one of {', '.join(SAMPLERS)}")
         for label, value in (("width", self.width), ("height", self.height)):
-            if value is not None and (value < 8 or value % 8):
-                raise ValueError(f"{label} {value} must be a multiple of 8")
-        if not 1 <= self.steps <= 500:
-            raise ValueError(f"steps {self.steps} must be from 1 to 500")
-        if not 1 <= self.count <= 1000:
-            raise ValueError(f"count {self.count} must be from 1 to 1000")
+            if value is not None and not (8 <= value <= MAX_SIDE and value % 8 == 0):
+                raise ValueError(f"{label} {value} must be a multiple of 8 from 8 to {MAX_SIDE}")
+        for label, value, top in (("steps", self.steps, MAX_STEPS), ("count", self.count, MAX_COUNT)):
+            if not 1 <= value <= top:
+                raise ValueError(f"{label} {value} must be from 1 to {top}")
+        if not (math.isfinite(self.cfg) and 0 <= self.cfg <= MAX_CFG):
+            raise ValueError(f"cfg {self.cfg} must be from 0 to {MAX_CFG:g}")
+        if not -1 <= self.seed < 2**32:
+            raise ValueError(f"seed {self.seed} must be -1 (random) or from 0 to {2**32 - 1}")
+        if self.name and (problem := name_problem(self.name)):
+            raise ValueError(f"name {self.name!r} cannot name the image files: {problem}")
+        for item in self.loras:
+            lora_problem(item)
 
     def seeds(self) -> list[int]:
         """A1111's batch count: seed, seed+1, ...; -1 draws one random start seed."""
         start = self.seed if self.seed >= 0 else random.randrange(2**32)
         return [(start + i) % 2**32 for i in range(self.count)]
+
+
+def _kind_name(kinds) -> str:
+    names = [k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)) if k is not type(None)]
+    return " or ".join("number" if n == "float" else n for n in names)
+
+
+def lora_problem(item: object) -> None:
+    """A LoRA entry of a request, {"path": FILE, "weight": W, "te_weight": W}: ValueError when it is not one."""
+    if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not item["path"]:
+        raise ValueError(f'bad LoRA entry {str(item)[:200]}: give {{"path": FILE, "weight": 1.0}}')
+    unknown = sorted(set(item) - {"path", "weight", "te_weight"})
+    if unknown:
+        raise ValueError(f"LoRA entry {item['path']!r} has unknown field(s) {unknown}")
+    for key in ("weight", "te_weight"):
+        value = item.get(key)
+        if value is not None and not finite_weight(value):
+            raise ValueError(f"LoRA entry {item['path']!r}: {key} {value!r} is not a finite number")
+
+
+def finite_weight(value: object) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def split_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float, float | None]]]:
@@ -70,10 +115,16 @@ def split_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float, float | No
 
 
 def _tag_weights(name: str, args: list[str]) -> tuple[str, float, float | None]:
-    named = dict(a.split("=", 1) for a in args if "=" in a)
-    positional = [float(a) for a in args if "=" not in a]
-    te = float(named.get("te", positional[0] if positional else 1.0))
-    unet = float(named.get("unet", positional[1] if len(positional) > 1 else te))
+    try:
+        named = dict(a.split("=", 1) for a in args if "=" in a)
+        positional = [float(a) for a in args if "=" not in a]
+        te = float(named.get("te", positional[0] if positional else 1.0))
+        unet = float(named.get("unet", positional[1] if len(positional) > 1 else te))
+    except ValueError:
+        raise ValueError(f"<lora:{name}{''.join(':' + a for a in args)}>: the weights must be numbers, "
+                         "as in <lora:NAME:0.8>") from None
+    if not (math.isfinite(te) and math.isfinite(unet)):
+        raise ValueError(f"<lora:{name}:…>: the weights must be finite numbers")
     return name, unet, (None if te == unet else te)
 
 

@@ -10,6 +10,9 @@ from trainer.shared.captions import caption_path
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 EXCLUDED_DIR = ".excluded"   # "Exclude" moves an image (and its caption) here, beside it: a hidden folder
 MASKS_FOLDER = "masks"       # loss masks (trainer.data.masks) named like their images: never training images
+# Pixels an image may have: Pillow's own refusal threshold (twice its warning one), 179 megapixels, 537 MB
+# decoded as RGB. A bigger one (a 400-megapixel PNG, a decompression bomb) counts as unreadable: left out.
+MAX_PIXELS = 178_956_970
 
 
 def is_image(path: Path) -> bool:
@@ -27,18 +30,22 @@ def images_in(folder: Path, recursive: bool) -> list[Path]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) as the model sees the image (upright after EXIF rotation); (0, 0) if unreadable.
-    Reads only the header."""
+    """(width, height) as the model sees the image (upright after EXIF rotation); (0, 0) if unreadable or
+    larger than MAX_PIXELS. Reads only the header."""
+    import warnings
+
     from PIL import Image  # torch-free, but only scans need it
 
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-                w, h = h, w  # rotated by EXIF: the model sees it upright
-    except OSError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS decides, below
+            with Image.open(path) as im:
+                w, h = im.size
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                    w, h = h, w  # rotated by EXIF: the model sees it upright
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return 0, 0
-    return w, h
+    return (w, h) if w * h <= MAX_PIXELS else (0, 0)
 
 
 def set_aside(image: Path) -> Path:

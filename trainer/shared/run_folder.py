@@ -11,7 +11,10 @@ import json
 import re
 from pathlib import Path
 
+from trainer.shared.paths import contained_path
+
 EVENTS_FILE = "events.jsonl"
+MAX_EVENT_LINE = 1 << 20  # characters: an event line is far shorter; a longer one is read in pieces, never held
 
 
 def holds_a_run(run_dir: Path) -> bool:
@@ -25,15 +28,50 @@ def holds_a_run(run_dir: Path) -> bool:
 
 
 def _logged_progress(events: Path) -> bool:
-    if not events.exists():
+    if not events.is_file():
         return False
-    for line in events.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            if json.loads(line).get("type") == "progress":
-                return True
-        except (json.JSONDecodeError, AttributeError):
-            continue  # a torn last line of an interrupted run
+    with open(events, encoding="utf-8", errors="replace") as fh:  # line by line: the file may not be ours
+        while line := fh.readline(MAX_EVENT_LINE):
+            try:
+                whole = line.endswith("\n") or len(line) < MAX_EVENT_LINE  # not a piece of a longer one
+                if whole and json.loads(line).get("type") == "progress":
+                    return True
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a torn last line of an interrupted run
     return False
+
+
+def foreign_entries(run_dir: Path) -> list[Path]:
+    """What in RUN_DIR no run of ours writes: the user's own files and folders, which `train --out` must
+    neither replace nor delete. A config.toml counts as ours only when it holds every section of a resolved
+    config (`train` writes them all; a config written by hand sets only what it is about)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return [run_dir] if run_dir.exists() else []
+    ours = {"config.toml", EVENTS_FILE, ".lock", SAMPLES_DIR, CHECKPOINTS_DIR, STATE_DIR, LOGS_DIR}
+    found = [p for p in sorted(run_dir.iterdir()) if p.name not in ours and not _ours_by_kind(p)]
+    config = run_dir / "config.toml"
+    if config.exists() and not _resolved_config(config):
+        found.insert(0, config)
+    return found
+
+
+def _ours_by_kind(path: Path) -> bool:
+    # adapters (NAME.safetensors and its EMA twin), and the hidden temp file of a write a crash interrupted
+    return path.is_file() and (path.suffix == ".safetensors" or (path.name.startswith(".")
+                                                                 and path.name.endswith(".tmp")))
+
+
+def _resolved_config(path: Path) -> bool:
+    import tomllib
+
+    from trainer.shared.config import SECTIONS
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return "schema_version" in data and all(isinstance(data.get(name), dict) for name in SECTIONS)
 
 
 def clear_failed_start(run_dir: Path) -> None:
@@ -42,7 +80,7 @@ def clear_failed_start(run_dir: Path) -> None:
 
 
 # -- the layout of a run folder, for the GUI and the engine alike (a second protocol beside the events) ------
-SAMPLES_DIR, CHECKPOINTS_DIR, STATE_DIR = "samples", "checkpoints", "state"
+SAMPLES_DIR, CHECKPOINTS_DIR, STATE_DIR, LOGS_DIR = "samples", "checkpoints", "state", "logs"
 _SAMPLE = re.compile(r"^step(\d{6,})_p(\d{2,})\.png$")
 _CHECKPOINT_STEP = re.compile(r"-step(\d{6,})$")
 EMA_SUFFIX = ".ema.safetensors"
@@ -61,6 +99,16 @@ def parse_sample(path: Path) -> tuple[int, int] | None:
 
 def checkpoint_name(output_name: str, step: int) -> str:
     return f"{output_name}-step{step:06d}.safetensors"
+
+
+def adapter_path(run_dir: Path, output_name: str) -> Path:
+    """RUN_DIR/NAME.safetensors, the final adapter; a name that would leave the run is refused."""
+    return contained_path(run_dir, output_name, "config key 'saving.output_name'", ".safetensors")
+
+
+def checkpoint_path(run_dir: Path, output_name: str, step: int) -> Path:
+    return contained_path(Path(run_dir) / CHECKPOINTS_DIR, checkpoint_name(output_name, step),
+                          "config key 'saving.output_name'")
 
 
 def checkpoint_step(path: Path) -> int | None:

@@ -19,9 +19,10 @@ from PIL.PngImagePlugin import PngInfo
 
 from trainer.models.load import BaseModel, load_base_model
 from trainer.run.sampling import build_pipeline, decode_latents
-from trainer.shared.errors import UserError
+from trainer.shared.errors import UserError, some_files
 from trainer.shared.fsutil import atomic_write
 from trainer.shared.generate_params import Request, parameters_text, split_lora_tags
+from trainer.shared.paths import check_name, contained_path
 from trainer.tryit.adapters import Adapters
 from trainer.tryit.loras import LoraSpec, file_hash, lora_from_dict
 
@@ -91,9 +92,12 @@ class Generator:
 
     def resolve(self, req: Request) -> tuple[str, list[LoraSpec]]:
         """The request's LoRAs plus those named by `<lora:name:w>` tags in its prompt (tag weights win)."""
-        req.check()
+        try:
+            req.check()
+            prompt, tags = split_lora_tags(req.prompt)
+        except ValueError as exc:
+            raise UserError(str(exc), "see lora-studio generate --help for the ranges") from None
         loras = [lora_from_dict(d) for d in req.loras]
-        prompt, tags = split_lora_tags(req.prompt)
         for name, weight, te in tags:
             match = next((i for i, s in enumerate(loras) if s.name == name), None)
             spec = LoraSpec(self._find(name) if match is None else loras[match].path, weight, te)
@@ -104,10 +108,22 @@ class Generator:
         return prompt, loras
 
     def _find(self, name: str) -> Path:
+        """The file a `<lora:NAME>` tag means: FOLDER/NAME.safetensors, else the one file of that name in a
+        subfolder (as A1111 finds it). NAME is matched as text, never as a glob pattern, and never leaves
+        the folder (trainer.shared.paths)."""
+        key = f"<lora:{name}:…> in the prompt"
+        parts = tuple(re.split(r"[\\/]", check_name(name, key, subfolders=True)))
         for folder in self.lora_dirs:
-            for candidate in (folder / f"{name}.safetensors", *folder.rglob(f"{name}.safetensors")):
-                if candidate.is_file():
-                    return candidate
+            direct = contained_path(folder, name, key, ".safetensors", subfolders=True)
+            if direct.is_file():
+                return direct
+            found = sorted(p for p in folder.rglob("*.safetensors")
+                           if p.relative_to(folder).with_suffix("").parts[-len(parts):] == parts and p.is_file())
+            if len(found) > 1:
+                raise UserError(f"{key} matches {len(found)} files in {folder}: {some_files(found)}",
+                                "name the one you mean with its subfolder, e.g. <lora:SUBFOLDER/NAME:1>")
+            if found:
+                return found[0]
         raise UserError(f"the prompt names <lora:{name}:…> but no {name}.safetensors is given or found",
                         "add --lora PATH/{name}.safetensors, or --lora-dir with the folder that holds it")
 
@@ -132,7 +148,7 @@ class Generator:
     def _write(self, image, out_dir: Path, req: Request, seed: int, index: int, text: str,
                loras: list[LoraSpec]) -> Path:
         stem = f"{req.name}-{index:02d}" if req.name else f"{_next_number(out_dir):05d}-{seed}"
-        path = out_dir / f"{stem}.png"
+        path = contained_path(out_dir, stem, "request field 'name'", ".png")
         info = PngInfo()
         info.add_text("parameters", text)
         info.add_text("lora_studio", json.dumps({"seed": seed, "prompt": req.prompt, "steps": req.steps,

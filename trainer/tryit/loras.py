@@ -10,6 +10,7 @@ refused with the keys and the reason, never silently half-applied.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from trainer.shared.errors import UserError
+from trainer.shared.generate_params import lora_problem
 
 UNSUPPORTED_PARTS = {"hada_": "LoHa", "lokr_": "LoKr", ".diff": "full-weight diff", "oft_": "OFT",
                      "boft_": "BOFT", "ia3_": "IA3"}
@@ -59,14 +61,18 @@ def parse_lora_arg(text: str) -> LoraSpec:
     numbers: list[float] = []
     while len(parts) > 1 and len(numbers) < 2 and _is_number(parts[-1]):
         numbers.insert(0, float(parts.pop()))
+    if not all(math.isfinite(n) for n in numbers):  # a NaN strength bakes or draws nothing but NaN
+        raise UserError(f"LoRA weight in {text!r} is not a finite number", "for example FILE.safetensors:0.8")
     path = Path(":".join(parts)).expanduser()
     return LoraSpec(path, *(numbers or [1.0]))
 
 
 def lora_from_dict(item: dict) -> LoraSpec:
     """A LoRA in a `serve` request: {"path": ..., "weight": 0.8, "te_weight": 0.5}."""
-    if not isinstance(item, dict) or "path" not in item:
-        raise UserError(f"bad LoRA entry {item!r}", 'give {"path": FILE, "weight": 1.0}')
+    try:
+        lora_problem(item)
+    except ValueError as exc:
+        raise UserError(str(exc), 'give {"path": FILE, "weight": 1.0}') from None
     te = item.get("te_weight")
     return LoraSpec(Path(item["path"]).expanduser(), float(item.get("weight", 1.0)),
                     None if te is None else float(te))
@@ -90,17 +96,13 @@ def file_hash(path: Path) -> str:
 
 
 def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    from trainer.models.safe_load import read_header
+    from trainer.models.safe_load import read_lora_file
 
     if not path.is_file():
         raise UserError(f"LoRA not found: {path}", "give the path of a .safetensors LoRA file")
     if path.suffix.lower() != ".safetensors":
         raise UserError(f"{path} is not a .safetensors file", "LoRAs are read from .safetensors files only")
-    read_header(path)  # clear messages for truncated or mislabelled files
-    with safe_open(str(path), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    return read_lora_file(path)  # header checked first (truncated or mislabelled files), every value finite
 
 
 def lora_family(tensors: dict, metadata: dict):

@@ -25,8 +25,54 @@ from pathlib import Path
 
 from trainer.shared import events as ev
 from trainer.shared.errors import UserError
+from trainer.shared.save_errors import save_failure
 
 log = logging.getLogger("trainer")
+WEIGHT_DTYPES = ("auto", "fp32", "bf16", "fp16", "fp8")
+# what each request may hold besides "cmd" and "id" (generate: trainer.shared.generate_params.Request), and
+# which of it is required; a request is checked whole when it arrives, so a bad one changes nothing
+FIELDS = {"load": {"model": str, "weight_dtype": str}, "cancel": {}, "eof": {},
+          "combine": {"loras": list, "out": str, "rank": (int, type(None)), "overwrite": bool},
+          "bake": {"model": str, "loras": list, "out": str, "dtype": str, "overwrite": bool}}
+REQUIRED = {"load": ("model",), "combine": ("loras", "out"), "bake": ("model", "loras", "out")}
+CHOICES = {"weight_dtype": WEIGHT_DTYPES, "dtype": ("fp16", "bf16", "fp32")}
+
+
+def request_problem(data: dict) -> str:
+    """Why a request cannot be queued, or "" when it can (its files are looked at when it runs)."""
+    from trainer.shared.generate_params import Request, lora_problem
+
+    cmd, job = data["cmd"], data.get("id", "")
+    if not isinstance(job, (str, int)) or isinstance(job, bool):
+        return f"request field 'id' is {job!r}, not a string"
+    if cmd != "generate" and cmd not in FIELDS:
+        return f"unknown command {cmd[:40]!r}; commands: load, generate, combine, bake, cancel, stop"
+    try:
+        if cmd == "generate":
+            if not isinstance(data.get("model", ""), str):
+                return f"generate: field 'model' is {str(data['model'])[:80]!r}, not a string"
+            Request.from_dict({k: v for k, v in data.items() if k != "model"}).check()
+            return ""
+        for item in data.get("loras", []) if isinstance(data.get("loras"), list) else []:
+            lora_problem(item)
+    except ValueError as exc:
+        return f"{cmd}: {exc}"
+    return _fields_problem(cmd, data)
+
+
+def _fields_problem(cmd: str, data: dict) -> str:
+    fields = FIELDS[cmd]
+    for key, value in data.items():
+        if key in ("cmd", "id"):
+            continue
+        if key not in fields:
+            return f"{cmd}: unknown field {key!r}; known: {', '.join(fields) or 'none'}"
+        if not isinstance(value, fields[key]) or (isinstance(value, bool) and fields[key] is not bool):
+            return f"{cmd}: field {key!r} is {str(value)[:80]!r}, of the wrong type"
+        if key in CHOICES and value not in CHOICES[key]:
+            return f"{cmd}: field {key!r} is {value!r}; allowed: {', '.join(CHOICES[key])}"
+    missing = [key for key in REQUIRED.get(cmd, ()) if not data.get(key)]
+    return f"{cmd}: field {missing[0]!r} is missing" if missing else ""
 
 
 class Server:
@@ -39,7 +85,12 @@ class Server:
         self._lock = threading.Lock()
 
     def receive(self, data: dict) -> None:
-        """Called on the stdin thread: cancel acts at once, everything else waits its turn."""
+        """Called on the stdin thread: a bad request is answered at once and changes nothing; cancel acts
+        at once, everything else waits its turn."""
+        if problem := request_problem(data):
+            self.sink.emit(ev.Error(message=problem, kind="BadRequest", job=str(data.get("id", "")),
+                                    hint="see docs/try-it.md for the requests and their fields"))
+            return
         with self._lock:
             if data.get("cmd") == "cancel":
                 self._cancel_upto = self._received
@@ -76,6 +127,10 @@ class Server:
             self.sink.emit(ev.Error(message=getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", ""),
                                     kind=type(exc).__name__, job=job))
         except Exception as exc:  # a bug in one request must not take the loaded model down with it
+            if failure := save_failure(exc):  # a full or read-only disk: the request's fault, not ours
+                self.sink.emit(ev.Error(message=failure.message, hint=failure.hint, kind=type(failure).__name__,
+                                        job=job))
+                return
             traceback.print_exc(file=sys.stderr)
             self.sink.emit(ev.Error(message=f"{type(exc).__name__}: {exc}", kind="bug", job=job,
                                     hint="this is a bug in LoRA Studio; the log has the details"))
@@ -153,7 +208,8 @@ def serve(model: str | None, weight_dtype: str = "auto", lora_dirs: list[Path] =
     server = Server(sink, weight_dtype, lora_dirs)
     if model:
         server.receive({"cmd": "load", "model": model, "id": "load"})
-    control.listen_stdin(on_request=server.receive)
+    control.listen_stdin(on_request=server.receive, flags=("stop",), on_error=lambda message: sink.emit(
+        ev.Error(message=message, kind="BadRequest", hint="one JSON object per line, e.g. {\"cmd\": \"stop\"}")))
     try:
         server.run(control)
     except KeyboardInterrupt:

@@ -129,7 +129,7 @@ def test_cli_exits_nonzero_only_when_nothing_imported(tmp_path):
     run = [sys.executable, "-m", "trainer", "dataset", "import"]
     bad = subprocess.run(run + [str(tmp_path / "junk.png"), "--into", str(tmp_path / "ds"), "--json"],
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and json.loads(bad.stdout)["refused"] == 1
+    assert bad.returncode == 2 and json.loads(bad.stdout)["refused"] == 1  # the input's fault, not a bug
     good = subprocess.run(run + [str(tmp_path / "junk.png"), str(tmp_path / "ok.png"), "--into",
                                  str(tmp_path / "ds"), "--json"], capture_output=True, text=True)
     assert good.returncode == 0 and json.loads(good.stdout)["imported"] == 1
