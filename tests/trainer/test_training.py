@@ -4,6 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.support.engine import make_dataset, tiny_config, train_in_process
+from trainer.families.ddpm import Ddpm  # the SD families' objective: its loss is what these tests break
 
 
 def _fixed_eval_loss(run_dir, cfg) -> float:
@@ -98,18 +99,17 @@ def test_resume_ends_with_the_same_adapter_as_an_uninterrupted_run(tmp_path, dat
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_path, dataset_dir, monkeypatch):
     import pytest
 
-    from trainer.run import loop
     from trainer.run.failures import Diverged
 
     calls = []
-    original = loop.loss_per_sample
+    original = Ddpm.loss
 
     def failing(*args, **kwargs):
         calls.append(1)
         loss = original(*args, **kwargs)
         return loss * float("nan") if len(calls) == 5 else loss
 
-    monkeypatch.setattr(loop, "loss_per_sample", failing)
+    monkeypatch.setattr(Ddpm, "loss", failing)
     cfg = tiny_config(dataset_dir, schedule__max_steps=10, saving__every_n_steps=2)
     with pytest.raises(Diverged) as err:
         train_in_process(cfg, tmp_path / "run")
@@ -124,19 +124,18 @@ def test_after_resume_the_last_good_checkpoint_is_still_named(tmp_path, dataset_
     """Checkpoints from before an interruption count: the divergence hint names them, keep_last prunes them."""
     import pytest
 
-    from trainer.run import loop
     from trainer.run.failures import Diverged
 
     cfg = tiny_config(dataset_dir, schedule__max_steps=10, saving__every_n_steps=2, saving__keep_last=2)
     train_in_process(cfg, tmp_path / "run", stop_at=6)
-    original, calls = loop.loss_per_sample, []
+    original, calls = Ddpm.loss, []
 
     def failing(*args, **kwargs):
         calls.append(1)
         loss = original(*args, **kwargs)
         return loss * float("nan") if len(calls) == 2 else loss
 
-    monkeypatch.setattr(loop, "loss_per_sample", failing)
+    monkeypatch.setattr(Ddpm, "loss", failing)
     with pytest.raises(Diverged) as err:
         train_in_process(cfg, tmp_path / "run", resume=True)
     assert "step 8" in err.value.message and "demo-lora-step000006.safetensors" in err.value.hint
@@ -173,7 +172,6 @@ def test_reading_the_loss_back_every_few_steps_changes_no_event_and_still_stops_
     the checkpoint after it is written."""
     import pytest
 
-    from trainer.run import loop
     from trainer.run.failures import Diverged
 
     every_step = tiny_config(dataset_dir, schedule__max_steps=6)
@@ -183,13 +181,13 @@ def test_reading_the_loss_back_every_few_steps_changes_no_event_and_still_stops_
     assert [(e.step, e.loss) for e in a.of_type("progress")] == [(e.step, e.loss) for e in b.of_type("progress")]
     assert [e.step for e in b.of_type("progress")] == [1, 2, 3, 4, 5, 6]
 
-    calls, original = [], loop.loss_per_sample
+    calls, original = [], Ddpm.loss
 
     def nan_at_step_5(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs) * (float("nan") if len(calls) == 5 else 1.0)
 
-    monkeypatch.setattr(loop, "loss_per_sample", nan_at_step_5)
+    monkeypatch.setattr(Ddpm, "loss", nan_at_step_5)
     cfg = tiny_config(dataset_dir, schedule__max_steps=10, saving__every_n_steps=2,
                       performance__report_every_n_steps=4)
     with pytest.raises(Diverged) as err:

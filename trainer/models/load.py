@@ -59,7 +59,14 @@ def family_of(spec: str):
     from trainer.families.registry import by_demo
     from trainer.models.detect import inspect_base_model
 
-    return by_demo(spec) or inspect_base_model(Path(spec).expanduser()).family
+    family = by_demo(spec)
+    if family is not None:
+        return family
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ModelFileError(f"model not found: {path}",
+                             "set model.path to a diffusers folder or a .safetensors/.ckpt checkpoint")
+    return inspect_base_model(path).family
 
 
 def load_base_model(spec: str, prediction_override: str = "auto", weight_dtype: str = "fp32",
