@@ -147,3 +147,21 @@ def test_merge_bakes_a_flux_lora_into_the_bfl_transformer_file(flux_files, tmp_p
                 for k, v in _expected_weights(_trained_network(cfg, flux_files, tmp_path / "run").unet).items()}
     got = load_base_model(str(merged)).unet.state_dict()
     assert expected and all(((got[k].double() - want).abs() <= bound).all() for k, (want, bound) in expected.items())
+
+
+def test_schnell_is_detected_and_training_on_it_warns(tmp_path):
+    from safetensors.torch import save_file as write
+
+    for name, state in FLUX.single_files(FLUX.tiny_components(variant="schnell"), "schnell").items():
+        write({k: v.contiguous() for k, v in state.items()}, str(tmp_path / name))
+    model = tmp_path / "flux1-schnell.safetensors"
+    info = inspect_file(model)
+    assert info["variant"] == "schnell" and info["family"]["default_tokens"] == 256
+    cfg = tiny_config(make_dataset(tmp_path / "data", count=1), model__path=str(model), schedule__max_steps=1,
+                      dataset__max_token_length=32)
+    _, sink = train_in_process(cfg, tmp_path / "run")
+    assert any("schnell is timestep-distilled" in w.message for w in sink.of_type("warning"))
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / "demo-lora.safetensors"), "pt") as f:
+        assert f.metadata()["modelspec.architecture"] == "flux-1-schnell/lora"

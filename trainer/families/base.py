@@ -117,6 +117,10 @@ class Family:
                 "text_encoders": list(self.text_encoders),
                 "latent_channels": self.latent_channels, "demo": self.demo}
 
+    def training_warnings(self, model) -> list[str]:
+        """What a user should know about training on this checkpoint (sent as warning events)."""
+        return []
+
     def check_config(self, cfg) -> None:
         """Refuse, naming the key, a config value this family cannot train with (before anything loads)."""
         from trainer.shared.errors import ConfigError

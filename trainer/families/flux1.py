@@ -71,6 +71,13 @@ class Flux1(Family):
     def variant_of_config(self, config_name: str) -> str:
         return next(v for (v, _), name in self.configs.items() if name == config_name)
 
+    def training_warnings(self, model) -> list[str]:
+        if model.variant != "schnell":
+            return []
+        return ["FLUX.1 schnell is timestep-distilled: a LoRA trained on it directly degrades its images "
+                "(blurry, washed out) after a few hundred steps; train on flux1-dev.safetensors (LoRAs made "
+                "there also work on schnell), or keep the run short"]
+
     def check_config(self, cfg) -> None:
         super().check_config(cfg)
         refuse_ddpm_options(cfg.loss, self.label)

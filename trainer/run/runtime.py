@@ -166,6 +166,8 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink, texts: list[
     model = load_base_model(cfg.model.path, cfg.model.prediction_type, cfg.performance.weight_dtype,
                             accelerator.device, files, defer_denoiser=True)
     model.train_guidance = cfg.model.train_guidance
+    for message in model.family.training_warnings(model):
+        sink.emit(ev.Warning(message=message, hint="nothing stops the run; the message says what to change"))
     if model.pending_denoiser is not None:
         _encode_first(cfg, model, accelerator.device, texts, sink)
     weight_dtype = model.precision.compute  # what inputs are cast to; fp8 layers upcast to it themselves
