@@ -1,0 +1,62 @@
+"""Peak RSS of the issues' "done when" runs on real-size DiT files: `train --demo` on the user's file layout
+(a transformer with its other files beside it), 64 px, 32 caption tokens, 2 steps, no previews, fp8 weights.
+
+    .venv/bin/python bench/realsize_flux.py                       # builds /tmp/lora-studio-bench/flux once
+    .venv/bin/python bench/memory_dit.py --models /tmp/lora-studio-bench
+
+Every figure comes from `/usr/bin/time -v` around a fresh process (Maximum resident set size), GB = 10^9
+bytes; CPU seconds beside wall seconds, since only those compare on a busy machine. Never a test: minutes of
+CPU and ~20 GB of files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# (row, transformer file relative to --models, peak RSS target in GB from the issue)
+RUNS = [("FLUX.1 dev fp8", "flux/flux1-dev.safetensors", 15.0)]
+ARGS = ["--set", "dataset.resolution=64", "--set", "dataset.max_token_length=32", "--set", "schedule.max_steps=2",
+        "--set", "sampling.every_n_steps=0", "--set", "performance.weight_dtype=fp8"]
+
+
+def measure(model: Path) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="lora-studio-dit-"))
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "trainer", "train", "--demo", "--set",
+           f"model.path={model}", *ARGS, "--out", str(out / "run")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    report = proc.stderr
+
+    def number(label: str) -> float:
+        match = re.search(rf"{label}: ([\d.:]+)", report)
+        return float(match[1]) if match and ":" not in match[1] else 0.0
+
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", report)
+    parts = [float(x) for x in wall[1].split(":")] if wall else [0.0]
+    seconds = sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
+    return {"ok": proc.returncode == 0, "peak_gb": number("Maximum resident set size \\(kbytes\\)") * 1024 / 1e9,
+            "wall_s": seconds, "cpu_s": number("User time \\(seconds\\)") + number("System time \\(seconds\\)")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=Path, required=True, help="the benches' folder of real-size files")
+    args = p.parse_args()
+    print("| run | peak RSS GB | target | wall s | CPU s |\n|---|---|---|---|---|")
+    for name, relative, target in RUNS:
+        model = args.models / relative
+        if not model.exists():
+            print(f"| {name} | (no {model}: build it with bench/realsize_flux.py) | ≤ {target} | | |")
+            continue
+        m = measure(model)
+        verdict = "✓" if m["ok"] and m["peak_gb"] <= target else "✗"
+        print(f"| {name} | {m['peak_gb']:.2f} | ≤ {target} {verdict} | {m['wall_s']:.0f} | {m['cpu_s']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
