@@ -35,7 +35,7 @@ from app.widgets.prompt_table import PromptTable
 from app.widgets.rows import row
 from trainer.shared import config as config_mod
 from trainer.shared import steps as step_count
-from trainer.shared.config_rules import inactive_keys
+from trainer.shared.config_rules import check_block_lists, inactive_keys
 from trainer.shared.fsutil import atomic_write_text
 
 MAIN_KEYS = ["lora.rank", "lora.alpha", "optimizer.lr", "optimizer.text_encoder_lr", "dataset.resolution",
@@ -201,6 +201,8 @@ class TrainingPage(QWidget):
         cfg.model.path = self.model.currentText().strip() or "demo:sd15"
         cfg.dataset.path = str(self.dataset or "")
         config_mod.validate(cfg)
+        if self.family:  # the model's own block groups (the engine's fact): UNets down/mid/up, FLUX double/single
+            check_block_lists(cfg, self.family["block_groups"])
         return cfg
 
     def revalidate(self) -> bool:

@@ -169,13 +169,16 @@ def test_block_ranks_alphas_and_learning_rates_reach_the_file(runs):
     assert up_move == pytest.approx(2 * mid_move, rel=0.05)  # one Adam step moves each weight by about lr
 
 
-def test_block_lists_take_three_values(tmp_path):
-    from tests.support.engine import tiny_config
+@pytest.mark.parametrize("spec, groups", [("demo:sd15", "[down, mid, up]"), ("demo:flux1", "[double, single]")])
+def test_block_lists_take_one_value_per_block_group_of_the_family(tmp_path, spec, groups):
+    from tests.support.engine import make_dataset, tiny_config, train_in_process
     from trainer.shared.errors import ConfigError
 
+    cfg = tiny_config(make_dataset(tmp_path / "data", count=1), model__path=spec, lora__block_ranks=[4, 8, 8, 4],
+                      dataset__max_token_length=75)
     with pytest.raises(ConfigError, match="lora.block_ranks") as err:
-        tiny_config(tmp_path, lora__block_ranks=[4, 8])
-    assert "[down, mid, up]" in err.value.message
+        train_in_process(cfg, tmp_path / "run")   # refused before the model loads, naming the family's groups
+    assert groups in err.value.message
     with pytest.raises(ConfigError, match="optimizer.block_lr"):
         tiny_config(tmp_path, optimizer__block_lr=[1, -1, 1])
 

@@ -123,8 +123,10 @@ class Family:
 
     def check_config(self, cfg) -> None:
         """Refuse, naming the key, a config value this family cannot train with (before anything loads)."""
+        from trainer.shared.config_rules import check_block_lists
         from trainer.shared.errors import ConfigError
 
+        check_block_lists(cfg, list(self.lora.blocks))
         tokens, chunk = cfg.dataset.max_token_length, self.tokens.chunk
         if tokens > self.tokens.maximum or tokens % chunk:
             allowed = ", ".join(str(n) for n in range(chunk, self.tokens.maximum + 1, chunk)) if chunk > 1 \

@@ -92,18 +92,29 @@ def _validate_adalora(lc: LoraConfig) -> None:
 
 
 def _check_blocks(key: str, values: list, kinds, lowest: float) -> None:
-    """A per-block list: empty (off) or three numbers for the UNet's down, mid and up blocks."""
+    """A per-block list: empty (off) or numbers, one per block group of the model's family; how many groups
+    is the family's fact (`check_block_lists`, checked once the model is known)."""
     if not values:
         return
-    if len(values) != 3 or not all(isinstance(v, kinds) and _number(v) and v >= lowest for v in values):
+    if not all(isinstance(v, kinds) and _number(v) and v >= lowest for v in values):
         kind = "whole numbers from 1" if kinds is int else f"numbers from {lowest}"
-        raise ConfigError(f"config key '{key}' is {values!r}; it takes three {kind}: [down, mid, up]",
-                          "for example [8, 16, 32], or [] to use one value everywhere")
+        raise ConfigError(f"config key '{key}' is {values!r}; it takes {kind}, one per block group",
+                          "for example [8, 16, 32] for a UNet's [down, mid, up], or [] to use one value everywhere")
 
 
 def _number(value) -> bool:
     """A finite int or float (NaN and infinity pass every comparison test that is written as a refusal)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_block_lists(cfg: TrainConfig, groups: list[str]) -> None:
+    """Per-block lists hold one value per block group of the model's family (UNets: down, mid, up; FLUX.1:
+    double, single): the family's check, and the GUI's once the engine has named the groups."""
+    for key, values in (("lora.block_ranks", cfg.lora.block_ranks), ("lora.block_alphas", cfg.lora.block_alphas),
+                        ("optimizer.block_lr", cfg.optimizer.block_lr)):
+        if values and len(values) != len(groups):
+            raise ConfigError(f"config key '{key}' is {values!r}; this model has {len(groups)} block groups: "
+                              f"[{', '.join(groups)}]", f"give {len(groups)} values, or [] to use one value everywhere")
 
 
 def inactive_keys(cfg: TrainConfig) -> dict[str, str]:
