@@ -39,7 +39,7 @@ class ToyFamily(StableDiffusion1):
         return metadata.get("lora_studio_base_config") in self.config_names() or \
             metadata.get("ss_base_model_version") == "toy_v1"
 
-    def metadata(self, prediction_type):
+    def metadata(self, prediction_type, variant=""):
         return {"ss_base_model_version": "toy_v1", "modelspec.architecture": "toy-unet"}
 
 

@@ -231,13 +231,13 @@ class Flux2Klein(Family):
 
         return diffusers_pieces(target, down, up)
 
-    def peft_components(self, pipe, path: Path, tensors: dict, metadata: dict) -> dict:
+    def peft_components(self, denoiser_config: dict, path: Path, tensors: dict, metadata: dict) -> dict:
         """Any klein LoRA file as PEFT state; a 9B LoRA on a 4B base (or the reverse) is refused by name."""
         from trainer.families.klein_lora import peft_state
         from trainer.shared.errors import UserError
 
-        config = pipe.transformer.config
-        base = {3072: "4b", 4096: "9b"}.get(config.num_attention_heads * config.attention_head_dim)
+        width = denoiser_config["num_attention_heads"] * denoiser_config["attention_head_dim"]
+        base = {3072: "4b", 4096: "9b"}.get(width)
         made = next((v for v in SIZES if v in metadata.get("modelspec.architecture", "")), None)
         if base and made and base != made:
             raise UserError(f"{path.name} is a LoRA for FLUX.2 klein {made.upper()}, the base model is klein "

@@ -204,7 +204,7 @@ class ZImage(Family):
 
         return folded(super().export_kohya(adapters, denoiser_config, scales, dtype))
 
-    def peft_components(self, pipe, path: Path, tensors: dict, metadata: dict) -> dict:
+    def peft_components(self, denoiser_config: dict, path: Path, tensors: dict, metadata: dict) -> dict:
         """Any Z-Image LoRA file (ours, fused `attention.qkv` names, kohya down/up) as PEFT state for `generate`."""
         from trainer.models.zimage_layout import lora_read
 
