@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 
 BASE_OF_LENGTH = {768: "sd-1", 1024: "sd-2", 1280: "sdxl", 2048: "sdxl"}
+# InvokeAI's own name for its SDXL base (its vocabulary, not a family id): the one it also files by deep blocks
+INVOKEAI_SDXL = "sdxl"
 _DEEP_SDXL_BLOCK = re.compile(r"^lora_unet_(?:(?:down|up)_blocks_\d+_attentions_\d+|mid_block_attentions_\d+"
                               r"|(?:input|output)_blocks_\d+_\d+|middle_block_\d+)_transformer_blocks_(\d+)_")
 
@@ -73,7 +75,7 @@ def probe_problem(shapes: dict[str, tuple], base: str, context_dim: int) -> str:
         length = token_vector_length({k: shapes[k] for k in keys})
         if length == context_dim and BASE_OF_LENGTH.get(length, base) == base:
             continue
-        if length is None and base == "sdxl" and any((m := _DEEP_SDXL_BLOCK.match(k)) and int(m[1]) >= 2
+        if length is None and base == INVOKEAI_SDXL and any((m := _DEEP_SDXL_BLOCK.match(k)) and int(m[1]) >= 2
                                                      for k in keys):
             continue
         if length is None:
