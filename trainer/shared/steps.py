@@ -29,8 +29,10 @@ class SizedImage:
 
 
 def scan(root: Path) -> list[SizedImage]:
-    """The dataset's images with their sizes (headers only). Raises DatasetError for a bad dataset.toml."""
-    return [SizedImage(path, subset, *image_size(path)) for path, subset in subset_images(read_dataset(root))]
+    """The dataset's readable images with their sizes (headers only). Raises DatasetError for a bad
+    dataset.toml."""
+    sized = [SizedImage(path, subset, *image_size(path)) for path, subset in subset_images(read_dataset(root))]
+    return [s for s in sized if s.width and s.height]  # unreadable ones: training leaves them out too
 
 
 def held_out_indices(items: list, fraction: float, seed: int) -> list[int]:
