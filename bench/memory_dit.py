@@ -2,6 +2,8 @@
 (a transformer with its other files beside it), 64 px, 32 caption tokens, 2 steps, no previews, fp8 weights.
 
     .venv/bin/python bench/realsize_flux.py                       # builds /tmp/lora-studio-bench/flux once
+    .venv/bin/python bench/realsize_zimage_klein.py --only z_image_fp8_e4m3fn --only qwen_3_4b \
+        --only flux2-vae --only flux-2-klein-base-4b                 # and /tmp/lora-studio-bench/zk
     .venv/bin/python bench/memory_dit.py --models /tmp/lora-studio-bench
 
 Every figure comes from `/usr/bin/time -v` around a fresh process (Maximum resident set size), GB = 10^9
@@ -19,14 +21,35 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# (row, transformer file relative to --models, peak RSS target in GB from the issue)
-RUNS = [("FLUX.1 dev fp8", "flux/flux1-dev.safetensors", 15.0)]
+# (row, transformer, its other files (text encoders, then the VAE), peak RSS target in GB from the issue);
+# paths relative to --models, as bench/realsize_flux.py and bench/realsize_zimage_klein.py write them
+RUNS = [
+    ("FLUX.1 dev fp8", "flux/flux1-dev.safetensors",
+     ["flux/clip_l.safetensors", "flux/t5xxl_fp8_e4m3fn.safetensors", "flux/ae.safetensors"], 15.0),
+    ("Z-Image fp8", "zk/z_image_fp8_e4m3fn.safetensors", ["zk/qwen_3_4b.safetensors", "flux/ae.safetensors"], 10.0),
+    ("FLUX.2 klein base 4B (bf16 file, fp8 weights)", "zk/flux-2-klein-base-4b.safetensors",
+     ["zk/qwen_3_4b.safetensors", "zk/flux2-vae.safetensors"], 10.0),
+]
 ARGS = ["--set", "dataset.resolution=64", "--set", "dataset.max_token_length=32", "--set", "schedule.max_steps=2",
         "--set", "sampling.every_n_steps=0", "--set", "performance.weight_dtype=fp8"]
 
 
-def measure(model: Path) -> dict:
+def comfyui_tree(out: Path, model: Path, others: list[Path]) -> Path:
+    """The files linked into ComfyUI's folders (models/diffusion_models, text_encoders, vae), where users keep
+    them and where the engine looks for a model's other files."""
+    home = out / "models" / "diffusion_models"
+    home.mkdir(parents=True)
+    (home / model.name).symlink_to(model)
+    for other in others:
+        folder = out / "models" / ("vae" if other is others[-1] else "text_encoders")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / other.name).symlink_to(other)
+    return home / model.name
+
+
+def measure(model: Path, others: list[Path]) -> dict:
     out = Path(tempfile.mkdtemp(prefix="lora-studio-dit-"))
+    model = comfyui_tree(out, model, others)
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "trainer", "train", "--demo", "--set",
            f"model.path={model}", *ARGS, "--out", str(out / "run")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -48,12 +71,13 @@ def main() -> None:
     p.add_argument("--models", type=Path, required=True, help="the benches' folder of real-size files")
     args = p.parse_args()
     print("| run | peak RSS GB | target | wall s | CPU s |\n|---|---|---|---|---|")
-    for name, relative, target in RUNS:
-        model = args.models / relative
-        if not model.exists():
-            print(f"| {name} | (no {model}: build it with bench/realsize_flux.py) | ≤ {target} | | |")
+    for name, relative, others, target in RUNS:
+        files = [args.models / f for f in (relative, *others)]
+        missing = [f for f in files if not f.exists()]
+        if missing:
+            print(f"| {name} | (no {missing[0]}: build it with bench/realsize_*.py) | ≤ {target} | | |")
             continue
-        m = measure(model)
+        m = measure(files[0], files[1:])
         verdict = "✓" if m["ok"] and m["peak_gb"] <= target else "✗"
         print(f"| {name} | {m['peak_gb']:.2f} | ≤ {target} {verdict} | {m['wall_s']:.0f} | {m['cpu_s']:.0f} |")
 
