@@ -15,7 +15,7 @@ from pathlib import Path
 
 from trainer.families.base import Family, LoraTargets, PlanFigures, TokenFacts
 from trainer.families.flow import FlowMatching
-from trainer.families.qwen_text import QwenText
+from trainer.families.qwen_text import QwenText, QwenTokenizers
 from trainer.families.registry import register
 from trainer.families.zimage import shared_checks
 from trainer.models.qwen_prompts import KLEIN
@@ -36,7 +36,7 @@ SIZES = {"4b": "flux2-klein-4b", "9b": "flux2-klein-9b"}
 VARIANT_OF = {"flux2-klein-4b": "4b", "flux2-klein-9b": "9b"}
 
 
-class Flux2Klein(Family):
+class Flux2Klein(QwenTokenizers, Family):
     id, label = "flux2-klein", "FLUX.2 klein"
     denoiser = "transformer"
     text_encoders = ("text_encoder",)
@@ -144,16 +144,6 @@ class Flux2Klein(Family):
 
         with torch.device("meta"):
             return build_components(configs)
-
-    def tokenizers(self) -> dict:
-        from trainer.models.assets import load_qwen3_tokenizer
-
-        return {"tokenizer": load_qwen3_tokenizer()}
-
-    def caption_tokenizer(self):
-        from trainer.models.assets import load_qwen3_tokenizer
-
-        return load_qwen3_tokenizer()
 
     def load_single_file(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
         from trainer.families.klein_files import load_files

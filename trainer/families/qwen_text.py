@@ -87,3 +87,18 @@ class QwenText:
 def unpadded(hidden: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
     """Each caption's own rows, as Z-Image's transformer and pipeline take them."""
     return [hidden[i, :int(n)] for i, n in enumerate(lengths)]
+
+
+class QwenTokenizers:
+    """The tokenizer half of a family whose text encoder is Qwen3 (Z-Image, FLUX.2 klein): mixed into the
+    family class before Family, so both read the one bundled tokenizer the same way."""
+
+    def tokenizers(self) -> dict:
+        from trainer.models.assets import load_qwen3_tokenizer
+
+        return {"tokenizer": load_qwen3_tokenizer()}
+
+    def caption_tokenizer(self):
+        from trainer.models.assets import load_qwen3_tokenizer
+
+        return load_qwen3_tokenizer()

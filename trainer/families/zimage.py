@@ -14,7 +14,7 @@ from pathlib import Path
 
 from trainer.families.base import Family, LoraTargets, PlanFigures, TokenFacts
 from trainer.families.flow import FlowMatching, refuse_ddpm_options
-from trainer.families.qwen_text import QwenText, unpadded
+from trainer.families.qwen_text import QwenText, QwenTokenizers, unpadded
 from trainer.families.registry import register
 from trainer.models.qwen_prompts import ZIMAGE
 from trainer.shared.errors import ConfigError, ModelFileError
@@ -48,7 +48,7 @@ def shared_checks(family, cfg) -> None:
                           "predicts the flow velocity", "set model.prediction_type = \"auto\"")
 
 
-class ZImage(Family):
+class ZImage(QwenTokenizers, Family):
     id, label = "zimage", "Z-Image"
     denoiser = "transformer"
     text_encoders = ("text_encoder",)
@@ -144,16 +144,6 @@ class ZImage(Family):
 
         with torch.device("meta"):
             return build_components(configs)
-
-    def tokenizers(self) -> dict:
-        from trainer.models.assets import load_qwen3_tokenizer
-
-        return {"tokenizer": load_qwen3_tokenizer()}
-
-    def caption_tokenizer(self):
-        from trainer.models.assets import load_qwen3_tokenizer
-
-        return load_qwen3_tokenizer()
 
     def load_single_file(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
         from trainer.families.zimage_files import load_files
