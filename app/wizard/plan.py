@@ -150,20 +150,19 @@ def _preset_choices(cfg, kind, family, tier, tier_why, system) -> list[Choice]:
     te = cfg.lora.train_text_encoder
     gpu = system.gpu
     precision = "fp32 on the CPU" if gpu is None else ("bf16" if gpu.bf16 else "fp16 (this GPU has no bf16)")
+    denoiser = "UNet" if family.get("denoiser") == "unet" else "transformer"
     return [
         Choice("preset", f"{family['preset_prefix']}-{kind} + {tier}",
                f"the {kind} recipe for {family['label']}, with {tier_why}"),
         Choice("lora.rank / lora.alpha", f"{cfg.lora.rank} / {cfg.lora.alpha:g}",
                "a single subject needs little capacity" if kind == "character" else
                "a style touches every layer's texture and colour, so it gets more capacity"),
-        Choice("lora.targets", cfg.lora.targets,
-               "the subject lives in attention" if cfg.lora.targets == "attention" else
-               "convolutions learn brush strokes and texture too (LoCon)"),
+        Choice("lora.targets", cfg.lora.targets, _targets_why(cfg.lora.targets, family)),
         Choice("lora.train_text_encoder", te, "teaches the trigger word its meaning" if te else
                "the text encoder stays as it is: " + ("captions describe content, the style goes into "
                                                       "the LoRA" if kind == "style" else
-                                                      "recommended for SDXL, and its outputs can be cached")),
-        Choice("optimizer.lr", cfg.optimizer.lr, "the UNet rate kohya's trainers document for LoRA"),
+                                                      "the recipe's choice, and its outputs can be cached")),
+        Choice("optimizer.lr", cfg.optimizer.lr, f"the {denoiser} rate the recipe was tuned with"),
         Choice("schedule.batch_size", cfg.schedule.batch_size, f"fits the memory: {tier_why}"),
         Choice("performance.gradient_checkpointing", cfg.performance.gradient_checkpointing,
                "saves several GB of activations for ~30% more time per step"
@@ -173,9 +172,19 @@ def _preset_choices(cfg, kind, family, tier, tier_why, system) -> list[Choice]:
         Choice("performance.mixed_precision", precision,
                "half precision halves the memory of the frozen model" if gpu else "a CPU has no fast fp16"),
         Choice("performance.weight_dtype", cfg.performance.weight_dtype,
-               "the frozen UNet in float8: SDXL fits 8 GB (docs/memory.md)" if cfg.performance.weight_dtype == "fp8"
+               f"the frozen {denoiser} in float8: a quarter of fp32 (docs/memory.md)" if cfg.performance.weight_dtype == "fp8"
                else f"frozen weights in {precision}, the most exact that fits"),
     ]
+
+
+def _targets_why(targets: str, family: dict) -> str:
+    if targets == "attention":
+        return "the subject lives in attention"
+    if targets == "attention+ff":
+        return "the feed-forward layers carry texture and colour too"
+    if family.get("denoiser") == "unet":
+        return "convolutions learn brush strokes and texture too (LoCon)"
+    return f"every layer of the blocks, {family.get('full_targets', 'all').lower()} included"
 
 
 def _warnings(family: dict, tier: str, system: SystemInfo, images: int) -> list[str]:

@@ -45,13 +45,17 @@ def _next(qtbot, wizard, page_type=None):
         assert isinstance(wizard.currentPage(), page_type)
 
 
-def _walk(qtbot, window, kind, system, source, trigger="zkx", class_word=""):
+def _walk(qtbot, window, kind, system, source, trigger="zkx", class_word="", model=""):
     wizard = window.new_lora(system)
     settings.put(settings.RECENT_MODELS, [])
     wizard.kind_page.style.setChecked(kind == "style")
     wizard.kind_page.name.setText(f"my {kind}")
     _next(qtbot, wizard)
-    wizard.model_page.demo.setChecked(True)
+    if model:  # typed into "My model file", as a user names a checkpoint
+        wizard.model_page.own.setChecked(True)
+        wizard.model_page.model.setCurrentText(model)
+    else:
+        wizard.model_page.demo.setChecked(True)
     assert "RTX" in wizard.model_page.gpu.text()
     _next(qtbot, wizard)
     wizard.images_page.import_paths([source])
@@ -184,3 +188,28 @@ def test_prompt_rows_are_fields_and_come_back_in_kohya_syntax(qtbot):
     table.table.item(1, 6).setText("42")   # the user types a seed into the second row's field
     table.add_row("")                      # an empty row is not a prompt
     assert table.prompts() == ["zkx robot, city --n blurry --w 768 --s 28", "zkx robot, beach --d 42"]
+
+
+GPU_16GB = SystemInfo([Gpu("NVIDIA GeForce RTX 4080", 16.0, 15.2, True)])
+
+
+def test_flux_style_plans_from_the_flux_facts_and_trains_to_the_end(qtbot, window, tmp_path):
+    """The tiny FLUX.1 through the whole wizard: FLUX recipes and tier, and a run that finishes with samples."""
+    wizard = _walk(qtbot, window, "style", GPU_16GB, _style_images(tmp_path / "src"), trigger="inkwash",
+                   model="demo:flux1")
+    assert wizard.state.plan.tier == "flux1-vram-16gb"
+    shown = {c.key: (c.value, c.why) for c in wizard.state.plan.choices}
+    assert shown["preset"][0] == "flux1-style + flux1-vram-16gb"
+    assert "UNet" not in " ".join(why for _, why in shown.values())  # a transformer, not a UNet
+    assert wizard.state.plan.config.dataset.max_token_length == 512  # T5 tokens, not CLIP's 75
+    _next(qtbot, wizard)   # prompts
+    _next(qtbot, wizard)   # summary
+    with qtbot.waitSignal(window.run_page.run_finished, timeout=180_000) as finished:
+        wizard.button(QWizard.WizardButton.FinishButton).click()
+    assert finished.args[0] is True, window.run_page.status.text()
+    assert window.run_page.gallery.image_count() >= 2
+    adapter = next((tmp_path / "projects" / "my-style" / "runs").glob("*/my-style.safetensors"))
+    from safetensors import safe_open
+    with safe_open(adapter, "pt") as f:
+        assert f.metadata()["ss_base_model_version"] == "flux1"
+        assert any(k.startswith("lora_unet_double_blocks_") for k in f.keys())
