@@ -55,16 +55,6 @@ def test_other_flux_files_are_refused_by_name(tmp_path):
         inspect_base_model(tmp_path / "flux2.safetensors")
 
 
-def test_a_scaled_fp8_t5_is_refused_before_anything_loads(flux_files, tmp_path):
-    t5 = load_file(str(flux_files.parent.parent / "text_encoders" / "t5xxl_fp16.safetensors"))
-    scaled = tmp_path / "t5xxl_fp8_e4m3fn_scaled.safetensors"
-    save_file({**t5, "scaled_fp8": torch.zeros(0)}, str(scaled))
-    cfg = tiny_config(make_dataset(tmp_path / "data", count=1), model__path=str(flux_files), model__t5=str(scaled),
-                      dataset__max_token_length=32)
-    with pytest.raises(ModelFileError, match="scaled fp8"):
-        train_in_process(cfg, tmp_path / "run")
-
-
 def test_t5_leaves_memory_before_the_transformer_loads(flux_files, tmp_path, monkeypatch):
     from trainer.models import load
 

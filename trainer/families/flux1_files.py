@@ -18,10 +18,12 @@ from trainer.shared.errors import ModelFileError
 PREFIX = "model.diffusion_model."
 # role -> (config key, usual file names, ComfyUI folders relative to the transformer's models/ folder)
 ROLES = {
-    "vae": Role("model.vae", ("ae.safetensors", "flux1-ae.safetensors", "ae.sft"), ("vae",)),
-    "clip_l": Role("model.clip_l", ("clip_l.safetensors",), ("text_encoders", "clip")),
+    "vae": Role("model.vae", ("ae.safetensors", "flux1-ae.safetensors", "ae.sft"), ("vae",), "vae."),
+    "clip_l": Role("model.clip_l", ("clip_l.safetensors",), ("text_encoders", "clip"),
+                   "text_encoders.clip_l.transformer."),
     "t5": Role("model.t5", ("t5xxl_fp16.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "t5xxl_bf16.safetensors",
-                            "t5xxl_fp8_e4m3fn_scaled.safetensors"), ("text_encoders", "clip")),
+                            "t5xxl_fp8_e4m3fn_scaled.safetensors"), ("text_encoders", "clip"),
+               "text_encoders.t5xxl.transformer."),
 }
 
 
@@ -59,11 +61,16 @@ def load_flux_files(family, path: Path, info, precision, device, given: dict) ->
     from trainer.models.streaming import TensorFile
 
     files = find_files(path, given)
-    _refuse_scaled_t5(files["t5"])
     configs = info.config_folder()
-    parts = {"vae": _load(configs, "vae", files["vae"], precision.vae_dtype_for, "AE").to(device),
-             "text_encoder": _load(configs, "text_encoder", files["clip_l"], precision.dtype_for, "CLIP-L").to(device),
-             "text_encoder_2": _load(configs, "text_encoder_2", files["t5"], precision.dtype_for, "T5").to(device),
+
+    def source(role: str):  # a file of its own, or its part of an all-in-one checkpoint
+        return TensorFile.open(files[role]).within(ROLES[role].embedded) if files[role] == path else None
+
+    parts = {"vae": _load(configs, "vae", files["vae"], precision.vae_dtype_for, "AE", source("vae")).to(device),
+             "text_encoder": _load(configs, "text_encoder", files["clip_l"], precision.dtype_for, "CLIP-L",
+                                   source("clip_l")).to(device),
+             "text_encoder_2": _load(configs, "text_encoder_2", files["t5"], precision.dtype_for, "T5",
+                                     source("t5")).to(device),
              "scheduler": build_scheduler(configs), **family.tokenizers()}
     parts["unet"] = lambda: _load(configs, "transformer", path, precision.dtype_for, "transformer",
                                   TensorFile.open(path)).to(device)
@@ -141,16 +148,6 @@ def _tie_t5(state: dict) -> dict:
     if "encoder.embed_tokens.weight" not in out and "shared.weight" in out:
         out["encoder.embed_tokens.weight"] = out["shared.weight"]
     return out
-
-
-def _refuse_scaled_t5(path: Path) -> None:
-    from trainer.models.safe_load import read_header
-
-    shapes, _ = read_header(path)
-    if "scaled_fp8" in shapes or any(k.endswith(".scale_weight") for k in shapes):
-        raise ModelFileError(f"{path} is a ComfyUI \"scaled fp8\" T5 (its weights are stored divided by a "
-                             "per-layer scale only ComfyUI applies)", "use t5xxl_fp8_e4m3fn.safetensors or "
-                             "t5xxl_fp16.safetensors (set model.t5)")
 
 
 # ---- latents -------------------------------------------------------------------------------------------

@@ -94,10 +94,8 @@ class Flux2Klein(QwenTokenizers, Family):
     def describe_checkpoint(self, info, shapes: dict[str, tuple], metadata: dict) -> None:
         from trainer.families.companions import companions
         from trainer.families.klein_files import roles
-        from trainer.families.qwen_files import refuse_scaled
         from trainer.models import dit_detect
 
-        refuse_scaled(info.path, shapes, self.label)
         kind = dit_detect.identify(shapes)
         info.size = "full" if kind.variant in SIZES.values() else "tiny"
         info.variant = VARIANT_OF.get(kind.variant, "4b")
@@ -111,9 +109,17 @@ class Flux2Klein(QwenTokenizers, Family):
         return index.get("_class_name") == "Flux2KleinPipeline"
 
     def describe_folder(self, info, denoiser_config: dict, scheduler_config: dict) -> None:
-        raise ModelFileError(f"{info.path} is a FLUX.2 klein diffusers folder, which LoRA Studio does not load yet",
-                             "use the single files: flux-2-klein-base-4b.safetensors, qwen_3_4b.safetensors, "
-                             "flux2-vae.safetensors")
+        heads = denoiser_config.get("num_attention_heads", 24)
+        info.size = "full" if heads >= 8 else "tiny"
+        info.variant = "9b" if heads == 32 else "4b"  # the shipped configs: 4B 24 heads, 9B 32
+        info.prediction_type, info.prediction_source = "flow", "FLUX.2 klein (rectified flow)"
+        info.extra["distilled"] = "base" not in info.path.name.lower()
+
+    def load_folder(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
+        from trainer.families.klein_files import build_one, keep_latent_stats
+        from trainer.families.qwen_files import load_folder
+
+        return load_folder(path, precision, device, build_one, self.label, vae_hook=keep_latent_stats)
 
     def claims_lora(self, keys: list[str], metadata: dict) -> bool:
         if metadata.get("lora_studio_base_config") in self.config_names():

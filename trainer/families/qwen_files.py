@@ -1,7 +1,7 @@
 """The files Z-Image and FLUX.2 klein share the handling of: Qwen3 text encoders (`qwen_3_4b.safetensors`,
 `qwen_3_8b.safetensors`, transformers' `model.layers.N…` names) read a layer at a time and only as deep as the
 family's recipe reads, their size checked against what the transformer reads before anything loads; the
-flow-matching scheduler; fp8 files with per-layer scales, refused until they are read.
+flow-matching scheduler.
 """
 
 from __future__ import annotations
@@ -70,8 +70,22 @@ def check_text_encoder(file: Path, expected: str, label: str) -> None:
         raise ModelFileError(f"{file} is {kind.label}, but {label} reads {want}", hint)
 
 
-def refuse_scaled(path: Path, shapes: dict, label: str) -> None:
-    if any(k.endswith((".weight_scale", ".scale_weight")) for k in shapes):
-        raise ModelFileError(f"{path} is an fp8 {label} file with per-layer scales (.weight_scale), which LoRA "
-                             "Studio does not read yet", "use the bf16 file, or a plain fp8 copy, and set "
-                             "performance.weight_dtype = \"fp8\" to keep it small in memory")
+def load_folder(path: Path, precision, device, build, label: str, vae_hook=None) -> dict:
+    """A diffusers folder of a Qwen3 family (model_index.json, transformer/, vae/, text_encoder/, scheduler/;
+    sharded or not): its own configs, diffusers' names, so nothing is converted. Read as the single files are:
+    Qwen3 only as deep as the recipe reads, the transformer deferred until the captions are encoded. The
+    shipped Qwen3 tokenizer is the models' own (assets/PROVENANCE), so the folder's is not needed."""
+    from trainer.models.assets import load_qwen3_tokenizer
+    from trainer.models.folder import weights_file
+    from trainer.models.streaming import TensorFile, load_component
+
+    def part(name: str, folder: str, dtype_for):
+        source = TensorFile.open(weights_file(path / folder))
+        return load_component(lambda: build(path, name), source, source.keys(), None, dtype_for,
+                              f"{label} {folder} ({path.name})").to(device)
+
+    vae = part("vae", "vae", precision.vae_dtype_for)
+    return {"vae": vae_hook(vae) if vae_hook else vae,
+            "text_encoder": load_qwen(path, weights_file(path / "text_encoder"), precision, build).to(device),
+            "scheduler": build_scheduler(path), "tokenizer": load_qwen3_tokenizer(),
+            "unet": lambda: part("unet", "transformer", precision.dtype_for)}

@@ -17,7 +17,7 @@ from trainer.families.flow import FlowMatching, refuse_ddpm_options
 from trainer.families.qwen_text import QwenText, QwenTokenizers, unpadded
 from trainer.families.registry import register
 from trainer.models.qwen_prompts import ZIMAGE
-from trainer.shared.errors import ConfigError, ModelFileError
+from trainer.shared.errors import ConfigError
 
 GB = 1e9
 _ATTN = r"layers\.\d+\.attention\.(to_q|to_k|to_v|to_out\.0)"
@@ -98,9 +98,7 @@ class ZImage(QwenTokenizers, Family):
         return kind is not None and kind.family == "zimage"
 
     def describe_checkpoint(self, info, shapes: dict[str, tuple], metadata: dict) -> None:
-        from trainer.families.qwen_files import refuse_scaled
 
-        refuse_scaled(info.path, shapes, self.label)
         width = next((s[0] for k, s in shapes.items() if k.endswith("x_embedder.weight")), 3840)
         info.size = "tiny" if width < 1024 else "full"
         info.variant = "turbo" if "turbo" in info.path.name.lower() else "base"
@@ -116,9 +114,15 @@ class ZImage(QwenTokenizers, Family):
         return index.get("_class_name") == "ZImagePipeline"
 
     def describe_folder(self, info, denoiser_config: dict, scheduler_config: dict) -> None:
-        raise ModelFileError(f"{info.path} is a Z-Image diffusers folder, which LoRA Studio does not load yet",
-                             "use the single files ComfyUI ships: z_image_bf16.safetensors, qwen_3_4b.safetensors, "
-                             "ae.safetensors")
+        info.size = "full" if denoiser_config.get("dim", 3840) >= 1024 else "tiny"
+        info.variant = "turbo" if "turbo" in info.path.name.lower() else "base"
+        info.prediction_type, info.prediction_source = "flow", "Z-Image (rectified flow)"
+
+    def load_folder(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
+        from trainer.families.qwen_files import load_folder
+        from trainer.families.zimage_files import build_one
+
+        return load_folder(path, precision, device, build_one, self.label)
 
     def claims_lora(self, keys: list[str], metadata: dict) -> bool:
         if metadata.get("lora_studio_base_config") in self.config_names():

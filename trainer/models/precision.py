@@ -87,21 +87,36 @@ def is_fp8_weight(model: torch.nn.Module, key: str) -> bool:
     return isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
 
 
-class _Upcast(torch.nn.Module):
-    """Parametrization: the stored fp8 weight, seen by the layer in the compute dtype."""
+# The buffer a loader leaves on a layer whose fp8 weight came with a scale (a "scaled fp8" file): the layer's
+# real weight is the fp8 tensor times it (trainer.models.streaming keeps both instead of re-quantising).
+SCALE_BUFFER = "fp8_weight_scale"
 
-    def __init__(self, compute: torch.dtype):
+
+class _Upcast(torch.nn.Module):
+    """Parametrization: the stored fp8 weight, seen by the layer in the compute dtype (times its scale, when
+    the file stored one: a scalar or one value per output row)."""
+
+    def __init__(self, compute: torch.dtype, scale: torch.Tensor | None = None):
         super().__init__()
         self.compute = compute
+        self.register_buffer("scale", scale, persistent=False)
 
     def forward(self, stored: torch.Tensor) -> torch.Tensor:
-        upcast = stored.to(self.compute)
-        _UPCASTS[id(upcast)] = (stored, self.compute)
+        upcast = _upcast(stored, self.compute, self.scale)
+        _UPCASTS[id(upcast)] = (stored, self.compute, self.scale)
         weakref.finalize(upcast, _UPCASTS.pop, id(upcast), None)
         return upcast
 
 
-_UPCASTS: dict[int, tuple[torch.Tensor, torch.dtype]] = {}
+def _upcast(stored: torch.Tensor, compute: torch.dtype, scale: torch.Tensor | None) -> torch.Tensor:
+    upcast = stored.to(compute)
+    if scale is None:
+        return upcast
+    per_row = scale.numel() > 1  # one value per output row, else one for the whole tensor
+    return upcast * scale.to(compute).reshape((-1, *[1] * (stored.dim() - 1)) if per_row else ())
+
+
+_UPCASTS: dict[int, tuple[torch.Tensor, torch.dtype, torch.Tensor | None]] = {}
 
 
 def enable_fp8_compute(model: torch.nn.Module, compute: torch.dtype) -> int:
@@ -109,8 +124,9 @@ def enable_fp8_compute(model: torch.nn.Module, compute: torch.dtype) -> int:
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
               and not parametrize.is_parametrized(m) and m.weight.dtype == FP8]
     for layer in layers:
+        scale = layer._buffers.pop(SCALE_BUFFER, None)  # moves into the parametrization, which applies it
         # unsafe: the stored tensor's dtype differs from what the layer sees, which is the point
-        parametrize.register_parametrization(layer, "weight", _Upcast(compute), unsafe=True)
+        parametrize.register_parametrization(layer, "weight", _Upcast(compute, scale), unsafe=True)
     return len(layers)
 
 
@@ -127,8 +143,8 @@ def _pack(tensor: torch.Tensor):
 
 def _unpack(packed):
     if isinstance(packed, tuple) and packed[0] == "fp8":
-        _, stored, dtype, view = packed
-        upcast = stored.to(dtype)
+        _, stored, dtype, scale, view = packed
+        upcast = _upcast(stored, dtype, scale)
         return upcast if view is None else upcast.as_strided(*view)
     return packed
 

@@ -64,6 +64,13 @@ class TensorFile:
             return cls([path.parent / name for name in shards])
         return cls([path])
 
+    def within(self, prefix: str) -> TensorFile:
+        """The tensors under `prefix`, named without it: one component of an all-in-one checkpoint."""
+        part = TensorFile([])
+        part.paths, part._maps = self.paths, self._maps
+        part.entries = {k[len(prefix):]: v for k, v in self.entries.items() if k.startswith(prefix)}
+        return part
+
     def keys(self) -> list[str]:
         return list(self.entries)
 
@@ -82,7 +89,7 @@ class TensorFile:
             return _cast(entry[1], dtype, copy=True)
         path, file_dtype, shape, start, end = entry
         mapped = self._mapping(path)
-        if mapped is None or dtype in (None, file_dtype) or not file_dtype.is_floating_point:
+        if mapped is None or dtype in (None, file_dtype) or not file_dtype.is_floating_point or not math.prod(shape):
             return _cast(self._read_safetensors(*entry), dtype, copy=False)
         # Converting: one pass straight out of the page cache instead of a read and then a cast. The pages
         # are let go at once, or the whole file would end up counted in our RSS.
@@ -170,11 +177,18 @@ def load_component(build: Callable[[], torch.nn.Module], source: TensorFile, key
 
     with init_empty_weights():  # parameters on meta, buffers real (e.g. CLIP's position_ids)
         model = build()
+    from trainer.models import fp8_scales
+
+    def kept_dtype(target: str) -> torch.dtype:
+        return fp8_scales.read_dtype(target, dtype_for(model, target))
+
     plan, computed = _plan_conversion(source, keys, convert or _identity, model)
-    state = _read_all(source, plan, lambda target: dtype_for(model, target))
+    state = _read_all(source, plan, kept_dtype)
     for target, tensor in computed.items():
-        state[target] = tensor.to(dtype_for(model, target)).contiguous()
+        state[target] = tensor.to(kept_dtype(target)).contiguous()
+    scales = fp8_scales.take_weight_scales(state, name)
     _assign(model, state, name, source)
+    fp8_scales.attach_weight_scales(model, scales)
     return model
 
 
