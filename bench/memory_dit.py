@@ -29,6 +29,8 @@ RUNS = [
     ("Z-Image fp8", "zk/z_image_fp8_e4m3fn.safetensors", ["zk/qwen_3_4b.safetensors", "flux/ae.safetensors"], 10.0),
     ("FLUX.2 klein base 4B (bf16 file, fp8 weights)", "zk/flux-2-klein-base-4b.safetensors",
      ["zk/qwen_3_4b.safetensors", "zk/flux2-vae.safetensors"], 10.0),
+    ("FLUX.2 klein base 4B (BFL's scaled fp8 file)", "zk/flux-2-klein-base-4b-fp8.safetensors",
+     ["zk/qwen_3_4b.safetensors", "zk/flux2-vae.safetensors"], 10.0),
 ]
 ARGS = ["--set", "dataset.resolution=64", "--set", "dataset.max_token_length=32", "--set", "schedule.max_steps=2",
         "--set", "sampling.every_n_steps=0", "--set", "performance.weight_dtype=fp8"]
@@ -62,16 +64,19 @@ def measure(model: Path, others: list[Path]) -> dict:
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", report)
     parts = [float(x) for x in wall[1].split(":")] if wall else [0.0]
     seconds = sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
-    return {"ok": proc.returncode == 0, "peak_gb": number("Maximum resident set size \\(kbytes\\)") * 1024 / 1e9,
+    return {"ok": proc.returncode == 0, "error": report[-2000:], "peak_gb": number("Maximum resident set size \\(kbytes\\)") * 1024 / 1e9,
             "wall_s": seconds, "cpu_s": number("User time \\(seconds\\)") + number("System time \\(seconds\\)")}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, required=True, help="the benches' folder of real-size files")
+    p.add_argument("--only", action="append", help="rows whose name contains this (repeatable)")
     args = p.parse_args()
     print("| run | peak RSS GB | target | wall s | CPU s |\n|---|---|---|---|---|")
     for name, relative, others, target in RUNS:
+        if args.only and not any(o.lower() in name.lower() for o in args.only):
+            continue
         files = [args.models / f for f in (relative, *others)]
         missing = [f for f in files if not f.exists()]
         if missing:
@@ -79,6 +84,8 @@ def main() -> None:
             continue
         m = measure(files[0], files[1:])
         verdict = "✓" if m["ok"] and m["peak_gb"] <= target else "✗"
+        if not m["ok"]:
+            print(m["error"], file=sys.stderr)
         print(f"| {name} | {m['peak_gb']:.2f} | ≤ {target} {verdict} | {m['wall_s']:.0f} | {m['cpu_s']:.0f} |")
 
 
