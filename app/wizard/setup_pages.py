@@ -25,7 +25,7 @@ from app.engine_client import EngineCall
 from app.import_job import ImportJob
 from app.model_check import ModelCheck, describe
 from app.project import Project, ProjectError
-from app.theme import ERROR
+from app.theme import ERROR, WARNING
 from app.wizard.state import DEMO_MODEL, WizardState
 
 BLOCKING = {"empty": "Add at least one image to train on."}
@@ -172,7 +172,8 @@ class ModelPage(QWizardPage):
         label = info["family"]["label"]
         if info.get("missing_files"):  # FLUX.1's AE, CLIP-L, T5: the engine looked beside it and in ComfyUI's folders
             self.info.setText(f"<span style='color:{ERROR}'>{label}: its other files were not found: "
-                              f"{'; '.join(info['missing_files'])}. Put them beside the model file.</span>")
+                              f"{'; '.join(info['missing_files'])}. Put them beside the model file.</span>"
+                              + licence_note(info["family"]))
             return
         self.state.model_path, self.state.family = path, info["family"]
         if path == DEMO_MODEL:
@@ -180,12 +181,17 @@ class ModelPage(QWizardPage):
             self.info.setText(f"✓ {self.state.model_text}")
         else:
             self.state.model_text = describe(info, path)
-            self.info.setText(f"✓ {label} ({info.get('prediction_type', '')})")
+            self.info.setText(f"✓ {label} ({info.get('prediction_type', '')})" + licence_note(info["family"]))
         self.checked_ok = True
         self.completeChanged.emit()
 
     def isComplete(self) -> bool:
         return self.checked_ok
+
+
+def licence_note(family: dict) -> str:
+    """The model's licence, where it restricts its use (the engine's family facts say so)."""
+    return f"<br><span style='color:{WARNING}'>Licence: {family['licence']}</span>" if family.get("licence") else ""
 
 
 class ImagesPage(QWizardPage):

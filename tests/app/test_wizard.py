@@ -213,3 +213,24 @@ def test_flux_style_plans_from_the_flux_facts_and_trains_to_the_end(qtbot, windo
     with safe_open(adapter, "pt") as f:
         assert f.metadata()["ss_base_model_version"] == "flux1"
         assert any(k.startswith("lora_unet_double_blocks_") for k in f.keys())
+
+
+def test_the_model_page_names_a_restrictive_licence(qtbot, window, tmp_path):
+    """FLUX.2 klein 9B is non-commercial (4B is Apache-2.0): the picker says so once the engine has read it."""
+    import torch
+    from safetensors.torch import save_file
+
+    def header_only(name: str, shapes: dict):  # detection reads names and shapes only
+        save_file({k: torch.zeros(s) for k, s in shapes.items()}, str(tmp_path / name))
+        return tmp_path / name
+
+    model = header_only("flux-2-klein-base-9b.safetensors", {"single_stream_modulation.lin.weight": (0, 4096),
+                                                             "img_in.weight": (4096, 0), "txt_in.weight": (0, 12288)})
+    header_only("qwen_3_8b.safetensors", {"model.embed_tokens.weight": (0, 4096)})
+    header_only("flux2-vae.safetensors", {"bn.running_mean": (0,)})
+    wizard = window.new_lora(GPU_8GB)
+    wizard.kind_page.name.setText("klein")
+    _next(qtbot, wizard)
+    wizard.model_page.model.setCurrentText(str(model))
+    qtbot.waitUntil(lambda: "klein" in wizard.model_page.info.text(), timeout=60_000)
+    assert "Non-Commercial" in wizard.model_page.info.text()

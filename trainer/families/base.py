@@ -115,7 +115,12 @@ class Family:
                 "tokenizer": self.tokens.tokenizer, "targets": list(self.lora.denoiser),
                 "block_groups": list(self.lora.blocks), "full_targets": self.lora.full_label,
                 "text_encoders": list(self.text_encoders),
-                "latent_channels": self.latent_channels, "demo": self.demo}
+                "latent_channels": self.latent_channels, "demo": self.demo, "licence": self.licence(variant)}
+
+    def licence(self, variant: str = "") -> str:
+        """The model's licence where it restricts what users may do (the model pickers name it); "" when
+        it is permissive or the user's own checkpoint decides."""
+        return ""
 
     def training_warnings(self, model) -> list[str]:
         """What a user should know about training on this checkpoint (sent as warning events)."""

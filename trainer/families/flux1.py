@@ -56,6 +56,12 @@ class Flux1(Family):
     configs = {("dev", False): "flux1-dev", ("schnell", False): "flux1-schnell",
                ("dev", True): "tiny-flux1", ("schnell", True): "tiny-flux1-schnell"}
 
+    def licence(self, variant: str = "") -> str:
+        if variant == "dev":
+            return ("FLUX.1 [dev] is under the FLUX.1 [dev] Non-Commercial License: check its terms before "
+                    "commercial use (schnell is Apache-2.0)")
+        return ""
+
     def native_resolution(self, prediction_type: str = "", variant: str = "") -> int:
         return 1024
 

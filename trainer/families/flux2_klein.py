@@ -58,6 +58,12 @@ class Flux2Klein(QwenTokenizers, Family):
     prediction = "flow"
     diffusers_text_encoders = False
 
+    def licence(self, variant: str = "") -> str:
+        if variant == "9b":
+            return ("FLUX.2 klein 9B is under the FLUX Non-Commercial License: training and using it for "
+                    "commercial work needs a licence from Black Forest Labs (the 4B model is Apache-2.0)")
+        return ""
+
     def native_resolution(self, prediction_type: str = "", variant: str = "") -> int:
         return 1024
 
