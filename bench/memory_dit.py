@@ -1,9 +1,10 @@
 """Peak RSS of the issues' "done when" runs on real-size DiT files: `train --demo` on the user's file layout
-(a transformer with its other files beside it), 64 px, 32 caption tokens, 2 steps, no previews, fp8 weights.
+(a transformer with its other files beside it), 64 px, 32 caption tokens, 2 steps, no previews, fp8 weights;
+then `generate` with the LoRA that run exported (2 steps, 64 px): that it makes an image, and its peak RSS.
 
     .venv/bin/python bench/realsize_flux.py                       # builds /tmp/lora-studio-bench/flux once
     .venv/bin/python bench/realsize_zimage_klein.py --only z_image_fp8_e4m3fn --only qwen_3_4b \
-        --only flux2-vae --only flux-2-klein-base-4b                 # and /tmp/lora-studio-bench/zk
+        --only flux2-vae --only flux-2-klein-base-4b --only flux-2-klein-base-4b-fp8  # and .../zk
     .venv/bin/python bench/memory_dit.py --models /tmp/lora-studio-bench
 
 Every figure comes from `/usr/bin/time -v` around a fresh process (Maximum resident set size), GB = 10^9
@@ -49,12 +50,9 @@ def comfyui_tree(out: Path, model: Path, others: list[Path]) -> Path:
     return home / model.name
 
 
-def measure(model: Path, others: list[Path]) -> dict:
-    out = Path(tempfile.mkdtemp(prefix="lora-studio-dit-"))
-    model = comfyui_tree(out, model, others)
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "trainer", "train", "--demo", "--set",
-           f"model.path={model}", *ARGS, "--out", str(out / "run")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+def timed(cmd: list[str]) -> dict:
+    """Run `cmd` under /usr/bin/time -v: whether it succeeded, peak RSS (GB), wall and CPU seconds."""
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=ROOT, capture_output=True, text=True)
     report = proc.stderr
 
     def number(label: str) -> float:
@@ -64,8 +62,25 @@ def measure(model: Path, others: list[Path]) -> dict:
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", report)
     parts = [float(x) for x in wall[1].split(":")] if wall else [0.0]
     seconds = sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
-    return {"ok": proc.returncode == 0, "error": report[-2000:], "peak_gb": number("Maximum resident set size \\(kbytes\\)") * 1024 / 1e9,
-            "wall_s": seconds, "cpu_s": number("User time \\(seconds\\)") + number("System time \\(seconds\\)")}
+    return {"ok": proc.returncode == 0, "error": report[-2000:], "stdout": proc.stdout,
+            "peak_gb": number("Maximum resident set size \\(kbytes\\)") * 1024 / 1e9, "wall_s": seconds,
+            "cpu_s": number("User time \\(seconds\\)") + number("System time \\(seconds\\)")}
+
+
+def measure(model: Path, others: list[Path]) -> tuple[dict, dict | None]:
+    """The training run, then `generate` with the LoRA it exported (2 steps, 64 px): (train, generate)."""
+    out = Path(tempfile.mkdtemp(prefix="lora-studio-dit-"))
+    model = comfyui_tree(out, model, others)
+    train = timed([sys.executable, "-m", "trainer", "train", "--demo", "--set", f"model.path={model}", *ARGS,
+                   "--out", str(out / "run")])
+    adapters = sorted((out / "run").glob("*.safetensors"))
+    if not train["ok"] or not adapters:
+        return train, None
+    generate = timed([sys.executable, "-m", "trainer", "generate", "--model", str(model), "--weight-dtype", "fp8",
+                      "--lora", f"{adapters[0]}:1.0", "--prompt", "a photo of zkx", "--steps", "2", "--width", "64",
+                      "--height", "64", "--out", str(out / "images")])
+    generate["images"] = len(list((out / "images").glob("*.png")))
+    return train, generate
 
 
 def main() -> None:
@@ -73,7 +88,8 @@ def main() -> None:
     p.add_argument("--models", type=Path, required=True, help="the benches' folder of real-size files")
     p.add_argument("--only", action="append", help="rows whose name contains this (repeatable)")
     args = p.parse_args()
-    print("| run | peak RSS GB | target | wall s | CPU s |\n|---|---|---|---|---|")
+    print("| run | train: peak RSS GB | target | wall s | CPU s | generate (LoRA, 2 steps): peak RSS GB, s, "
+          "images |\n|---|---|---|---|---|---|")
     for name, relative, others, target in RUNS:
         if args.only and not any(o.lower() in name.lower() for o in args.only):
             continue
@@ -82,11 +98,14 @@ def main() -> None:
         if missing:
             print(f"| {name} | (no {missing[0]}: build it with bench/realsize_*.py) | ≤ {target} | | |")
             continue
-        m = measure(files[0], files[1:])
+        m, g = measure(files[0], files[1:])
         verdict = "✓" if m["ok"] and m["peak_gb"] <= target else "✗"
-        if not m["ok"]:
-            print(m["error"], file=sys.stderr)
-        print(f"| {name} | {m['peak_gb']:.2f} | ≤ {target} {verdict} | {m['wall_s']:.0f} | {m['cpu_s']:.0f} |")
+        for run in (m, g):
+            if run and not run["ok"]:
+                print(run["error"], file=sys.stderr)
+        made = f"{g['peak_gb']:.2f}, {g['wall_s']:.0f}, {g['images']}" if g else "(no adapter)"
+        print(f"| {name} | {m['peak_gb']:.2f} | ≤ {target} {verdict} | {m['wall_s']:.0f} | {m['cpu_s']:.0f} | {made} |",
+              flush=True)
 
 
 if __name__ == "__main__":
