@@ -24,11 +24,12 @@ class SettingsForm(QWidget):
         self.negative = QLineEdit()
         self.seed = QSpinBox(minimum=-1, maximum=2**31 - 1, value=1234)
         self.seed.setSpecialValueText("random")
-        self.steps = QSpinBox(minimum=1, maximum=150, value=20)
-        self.cfg = QDoubleSpinBox(minimum=1.0, maximum=30.0, value=7.0, singleStep=0.5, decimals=1)
+        # 0 = the model's own steps, CFG and size (FLUX.1 dev: 20 steps at guidance 3.5; schnell: 4, none; ...)
+        self.steps = QSpinBox(minimum=0, maximum=150, value=0)
+        self.cfg = QDoubleSpinBox(minimum=0.0, maximum=30.0, value=0.0, singleStep=0.5, decimals=1)
         self.width_ = QSpinBox(minimum=0, maximum=2048, value=0, singleStep=64)
         self.height_ = QSpinBox(minimum=0, maximum=2048, value=0, singleStep=64)
-        for box in (self.width_, self.height_):
+        for box in (self.steps, self.cfg, self.width_, self.height_):
             box.setSpecialValueText("model's")
         self.sampler = QComboBox()
         for key, label in SAMPLER_LABELS.items():
@@ -50,8 +51,9 @@ class SettingsForm(QWidget):
         form.addRow("Size · sampler · images", size)
 
     def values(self) -> dict:
-        """The request fields (trainer.shared.generate_params.Request); 0 width/height: the model's own size."""
+        """The request fields (trainer.shared.generate_params.Request); 0 steps, CFG, width or height: the
+        model's own (None in the request: the engine asks the model's family)."""
         return {"prompt": self.prompt.toPlainText().strip(), "negative": self.negative.text().strip(),
-                "seed": self.seed.value(), "steps": self.steps.value(), "cfg": self.cfg.value(),
+                "seed": self.seed.value(), "steps": self.steps.value() or None, "cfg": self.cfg.value() or None,
                 "sampler": self.sampler.currentData(), "width": self.width_.value() or None,
                 "height": self.height_.value() or None, "count": self.count.value()}

@@ -47,3 +47,30 @@ def test_previews_use_each_prompts_own_settings(tmp_path):
     assert "Negative prompt: green\nSteps: 3, Sampler: Euler a, CFG scale: 5.0, Seed: 11, Size: 96x64" in \
         image.text["parameters"]
     assert Image.open(second.path).size == (64, 64) and "Steps: 2," in Image.open(second.path).text["parameters"]
+
+
+def test_steps_and_cfg_left_at_zero_come_from_the_model():
+    sampling = SamplingConfig()  # steps 0, guidance 0: the model's own
+    flux_dev = parse_prompt("a dog", sampling, 512, 0, own=(20, 3.5))
+    assert (flux_dev.steps, flux_dev.guidance_scale) == (20, 3.5)
+    mine = parse_prompt("a dog --s 9 --l 2", SamplingConfig(steps=30, guidance_scale=5.0), 512, 0, own=(4, 1.0))
+    assert (mine.steps, mine.guidance_scale) == (9, 2.0)  # the prompt's options, then the config, then the model
+    assert (parse_prompt("a dog", SamplingConfig(steps=30), 512, 0, own=(4, 1.0)).steps) == 30
+
+
+@pytest.mark.parametrize("model, settings", [("demo:sd15", "Steps: 20, Sampler: Euler a, CFG scale: 7"),
+                                             ("demo:flux1", "Steps: 20, Sampler: Euler a, CFG scale: 3.5"),
+                                             ("demo:flux2-klein", "Steps: 4, Sampler: Euler a, CFG scale: 1"),
+                                             ("demo:zimage", "Steps: 28, Sampler: Euler a, CFG scale: 4")])
+def test_generate_samples_each_model_as_it_is_made_to_be_sampled_by_default(tmp_path, model, settings):
+    """SD at CFG 7, FLUX.1 dev at its distilled guidance 3.5, the distilled klein in 4 steps without CFG, Z-Image
+    Base with CFG: a FLUX.1 image at SD's CFG 7 comes out burnt, a klein one at 20 steps wastes 5x the time.
+    (Every family's demo model loads by its demo: name too.)"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "trainer", "generate", "--model", model, "--prompt", "a cat",
+                           "--seed", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    (image,) = tmp_path.glob("*.png")
+    assert settings in Image.open(image).text["parameters"]

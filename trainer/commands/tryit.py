@@ -20,8 +20,10 @@ def register(sub) -> None:
     g.add_argument("--prompt", required=True)
     g.add_argument("--negative", default="")
     g.add_argument("--seed", type=int, default=-1, help="-1: random (written into the PNG)")
-    g.add_argument("--steps", type=int, default=20)
-    g.add_argument("--cfg", type=float, default=7.0)
+    g.add_argument("--steps", type=int, help="sampler steps (default: the model's own: SD and FLUX.1 dev 20, "
+                   "Z-Image and klein base 28, Z-Image Turbo 8, schnell and klein 4)")
+    g.add_argument("--cfg", type=float, help="CFG scale (default: the model's own: SD 7, FLUX.1 dev 3.5, Z-Image and "
+                   "klein base 4, none for distilled models)")
     g.add_argument("--sampler", choices=["euler_a", "dpmpp_2m_karras"], default="euler_a")
     g.add_argument("--width", type=int)
     g.add_argument("--height", type=int)

@@ -117,6 +117,12 @@ class Family:
                 "text_encoders": list(self.text_encoders),
                 "latent_channels": self.latent_channels, "demo": self.demo, "licence": self.licence(variant)}
 
+    def preview_defaults(self, variant: str = "", source: str = "") -> tuple[int, float]:
+        """(sampler steps, guidance) a preview or `generate` uses when the user leaves them at 0 / unset: what
+        the model is made to be sampled with (`source`: the model's file or folder, for families that tell a
+        distilled checkpoint by its name)."""
+        return 20, 7.0
+
     def licence(self, variant: str = "") -> str:
         """The model's licence where it restricts what users may do (the model pickers name it); "" when
         it is permissive or the user's own checkpoint decides."""

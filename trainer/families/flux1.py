@@ -56,6 +56,10 @@ class Flux1(Family):
     configs = {("dev", False): "flux1-dev", ("schnell", False): "flux1-schnell",
                ("dev", True): "tiny-flux1", ("schnell", True): "tiny-flux1-schnell"}
 
+    def preview_defaults(self, variant: str = "", source: str = "") -> tuple[int, float]:
+        # dev: BFL's distilled guidance 3.5 over ~20 steps; schnell: 4 steps, no guidance input
+        return (4, 1.0) if variant == "schnell" else (20, 3.5)
+
     def licence(self, variant: str = "") -> str:
         if variant == "dev":
             return ("FLUX.1 [dev] is under the FLUX.1 [dev] Non-Commercial License: check its terms before "

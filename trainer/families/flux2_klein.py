@@ -41,6 +41,7 @@ class Flux2Klein(QwenTokenizers, Family):
     denoiser = "transformer"
     text_encoders = ("text_encoder",)
     demo, preset_prefix, a1111_version = "demo:flux2-klein", "klein", "Unknown"
+    fixed_prediction = "flow"  # the demo (demo:…) has no file to say so
     tier_prefix, smallest_tier, min_gpu_gb = "klein-", "8gb", 7.5
     view_seconds = 6.0  # 4 B at 1024 px: about a third of FLUX.1's 12 B per step
     latent_channels, latent_factor = 128, 16
@@ -57,6 +58,10 @@ class Flux2Klein(QwenTokenizers, Family):
     encode_before_denoiser = True
     prediction = "flow"
     diffusers_text_encoders = False
+
+    def preview_defaults(self, variant: str = "", source: str = "") -> tuple[int, float]:
+        # the distilled klein: 4 steps, no CFG (BFL's); base: real CFG, 28 steps for a preview (50 for finals)
+        return (28, 4.0) if "base" in Path(source).name.lower() else (4, 1.0)
 
     def licence(self, variant: str = "") -> str:
         if variant == "9b":

@@ -51,7 +51,8 @@ def render_samples(model: BaseModel, cfg: SamplingConfig, resolution: int, step:
     results = []
     try:
         for index, text in enumerate(cfg.prompts):
-            s = parse_prompt(text, cfg, resolution, index)  # kohya's per-prompt --n --w --h --s --l --d
+            s = parse_prompt(text, cfg, resolution, index,  # kohya's per-prompt --n --w --h --s --l --d
+                             model.family.preview_defaults(model.variant, model.source))
             generator = torch.Generator(device="cpu").manual_seed(s.seed)
             embeds = prompt_embeds(model, s.prompt, s.negative, device, clip_skip, max_tokens)
             sampling = model.family.sampling_kwargs(model, s.steps, s.guidance_scale, rescale)

@@ -187,9 +187,12 @@ class SamplingConfig:
                          "--n negative --w width --h height --s steps --l CFG scale --d seed")
     negative_prompt: str = _opt("", "negative prompt for previews")
     seed: int = _opt(1234, "fixed seed so previews are comparable across steps", min=0, max=2**32 - 1)
-    steps: int = _opt(20, "sampler steps per preview", min=1, max=200)
+    steps: int = _opt(0, "sampler steps per preview; 0 = the model's own (SD and FLUX.1 dev 20, Z-Image and klein "
+                      "base 28, Z-Image Turbo 8, FLUX.1 schnell and klein 4)", min=0, max=200)
     sampler: str = _opt("euler_a", "preview sampler", choices=("euler_a", "dpmpp_2m_karras"))
-    guidance_scale: float = _opt(7.0, "classifier-free guidance scale", min=0.0, max=50.0)
+    guidance_scale: float = _opt(0.0, "classifier-free guidance scale; 0 = the model's own (SD 7, FLUX.1 dev's "
+                                 "distilled guidance 3.5, Z-Image and klein base 4, none for schnell, Turbo and "
+                                 "klein); 1 = no guidance", min=0.0, max=50.0)
     width: int = _opt(0, "preview width; 0 = dataset.resolution", min=0, max=4096)
     height: int = _opt(0, "preview height; 0 = dataset.resolution", min=0, max=4096)
     use_ema: bool = _opt(False, "previews show the EMA weights (lora.ema_decay) instead of the trained ones")

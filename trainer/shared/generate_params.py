@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trainer.shared.paths import name_problem
 
@@ -23,7 +23,8 @@ LORA_TAG = re.compile(r"<lora:([^:>]+)((?::[^:>]+){0,2})>")
 MAX_SIDE = 4096
 MAX_COUNT, MAX_STEPS, MAX_CFG = 1000, 500, 100.0
 _NUMBER = (int, float)
-FIELD_TYPES = {"prompt": str, "negative": str, "seed": int, "steps": int, "cfg": _NUMBER, "sampler": str,
+FIELD_TYPES = {"prompt": str, "negative": str, "seed": int, "steps": (int, type(None)),
+               "cfg": (*_NUMBER, type(None)), "sampler": str,
                "width": (int, type(None)), "height": (int, type(None)), "count": int, "loras": list, "out": str,
                "id": (str, int), "name": str}
 
@@ -35,8 +36,8 @@ class Request:
     prompt: str
     negative: str = ""
     seed: int = -1
-    steps: int = 20
-    cfg: float = 7.0
+    steps: int | None = None  # None: the model's own (its family's preview defaults: SD 20, schnell 4, ...)
+    cfg: float | None = None   # None: the model's own (SD 7, FLUX.1 dev 3.5, distilled models none)
     sampler: str = "euler_a"
     width: int | None = None
     height: int | None = None
@@ -66,9 +67,9 @@ class Request:
             if value is not None and not (8 <= value <= MAX_SIDE and value % 8 == 0):
                 raise ValueError(f"{label} {value} must be a multiple of 8 from 8 to {MAX_SIDE}")
         for label, value, top in (("steps", self.steps, MAX_STEPS), ("count", self.count, MAX_COUNT)):
-            if not 1 <= value <= top:
+            if value is not None and not 1 <= value <= top:
                 raise ValueError(f"{label} {value} must be from 1 to {top}")
-        if not (math.isfinite(self.cfg) and 0 <= self.cfg <= MAX_CFG):
+        if self.cfg is not None and not (math.isfinite(self.cfg) and 0 <= self.cfg <= MAX_CFG):
             raise ValueError(f"cfg {self.cfg} must be from 0 to {MAX_CFG:g}")
         if not -1 <= self.seed < 2**32:
             raise ValueError(f"seed {self.seed} must be -1 (random) or from 0 to {2**32 - 1}")
@@ -76,6 +77,11 @@ class Request:
             raise ValueError(f"name {self.name!r} cannot name the image files: {problem}")
         for item in self.loras:
             lora_problem(item)
+
+    def with_model_defaults(self, steps: int, cfg: float) -> Request:
+        """This request with the steps and CFG it left unset taken from the model's own."""
+        return replace(self, steps=self.steps if self.steps is not None else steps,
+                       cfg=self.cfg if self.cfg is not None else cfg)
 
     def seeds(self) -> list[int]:
         """A1111's batch count: seed, seed+1, ...; -1 draws one random start seed."""

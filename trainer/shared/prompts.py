@@ -3,7 +3,8 @@
     a cat on a sofa --n blurry, lowres --w 768 --h 512 --s 28 --l 6.5 --d 7
 
 --n negative prompt, --w / --h size in pixels, --s sampler steps, --l CFG scale, --d seed. Anything not given
-comes from the [sampling] section. Torch-free: the GUI splits prompts into fields with the same code.
+comes from the [sampling] section, and steps and CFG left at 0 there from the model (`own`: its family's
+preview defaults, trainer.families.base.Family.preview_defaults). Torch-free: the GUI splits prompts into fields with the same code.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ def join_prompt(prompt: str, options: dict[str, str]) -> str:
     return " ".join([prompt.strip(), *flags])
 
 
-def parse_prompt(text: str, sampling, resolution: int, index: int) -> PromptSettings:
-    """`sampling` is trainer.shared.config.SamplingConfig; the default seed of prompt `index` is sampling.seed + index."""
+def parse_prompt(text: str, sampling, resolution: int, index: int,
+                 own: tuple[int, float] = (20, 7.0)) -> PromptSettings:
+    """`sampling` is trainer.shared.config.SamplingConfig; the default seed of prompt `index` is sampling.seed + index;
+    `own`: the model's (steps, CFG), for sampling.steps / guidance_scale left at 0."""
     prompt, values = split_prompt(text)
     values["prompt"] = prompt
     try:
@@ -53,7 +56,8 @@ def parse_prompt(text: str, sampling, resolution: int, index: int) -> PromptSett
         prompt=values["prompt"], negative=values.get("n", sampling.negative_prompt),
         width=_multiple_of_8(numbers.get("w", sampling.width or resolution)),
         height=_multiple_of_8(numbers.get("h", sampling.height or resolution)),
-        steps=max(1, numbers.get("s", sampling.steps)), guidance_scale=numbers.get("l", sampling.guidance_scale),
+        steps=max(1, numbers.get("s", sampling.steps or own[0])),
+        guidance_scale=numbers.get("l", sampling.guidance_scale or own[1]),
         seed=numbers.get("d", sampling.seed + index))
 
 

@@ -73,6 +73,7 @@ class Generator:
                  on_step: Callable[[int, int], None] = lambda step, total: None,
                  cancelled: Callable[[], bool] = lambda: False) -> list[Image]:
         prompt, loras = self.resolve(req)
+        req = req.with_model_defaults(*self.model.family.preview_defaults(self.model.variant, self.model.source))
         self.adapters.activate(loras)
         self.pipe.scheduler = self.model.family.preview_scheduler(req.sampler, self.model.noise_scheduler)
         width, height = req.width or self.default_size(), req.height or self.default_size()
