@@ -130,3 +130,27 @@ def test_block_swap_without_gradient_checkpointing_is_refused_by_name(tmp_path):
                     performance__blocks_to_swap=1)
     assert "'performance.blocks_to_swap'" in raised.value.message
     assert "gradient_checkpointing = true" in raised.value.hint
+
+
+def test_block_swap_with_compile_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"'performance.blocks_to_swap' is 2 while performance.compile is true"):
+        tiny_config(make_dataset(tmp_path / "data", count=1), model__path="demo:flux1", performance__compile=True,
+                    performance__gradient_checkpointing=True, performance__blocks_to_swap=2)
+
+
+def test_fp8_weights_wait_and_travel_as_fp8(tmp_path):
+    from trainer.models.load import load_base_model
+    from trainer.run.runtime import add_adapters
+
+    cfg = tiny_config(make_dataset(tmp_path / "data", count=1), model__path="demo:flux1",
+                      performance__weight_dtype="fp8", performance__gradient_checkpointing=True,
+                      performance__blocks_to_swap=1)
+    model = load_base_model("demo:flux1", weight_dtype="fp8")
+    add_adapters(cfg, model)
+    swap = block_swap.setup_block_swap(cfg, model, "cpu")
+    homes = [home for _, home in swap.homes[3]]
+    fp8 = sum(h.numel() for h in homes if h.dtype == torch.float8_e4m3fn)
+    stored_fp8 = [p for n, p in swap.blocks[3].named_parameters() if n.endswith("weight.original")]
+    assert fp8 == sum(p.numel() for p in stored_fp8) > 0  # every fp8-stored weight, as it is stored
+    assert swap.ram_bytes == sum(h.numel() * h.element_size() for h in homes)
+    swap.close()

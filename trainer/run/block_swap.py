@@ -84,12 +84,7 @@ class BlockSwap:
     def __init__(self, blocks: list[torch.nn.Module], count: int, transfer: Transfer):
         self.blocks, self.transfer = blocks, transfer
         self.swapped = range(len(blocks) - count, len(blocks))
-        # per swapped block: [(frozen parameter, its RAM copy)]
-        self.homes = {i: [(p, transfer.home(p.data)) for p in blocks[i].parameters() if not p.requires_grad]
-                      for i in self.swapped}
-        for pairs in self.homes.values():
-            for param, home in pairs:
-                param.data = transfer.away(home)
+        self.homes = {i: self._park(blocks[i]) for i in self.swapped}  # per block: [(frozen param, RAM copy)]
         self.loaded: dict[int, list] = {}    # block -> its device tensors, installed
         self.pending: dict[int, list] = {}   # block -> its device tensors, copying
         self.events: list[tuple[str, int, str]] = []  # ("load" | "drop", block, "forward" | "backward")
@@ -98,6 +93,14 @@ class BlockSwap:
         self.handles = [h for i, block in enumerate(blocks) for h in (
             block.register_forward_pre_hook(lambda _m, _a, i=i: self._before(i)),
             block.register_forward_hook(lambda _m, _a, _o, i=i: self._after(i)))]
+
+    def _park(self, block: torch.nn.Module) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+        pairs = []
+        for param in block.parameters():
+            if not param.requires_grad:  # one at a time: the unpinned tensor goes as its pinned copy comes
+                pairs.append((param, self.transfer.home(param.data)))
+                param.data = self.transfer.away(pairs[-1][1])
+        return pairs
 
     def parked_ids(self) -> set[int]:
         """The parameters that stay in RAM: placing the denoiser on the device leaves these alone."""

@@ -37,6 +37,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"config key 'performance.blocks_to_swap' is {cfg.performance.blocks_to_swap} while "
                           "performance.gradient_checkpointing is false", "block swap brings each block back for "
                           "the backward by recomputing it: set performance.gradient_checkpointing = true")
+    if cfg.performance.blocks_to_swap and cfg.performance.compile:
+        # compile traces each block's call, the swap's hooks included, which move weights in and out of it
+        raise ConfigError(f"config key 'performance.blocks_to_swap' is {cfg.performance.blocks_to_swap} while "
+                          "performance.compile is true", "they do not work together yet: set "
+                          "performance.compile = false, or blocks_to_swap = 0 where the model fits")
     _check_blocks("optimizer.block_lr", cfg.optimizer.block_lr, (int, float), 0)
     if cfg.sampling.use_ema and not cfg.lora.ema_decay:
         raise ConfigError("config key 'sampling.use_ema' is true while lora.ema_decay is 0 (no EMA is kept)",
