@@ -154,3 +154,27 @@ def test_fp8_weights_wait_and_travel_as_fp8(tmp_path):
     assert fp8 == sum(p.numel() for p in stored_fp8) > 0  # every fp8-stored weight, as it is stored
     assert swap.ram_bytes == sum(h.numel() * h.element_size() for h in homes)
     swap.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the real copies need a CUDA GPU")
+def test_on_a_gpu_swapped_weights_wait_pinned_and_the_run_matches(tmp_path, monkeypatch):
+    """The real Transfer: side-stream copies from pinned RAM. fp32 weights and no autocast, so the two runs
+    differ at most by the order of a reduction (assert_close's fp32 tolerances)."""
+    made = []
+    original = block_swap.setup_block_swap
+    monkeypatch.setattr(runtime, "setup_block_swap", lambda *a, **k: made.append(original(*a, **k)) or made[-1])
+    sets = dict(performance__device="cuda", performance__weight_dtype="fp32", performance__mixed_precision="no")
+    runs = {}
+    for swap in (0, 2):
+        cfg = tiny_config(make_dataset(tmp_path / "data", count=2), model__path="demo:flux1", schedule__max_steps=2,
+                          schedule__batch_size=1, performance__gradient_checkpointing=True,
+                          performance__blocks_to_swap=swap, dataset__max_token_length=32, **sets)
+        adapter, sink = train_in_process(cfg, tmp_path / f"run{swap}")
+        runs[swap] = load_file(adapter), [e.loss for e in sink.of_type("progress")]
+    swap = made[-1]
+    homes = [home for pairs in swap.homes.values() for _, home in pairs]
+    assert all(h.device.type == "cpu" and h.is_pinned() for h in homes)
+    assert swap.peak <= 2 and {p for kind, _, p in swap.events if kind == "load"} == {"forward", "backward"}
+    torch.testing.assert_close(runs[2][1], runs[0][1])
+    for key, tensor in runs[0][0].items():
+        torch.testing.assert_close(runs[2][0][key], tensor)

@@ -34,6 +34,12 @@ log = logging.getLogger("trainer")
 KEEP_RESIDENT = 1  # blocks that never leave the device: with none left, nothing would overlap the first copy
 
 
+def _in_backward() -> bool:
+    """Whether autograd's engine is running a backward on this thread (a checkpoint recomputing a block):
+    the test torch.utils.checkpoint itself makes (torch 2.x)."""
+    return torch._C._current_graph_task_id() != -1
+
+
 def swappable(family, denoiser: torch.nn.Module) -> list[torch.nn.Module]:
     """The denoiser's transformer blocks in the order they run (the family's `swap_blocks` lists)."""
     return [block for name in family.swap_blocks for block in getattr(denoiser, name)]
@@ -111,7 +117,7 @@ class BlockSwap:
         return sum(h.numel() * h.element_size() for pairs in self.homes.values() for _, h in pairs)
 
     def _before(self, i: int) -> None:
-        backward = torch._C._current_graph_task_id() != -1
+        backward = _in_backward()
         phase = "backward" if backward else "forward"
         if backward:
             self._end_with_backward()
@@ -122,7 +128,7 @@ class BlockSwap:
         self._prefetch(i - 1 if backward else i + 1)
 
     def _after(self, i: int) -> None:
-        if i in self.loaded and torch._C._current_graph_task_id() == -1:
+        if i in self.loaded and not _in_backward():
             self._drop(i, "forward")
 
     def _prefetch(self, i: int) -> None:
@@ -146,7 +152,7 @@ class BlockSwap:
         self.events.append(("drop", i, phase))
 
     def _end_with_backward(self) -> None:
-        task = torch._C._current_graph_task_id()
+        task = torch._C._current_graph_task_id()  # which backward: one callback each
         if self._queued_for != task:
             self._queued_for = task
             torch.autograd.Variable._execution_engine.queue_callback(self._backward_done)
