@@ -184,3 +184,5 @@ def test_block_swap_moves_the_swapped_blocks_bytes_from_the_gpu_to_pinned_ram():
     assert make_plan(_cfg(**base, performance__blocks_to_swap=3), "cpu").swapped_gb == 0  # a no-op on a CPU
     with pytest.raises(ConfigError, match=r"'performance.blocks_to_swap' is 4; this FLUX.1 transformer has 4"):
         make_plan(_cfg(**base, performance__blocks_to_swap=4), "cuda")
+    with pytest.raises(ConfigError, match=r"'performance.blocks_to_swap' is 1; SD 1.x's unet is not block-swapped"):
+        make_plan(_cfg(**{**base, "model__path": "demo:sd15"}, performance__blocks_to_swap=1), "cuda")

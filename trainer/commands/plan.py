@@ -116,8 +116,10 @@ def _swapped(cfg: TrainConfig, family, denoiser: torch.nn.Module, precision) -> 
     from trainer.run.block_swap import check_count
 
     count = cfg.performance.blocks_to_swap
-    if not count or not family.swap_blocks:  # a UNet family: training refuses it, naming the key
+    if not count:
         return 0, 0
+    if not family.swap_blocks:
+        family.check_config(cfg)  # a UNet family: refused as training refuses it, naming the key
     names = [f"{name}.{i}." for name in family.swap_blocks for i in range(len(getattr(denoiser, name)))]
     check_count(family, count, len(names))
     sizes = [sum(p.numel() * precision.dtype_for(denoiser, key).itemsize
