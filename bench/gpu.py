@@ -1,8 +1,12 @@
 """GPU figures on real-size random-weight models: it/s and peak VRAM for SD1.5 at 512 px and SDXL at 1024 px,
 per weight_dtype (bf16, fp8), gradient checkpointing off/on, and each memory-tier preset: the numbers that
 replace the tiers' estimates and calibrate `lora-studio plan` (trainer/plan.py ACTIVATIONS, VAE_ENCODE).
+With --archs flux1 zimage klein: the DiTs at 512 px in fp8 with checkpointing, without block swap and with
+the count their small tier sets (performance.blocks_to_swap), from the files bench/realsize_flux.py and
+bench/realsize_zimage_klein.py build (--dit-models, their default folder).
 
     .venv/bin/python bench/gpu.py --models /somewhere/outside/the/repo [--steps 20] [--quick] [--json]
+    .venv/bin/python bench/gpu.py --models /tmp/lora-studio-bench/gpu --archs flux1 zimage klein
 
 Needs a CUDA GPU. Each case is a fresh process running the real training loop in-process (so that
 torch.cuda.max_memory_allocated covers the whole run: loading, caching, steps); it/s is measured over the
@@ -20,11 +24,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.memory_dit import RUNS, comfyui_tree  # noqa: E402
 from bench.realsize import build_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-RESOLUTION = {"sd15": 512, "sdxl": 1024}
+RESOLUTION = {"sd15": 512, "sdxl": 1024, "flux1": 512, "zimage": 512, "klein": 512}
+# DiT arch -> (its row in bench/memory_dit.py's RUNS, the tier whose blocks_to_swap the swapped row uses)
+DITS = {"flux1": ("FLUX.1 dev fp8", "flux1-vram-12gb"), "zimage": ("Z-Image fp8", "zimage-vram-8gb"),
+        "klein": ("FLUX.2 klein base 4B (bf16 file, fp8 weights)", "klein-vram-8gb")}
+DIT_MODELS = Path("/tmp/lora-studio-bench")
 TIERS = {"sd15": ["vram-6gb", "vram-8gb", "vram-12gb", "vram-16gb", "vram-24gb"],
          "sdxl": ["sdxl-vram-8gb", "sdxl-vram-12gb", "sdxl-vram-16gb", "sdxl-vram-24gb"]}
 
@@ -38,7 +47,29 @@ SPEED_CASES = [{"label": "speed paths on (default)", "sets": []},
                {"label": "performance.compile = true", "sets": ["performance.compile=true"]}]
 
 
+def dit_cases(arch: str) -> list[dict]:
+    from trainer.shared.config import load_preset
+
+    swap = load_preset(DITS[arch][1]).performance.blocks_to_swap
+    return [{"weight_dtype": "fp8", "checkpointing": True, "preset": None, "label": f"blocks_to_swap {n}",
+             "sets": [f"performance.blocks_to_swap={n}", "dataset.max_token_length=256"]} for n in (0, swap)]
+
+
+def dit_model(arch: str, models: Path, dit_models: Path) -> Path | None:
+    """The transformer linked into a ComfyUI tree with its other files, or None when one is not built."""
+    _, relative, others, _ = next(run for run in RUNS if run[0] == DITS[arch][0])
+    files = [dit_models / f for f in (relative, *others)]
+    if not all(f.exists() for f in files):
+        return None
+    tree = models / f"comfyui-{arch}"
+    if tree.exists():
+        return tree / "models" / "diffusion_models" / files[0].name
+    return comfyui_tree(tree, files[0], files[1:])
+
+
 def cases(arch: str, quick: bool) -> list[dict]:
+    if arch in DITS:
+        return dit_cases(arch)
     out = [{"weight_dtype": d, "checkpointing": gc, "preset": None}
            for d in ("bf16", "fp8") for gc in (False, True)]
     out += [{"weight_dtype": "bf16", "checkpointing": False, "preset": None, **speed} for speed in SPEED_CASES]
@@ -112,10 +143,10 @@ def steady_it_s(stamps: list[tuple[int, float]]) -> float:
     return (s1 - s0) / (t1 - t0) if s1 > s0 else float("nan")
 
 
-def run_case(models: Path, arch: str, case: dict, steps: int) -> dict:
+def run_case(models: Path, arch: str, case: dict, steps: int, model: Path | None = None) -> dict:
     data = models / f"data-{RESOLUTION[arch]}"
     _dataset(data, RESOLUTION[arch])
-    sets = [f"model.path={models / f'{arch}.safetensors'}", f"dataset.path={data}",
+    sets = [f"model.path={model or models / f'{arch}.safetensors'}", f"dataset.path={data}",
             f"dataset.resolution={RESOLUTION[arch]}", f"schedule.max_steps={steps}",
             "sampling.every_n_steps=0", "saving.every_n_steps=0", "performance.device=cuda"]
     if case["weight_dtype"]:
@@ -168,7 +199,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, help="folder for the real-size files (outside the repo)")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--archs", nargs="+", default=["sd15", "sdxl"])
+    p.add_argument("--archs", nargs="+", default=["sd15", "sdxl"], choices=sorted(RESOLUTION))
+    p.add_argument("--dit-models", type=Path, default=DIT_MODELS,
+                   help=f"the real-size DiT files bench/realsize_*.py built (default {DIT_MODELS})")
     p.add_argument("--quick", action="store_true", help="dtype x checkpointing only, no tier presets")
     p.add_argument("--json", action="store_true")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -187,8 +220,16 @@ def main() -> None:
     models.mkdir(parents=True, exist_ok=True)
     rows = []
     for arch in args.archs:
-        build_checkpoint(arch, models / f"{arch}.safetensors")
-        rows += [run_case(models, arch, case, args.steps) for case in cases(arch, args.quick)]
+        model = None
+        if arch in DITS:
+            model = dit_model(arch, models, args.dit_models)
+            if model is None:
+                rows.append({"arch": arch, "preset": None, "weight_dtype": "fp8", "checkpointing": True,
+                             "error": f"no real-size files in {args.dit_models}: build them with bench/realsize_*.py"})
+                continue
+        else:
+            build_checkpoint(arch, models / f"{arch}.safetensors")
+        rows += [run_case(models, arch, case, args.steps, model) for case in cases(arch, args.quick)]
     print(table(rows))
     if args.json:
         print(json.dumps({"bench": "gpu", "rows": rows}))

@@ -165,7 +165,8 @@ def _preset_choices(cfg, kind, family, tier, tier_why, system) -> list[Choice]:
         Choice("optimizer.lr", cfg.optimizer.lr, f"the {denoiser} rate the recipe was tuned with"),
         Choice("schedule.batch_size", cfg.schedule.batch_size, f"fits the memory: {tier_why}"),
         Choice("performance.gradient_checkpointing", cfg.performance.gradient_checkpointing,
-               "saves several GB of activations for ~30% more time per step"
+               "saves several GB of activations for ~30% more time per step" + (
+                   "; block swap needs it" if cfg.performance.blocks_to_swap else "")
                if cfg.performance.gradient_checkpointing else "not needed with this much memory: faster"),
         Choice("performance.cache_latents", cfg.performance.cache_latents,
                "each image goes through the VAE once, not every step"),
@@ -174,7 +175,17 @@ def _preset_choices(cfg, kind, family, tier, tier_why, system) -> list[Choice]:
         Choice("performance.weight_dtype", cfg.performance.weight_dtype,
                f"the frozen {denoiser} in float8: a quarter of fp32 (docs/memory.md)" if cfg.performance.weight_dtype == "fp8"
                else f"frozen weights in {precision}, the most exact that fits"),
+        *_swap_choice(cfg, denoiser),
     ]
+
+
+def _swap_choice(cfg, denoiser: str) -> list[Choice]:
+    swap = cfg.performance.blocks_to_swap
+    if not swap:
+        return []
+    return [Choice("performance.blocks_to_swap", swap,
+                   f"the fp8 {denoiser} does not fit beside the training: its last {swap} blocks wait in CPU RAM "
+                   "and visit the GPU one at a time (slower steps, more RAM; docs/memory.md)")]
 
 
 def _targets_why(targets: str, family: dict) -> str:
@@ -208,6 +219,7 @@ def _demo_overrides(cfg: config_mod.TrainConfig) -> None:
     cfg.optimizer.lr, cfg.sampling.steps = demo.optimizer.lr, demo.sampling.steps
     cfg.schedule.epochs, cfg.schedule.max_steps = 0, DEMO_STEPS
     cfg.schedule.warmup_steps = 0
+    cfg.performance.blocks_to_swap = 0  # the tiny model has a handful of blocks and fits anywhere
 
 
 def estimate_steps(cfg: config_mod.TrainConfig, dataset: Path, images: int) -> int:

@@ -71,3 +71,17 @@ def test_flux_plans_from_its_own_facts_and_warns_under_its_memory():
     assert plan.seconds > _plan("character", "sdxl", 20, RTX_4090).seconds   # the larger model is slower
     small = _plan("style", "flux1", 20, RTX_3070)
     assert small.tier == "flux1-vram-12gb" and any("FLUX.1 needs about 11 GB" in w for w in small.warnings)
+
+
+def test_the_small_dit_tiers_swap_blocks_and_say_why():
+    rtx_3060 = SystemInfo([Gpu("RTX 3060", 12.0, 11.4, True)])
+    for arch, system, tier in (("flux1", rtx_3060, "flux1-vram-12gb"), ("zimage", RTX_3070, "zimage-vram-8gb"),
+                               ("flux2-klein", RTX_3070, "klein-vram-8gb")):
+        plan = _plan("character", arch, 20, system)
+        assert plan.tier == tier and plan.config.performance.blocks_to_swap > 0
+        why = {c.key: c.why for c in plan.choices}
+        assert "CPU RAM" in why["performance.blocks_to_swap"] and "block swap needs it" in \
+            why["performance.gradient_checkpointing"]
+    assert "performance.blocks_to_swap" not in {c.key for c in _plan("character", "flux1", 20, RTX_4090).choices}
+    demo = _plan("character", "flux1", 20, rtx_3060, model="demo:flux1")
+    assert demo.config.performance.blocks_to_swap == 0  # the tiny model has 4 blocks: nothing to swap

@@ -61,11 +61,11 @@ def test_t5_leaves_memory_before_the_transformer_loads(flux_files, tmp_path, mon
     seen = {}
     original = load.BaseModel.load_denoiser
 
-    def spy(model):
+    def spy(model, **kwargs):
         if model.pending_denoiser is not None:
             seen["t5 released"] = load.released(model.text_encoders[1])
             seen["encoded"] = len(model.encoded)
-        return original(model)
+        return original(model, **kwargs)
 
     monkeypatch.setattr(load.BaseModel, "load_denoiser", spy)
     cfg = tiny_config(make_dataset(tmp_path / "data", count=2), model__path=str(flux_files), schedule__max_steps=1,

@@ -162,3 +162,27 @@ def test_plan_cli_prints_json_and_names_a_missing_model(tmp_path):
     assert data["device"] == "cuda" and data["gpu_gb"] > 0 and "GB GPU" in data["summary"]
     missing = run("--demo", "--set", f"model.path={tmp_path / 'none.safetensors'}")
     assert missing.returncode == 2 and "none.safetensors" in missing.stderr
+
+
+def test_block_swap_moves_the_swapped_blocks_bytes_from_the_gpu_to_pinned_ram():
+    """The swapped figure is the bytes the loaded model's last blocks hold (fp8 weights 1 byte, the rest bf16 on
+    a GPU); two of them are on the GPU at a time, so the GPU figure falls by between swapped - in flight (while
+    training) and swapped (while caching), and RAM holds them all."""
+    from trainer.models.load import load_base_model
+    from trainer.shared.errors import ConfigError
+
+    base = dict(model__path="demo:flux1", performance__weight_dtype="fp8", performance__gradient_checkpointing=True)
+    resident, swapped = (make_plan(_cfg(**base, performance__blocks_to_swap=n), "cuda") for n in (0, 3))
+    unet = load_base_model("demo:flux1", weight_dtype="fp8").unet
+    last = [unet.transformer_blocks[1], *unet.single_transformer_blocks]  # the last 3 of 2 + 2
+    sizes = [_param_bytes(block, torch.bfloat16) for block in last]
+    assert swapped.swapped_gb == pytest.approx(sum(sizes) / 1e9)
+    assert swapped.in_flight_gb == pytest.approx(sum(sorted(sizes)[-2:]) / 1e9)
+    fall = resident.gpu_gb - swapped.gpu_gb
+    assert (sum(sizes) - sum(sorted(sizes)[-2:])) / 1e9 - 1e-12 <= fall <= sum(sizes) / 1e9 + 1e-12
+    assert swapped.ram_gb >= resident.ram_gb and swapped.ram_gb * 1e9 >= sum(sizes)
+    assert make_plan(_cfg(**base, performance__blocks_to_swap=3), "cpu").swapped_gb == 0  # a no-op on a CPU
+    with pytest.raises(ConfigError, match=r"'performance.blocks_to_swap' is 4; this FLUX.1 transformer has 4"):
+        make_plan(_cfg(**base, performance__blocks_to_swap=4), "cuda")
+    with pytest.raises(ConfigError, match=r"'performance.blocks_to_swap' is 1; SD 1.x's unet is not block-swapped"):
+        make_plan(_cfg(**{**base, "model__path": "demo:sd15"}, performance__blocks_to_swap=1), "cuda")

@@ -6,9 +6,12 @@ The formula (docs/memory.md explains it to users):
     adapter  = LoRA parameters × 4 bytes × (weights + gradients + optimizer states: AdamW 2, 8-bit 0.5, …)
     act      = activations kept for the backward: a per-architecture figure at its native resolution,
                × batch × (resolution / native)², × compute bytes / 2, ÷ ~4.5 with gradient checkpointing
+    swapped  = performance.blocks_to_swap: the frozen bytes of the denoiser's last N blocks, in pinned RAM;
+               two of them (one running, the next copying) are on the GPU at a time
     GPU peak = max(caching: frozen + VAE encoder activations, training: UNet + what stays + adapter + act)
+               - swapped + the two in flight
     RAM peak = process + (CPU training: frozen + adapter + act; GPU: the largest component while it loads,
-               then what waits in RAM) + the converter's transient (OpenCLIP's fused attention)
+               then what waits in RAM + swapped) + the converter's transient (OpenCLIP's fused attention)
 
 Parameter counts are exact: each component is built on the meta device from its config and asked.
 """
@@ -44,6 +47,8 @@ class Plan:
     adapter_gb: float = 0.0
     activations_gb: float = 0.0
     offloaded: list = field(default_factory=list)
+    swapped_gb: float = 0.0     # performance.blocks_to_swap: block weights kept in pinned RAM
+    in_flight_gb: float = 0.0   # ... of which on the GPU at a time (the block running, the next one copying)
     gpu_gb: float = 0.0
     ram_gb: float = 0.0
     warnings: list = field(default_factory=list)
@@ -70,18 +75,20 @@ def make_plan(cfg: TrainConfig, device: str = "auto", facts: dict | None = None)
     adapter = lora * 4 * (2 + OPTIMIZER_STATES[cfg.optimizer.name])
     act = _activations(cfg, figures, precision.compute.itemsize) * _scale(components["unet"], figures)
     offloaded = [name for name in _offloaded(cfg, family) if name in components]
+    swapped, in_flight = _swapped(cfg, family, components["unet"], precision) if device == "cuda" else (0, 0)
     plan = Plan(device=device, weight_dtype=precision.name, frozen_gb={k: v / GB for k, v in frozen.items()},
-                lora_params=lora, adapter_gb=adapter / GB, activations_gb=act / GB, offloaded=offloaded)
+                lora_params=lora, adapter_gb=adapter / GB, activations_gb=act / GB, offloaded=offloaded,
+                swapped_gb=swapped / GB, in_flight_gb=in_flight / GB)
     transient = family.load_transient_bytes(components)
     # a family that encodes the captions first frees its (untrained) text encoders before the denoiser loads
     first = [n for n in family.text_encoders if family.encode_before_denoiser and n in offloaded]
     together = sum(v for k, v in frozen.items() if k not in first)
     if device == "cuda":
-        staying = sum(v for k, v in frozen.items() if k not in offloaded)
-        caching = together + figures.vae_encode_bytes * _pixels(cfg, figures) * (precision.vae.itemsize / 4)
+        staying = sum(v for k, v in frozen.items() if k not in offloaded) - swapped + in_flight
+        caching = together - swapped + figures.vae_encode_bytes * _pixels(cfg, figures) * (precision.vae.itemsize / 4)
         plan.gpu_gb = (max(caching, staying + adapter + act) + CUDA_CONTEXT) / GB
         waiting = sum(frozen[k] for k in offloaded if cfg.sampling.every_n_steps and k not in first)
-        plan.ram_gb = (PROCESS_RAM["cuda"] + max(max(frozen.values()) + transient, waiting)) / GB
+        plan.ram_gb = (PROCESS_RAM["cuda"] + max(max(frozen.values()) + transient, waiting + swapped)) / GB
     else:
         encoding = sum(frozen[k] for k in first) + frozen.get("vae", 0)
         plan.ram_gb = (PROCESS_RAM["cpu"] + max(encoding, together + adapter + act) + transient) / GB
@@ -101,6 +108,23 @@ def _meta_components(spec: str) -> tuple:
     info = inspect_base_model(Path(spec).expanduser())
     configs = Path(spec) if info.format == "diffusers" else info.config_folder()
     return info.family, info.family.meta_components(configs)
+
+
+def _swapped(cfg: TrainConfig, family, denoiser: torch.nn.Module, precision) -> tuple[int, int]:
+    """(frozen bytes of the blocks performance.blocks_to_swap keeps in RAM, bytes of the two largest of them:
+    the block running and the next one copying). The LoRA layers stay on the GPU: they are in `adapter`."""
+    from trainer.run.block_swap import check_count
+
+    count = cfg.performance.blocks_to_swap
+    if not count:
+        return 0, 0
+    if not family.swap_blocks:
+        family.check_config(cfg)  # a UNet family: refused as training refuses it, naming the key
+    names = [f"{name}.{i}." for name in family.swap_blocks for i in range(len(getattr(denoiser, name)))]
+    check_count(family, count, len(names))
+    sizes = [sum(p.numel() * precision.dtype_for(denoiser, key).itemsize
+                 for key, p in denoiser.named_parameters() if key.startswith(prefix)) for prefix in names[-count:]]
+    return sum(sizes), sum(sorted(sizes)[-2:])
 
 
 def _bytes(module: torch.nn.Module, precision, name: str) -> int:
@@ -215,6 +239,9 @@ def cmd_plan(args) -> int:
     print(f"  {'LoRA':15} {plan.adapter_gb:6.2f} GB  ({plan.lora_params:,} parameters with gradients and "
           f"optimizer state)")
     print(f"  {'activations':15} {plan.activations_gb:6.2f} GB")
+    if plan.swapped_gb:
+        print(f"  {'block swap':15} {plan.swapped_gb:6.2f} GB in pinned RAM ({cfg.performance.blocks_to_swap} blocks), "
+              f"{plan.in_flight_gb:.2f} GB of it on the GPU at a time")
     for warning in plan.warnings:
         print(f"warning: {warning}")
     return 0

@@ -74,6 +74,8 @@ class Family:
     objective = None                  # the objective strategy (trainer.families.ddpm.Ddpm, ...)
     encode_before_denoiser = False    # captions are encoded and the text encoders freed before it loads
     fixed_prediction = ""             # what every checkpoint of the family predicts ("": each says, DDPM)
+    swap_blocks: tuple[str, ...] = () # the denoiser's lists of transformer blocks, in the order they run, that
+                                      # performance.blocks_to_swap takes from the end of (trainer.run.block_swap)
 
     # --- identity -------------------------------------------------------------------------------------
     def native_resolution(self, prediction_type: str = "") -> int:
@@ -138,6 +140,11 @@ class Family:
         from trainer.shared.errors import ConfigError
 
         check_block_lists(cfg, list(self.lora.blocks))
+        if cfg.performance.blocks_to_swap and not self.swap_blocks:
+            raise ConfigError(f"config key 'performance.blocks_to_swap' is {cfg.performance.blocks_to_swap}; "
+                              f"{self.label}'s {self.denoiser} is not block-swapped (only the DiT families are)",
+                              f"set performance.blocks_to_swap = 0 and use a memory tier for {self.label} "
+                              f"(presets/{self.tier_prefix}vram-*.toml: fp8 weights, gradient checkpointing)")
         tokens, chunk = cfg.dataset.max_token_length, self.tokens.chunk
         if tokens > self.tokens.maximum or tokens % chunk:
             allowed = ", ".join(str(n) for n in range(chunk, self.tokens.maximum + 1, chunk)) if chunk > 1 \

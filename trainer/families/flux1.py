@@ -46,6 +46,7 @@ class Flux1(Family):
     latent_channels = 16
     tokens = TokenFacts(chunk=1, default=512, maximum=512, tokenizer="tokenizer_t5")
     lora = FLUX_LORA
+    swap_blocks = ("transformer_blocks", "single_transformer_blocks")   # 19 + 38
     plan = PlanFigures(activation_resolution=1024, activation_bytes=9.0 * GB, denoiser_params=11_901_408_320,
                        vae_encode_bytes=5.0 * GB)
     text = T5ClipText()

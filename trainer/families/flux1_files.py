@@ -73,7 +73,7 @@ def load_flux_files(family, path: Path, info, precision, device, given: dict) ->
                                      source("t5")).to(device),
              "scheduler": build_scheduler(configs), **family.tokenizers()}
     parts["unet"] = lambda: _load(configs, "transformer", path, precision.dtype_for, "transformer",
-                                  TensorFile.open(path)).to(device)
+                                  TensorFile.open(path))
     return parts
 
 
@@ -85,7 +85,7 @@ def load_flux_folder(family, path: Path, info, precision, device) -> dict:
         dtype_for = precision.vae_dtype_for if name == "vae" else precision.dtype_for
         parts[name] = _load(path, name, weights_file(path / name), dtype_for, role, converter=False).to(device)
     parts["unet"] = lambda: _load(path, "transformer", weights_file(path / "transformer"), precision.dtype_for,
-                                  "transformer", converter=False).to(device)
+                                  "transformer", converter=False)
     return parts
 
 

@@ -47,6 +47,7 @@ class Flux2Klein(QwenTokenizers, Family):
     latent_channels, latent_factor = 128, 16
     tokens = TokenFacts(chunk=1, default=512, maximum=512, tokenizer="tokenizer_qwen3")
     lora = KLEIN_LORA
+    swap_blocks = ("transformer_blocks", "single_transformer_blocks")   # 4B: 5 + 20, 9B: 8 + 24
     # activations: FLUX.1's measured 9 GB scaled by width (3072, as FLUX.1) and depth (5 + 20 vs 19 + 38
     # blocks); an estimate until measured on a GPU
     plan = PlanFigures(activation_resolution=1024, activation_bytes=5.0 * GB, denoiser_params=3_876_000_000,
@@ -56,7 +57,7 @@ class Flux2Klein(QwenTokenizers, Family):
     objective = FlowMatching(dynamic_shift=(256, 4096, 0.5, 1.15), patch=1)
     pipeline_class = "Flux2KleinPipeline"
     encode_before_denoiser = True
-    prediction = "flow"
+    fixed_prediction = "flow"
     diffusers_text_encoders = False
 
     def preview_defaults(self, variant: str = "", source: str = "") -> tuple[int, float]:

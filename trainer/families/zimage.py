@@ -59,6 +59,7 @@ class ZImage(QwenTokenizers, Family):
     latent_channels = 16
     tokens = TokenFacts(chunk=1, default=512, maximum=512, tokenizer="tokenizer_qwen3")
     lora = ZIMAGE_LORA
+    swap_blocks = ("layers",)   # the 30 main layers; the 2 + 2 refiners stay
     # activations: scaled from FLUX.1's measured 9 GB by width x tokens (3840 vs 3072, 4096 + 512 tokens);
     # an estimate until measured on a GPU
     plan = PlanFigures(activation_resolution=1024, activation_bytes=8.0 * GB, denoiser_params=6_154_908_736,
@@ -67,7 +68,7 @@ class ZImage(QwenTokenizers, Family):
     objective = FlowMatching(shift=3.0)  # ZImagePipeline's static shift; the reversed time is in `predict`
     pipeline_class = "ZImagePipeline"
     encode_before_denoiser = True
-    prediction = "flow"
+    fixed_prediction = "flow"
     diffusers_text_encoders = False
     configs = {False: "zimage", True: "tiny-zimage"}
 

@@ -49,7 +49,7 @@ def load_files(family, path: Path, info, precision, device, given: dict) -> dict
     parts = {"vae": load_vae(configs, files["vae"], precision).to(device),
              "text_encoder": load_qwen(configs, files["text_encoder"], precision, build_one).to(device),
              "scheduler": build_scheduler(configs), "tokenizer": load_qwen3_tokenizer()}
-    parts["unet"] = lambda: load_transformer(configs, TensorFile.open(path), path, precision).to(device)
+    parts["unet"] = lambda: load_transformer(configs, TensorFile.open(path), path, precision)
     return parts
 
 

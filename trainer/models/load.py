@@ -37,7 +37,8 @@ class BaseModel:
     # (text, token limit) -> conditioning, encoded before the text encoders left memory (families that
     # encode before the denoiser loads: trainer.families.t5_text)
     encoded: dict = field(default_factory=dict)
-    pending_denoiser: object = None  # loads the denoiser, when it waits for the captions to be encoded
+    pending_denoiser: object = None  # loads the denoiser (into RAM), when it waits for the captions to be encoded
+    device: object = None            # where the components were loaded to (a pending denoiser goes there too)
 
     @property
     def arch(self) -> str:
@@ -47,11 +48,15 @@ class BaseModel:
     def denoiser_config(self) -> dict:
         return dict(self.unet.config)
 
-    def load_denoiser(self) -> None:
-        """Load a denoiser that waited (trainer.run.runtime encodes the captions first)."""
+    def load_denoiser(self, keep_in_ram: bool = False) -> None:
+        """Load a denoiser that waited (trainer.run.runtime encodes the captions first). `keep_in_ram`: leave it
+        in RAM, for a caller that places it itself (block swap: only some of it ever goes to the GPU)."""
         if self.pending_denoiser is None:
             return
-        self.unet, self.pending_denoiser = _frozen(self.pending_denoiser(), self.precision), None
+        denoiser = self.pending_denoiser()
+        if not keep_in_ram:
+            denoiser.to(self.device)
+        self.unet, self.pending_denoiser = _frozen(denoiser, self.precision), None
 
 
 def family_of(spec: str):
@@ -92,7 +97,7 @@ def load_base_model(spec: str, prediction_override: str = "auto", weight_dtype: 
     model = BaseModel(family=family, prediction_type=prediction, unet=None, vae=parts["vae"],
                       text_encoders=encoders, tokenizers=tokenizers, noise_scheduler=scheduler,
                       source=spec, description=desc, is_tiny=tiny, config_name=config_name,
-                      precision=precision, variant=variant)
+                      precision=precision, variant=variant, device=device)
     if callable(parts["unet"]) and not isinstance(parts["unet"], torch.nn.Module):
         model.pending_denoiser = parts["unet"]
         if not defer_denoiser:

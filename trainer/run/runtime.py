@@ -12,10 +12,12 @@ import torch
 from trainer.lora.algorithms import peft_config
 from trainer.lora.inject import adapter_state_dict, inject, load_adapter_state_dict
 from trainer.models.load import BaseModel, family_of, load_base_model, released
+from trainer.run.block_swap import place_denoiser, setup_block_swap
 from trainer.run.sink import EventSink
 from trainer.shared import events as ev
 from trainer.shared import faults
 from trainer.shared.config import TrainConfig
+from trainer.shared.errors import ConfigError
 
 log = logging.getLogger("trainer")
 SCALARS_PER_WRITE = 50
@@ -38,6 +40,7 @@ class Runtime:
     log_dir: Path | None = None        # TensorBoard, main process only
     writer: object = None              # opened at the first write; closed by __exit__ on every path
     offload: object = None             # trainer.run.offload.Offload, once the caches are full
+    block_swap: object = None          # trainer.run.block_swap.BlockSwap, with performance.blocks_to_swap
     scalars: list = field(default_factory=list)  # (step, {name: value}) not yet handed to TensorBoard
     threads_before: int = 0            # torch's thread count before _threads_for; given back on exit
 
@@ -49,6 +52,8 @@ class Runtime:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.block_swap is not None:
+            self.block_swap.close()
         if self.threads_before:  # an in-process caller (tests, `serve`) gets its thread count back
             torch.set_num_threads(self.threads_before)
 
@@ -74,7 +79,10 @@ class Runtime:
     def prepare(self, optimizer):
         trained = [m for _, m in self.model.family.trained_encoders(self.model)] if self.te_params else []
         modules = [self.model.unet, *trained]
-        prepared = self.accelerator.prepare(*modules, *([] if self.plain else [optimizer]))
+        extra = [] if self.plain else [optimizer]
+        # accelerate would move the whole denoiser to the GPU, swapped blocks too: the swap placed it already
+        placement = [self.block_swap is None] + [True] * (len(modules) - 1 + len(extra))
+        prepared = self.accelerator.prepare(*modules, *extra, device_placement=placement)
         prepared = prepared if isinstance(prepared, tuple) else (prepared,)
         self.unet = prepared[0]
         if trained:  # the trained encoders wrapped (DDP), in their places among all of them
@@ -168,16 +176,20 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink, texts: list[
     model.train_guidance = cfg.model.train_guidance
     for message in model.family.training_warnings(model):
         sink.emit(ev.Warning(message=message, hint="nothing stops the run; the message says what to change"))
+    if cfg.performance.blocks_to_swap and accelerator.num_processes > 1:
+        raise ConfigError("config key 'performance.blocks_to_swap' is set for a run on several GPUs",
+                          "block swap runs on one GPU: set performance.blocks_to_swap = 0 or train on one process")
     if model.pending_denoiser is not None:
         _encode_first(cfg, model, accelerator.device, texts, sink)
     weight_dtype = model.precision.compute  # what inputs are cast to; fp8 layers upcast to it themselves
     threads_before = _threads_for(model, accelerator.device)
     unet_params, te_params = add_adapters(cfg, model)
-    _place(model, accelerator.device, unet_params + te_params)
+    swap = setup_block_swap(cfg, model, accelerator.device)
+    _place(model, accelerator.device, unet_params + te_params, swap)
     _speedups(cfg, model, sink, accelerator.device, bool(te_params))
     rt = Runtime(cfg, accelerator, model, sink, weight_dtype, unet_params, te_params, unet=model.unet,
                  log_dir=Path(run_dir) / "logs" if accelerator.is_main_process else None,
-                 threads_before=threads_before)
+                 threads_before=threads_before, block_swap=swap)
     log.info("model: %s (%s, %s); %d LoRA tensors; device %s, frozen weights %s, mixed precision %s",
              model.description, model.arch, model.prediction_type, len(unet_params) + len(te_params),
              accelerator.device, model.precision.name, accelerator.mixed_precision)
@@ -201,7 +213,7 @@ def _encode_first(cfg: TrainConfig, model: BaseModel, device, texts: list[str] |
         return_freed_memory()
         log.info("%d captions and prompts encoded; text encoders released before the %s loads",
                  len(model.encoded), model.family.denoiser)
-    model.load_denoiser()
+    model.load_denoiser(keep_in_ram=bool(cfg.performance.blocks_to_swap))  # the swap places it, in part
 
 
 def _threads_for(model: BaseModel, device) -> int:
@@ -240,10 +252,11 @@ def add_adapters(cfg: TrainConfig, model: BaseModel) -> tuple[list, list]:
     return unet_params, te_params
 
 
-def _place(model: BaseModel, device, trainable: list) -> None:
+def _place(model: BaseModel, device, trainable: list, swap) -> None:
     # The frozen weights were loaded in performance.weight_dtype (the VAE in fp32); the LoRA weights stay
     # fp32 so that small updates are not rounded away (peft creates them in the base layer's dtype).
-    for module in [model.unet, *model.text_encoders, model.vae]:
+    place_denoiser(model.unet, device, swap)
+    for module in [*model.text_encoders, model.vae]:
         if not released(module):
             module.to(device)
     for p in trainable:

@@ -238,6 +238,11 @@ class PerformanceConfig:
                                      "the GPU to finish", min=0, max=1000)
     compile: bool = _opt(False, "torch.compile the UNet's transformer blocks (regional compilation): faster "
                                 "steps on a GPU after a one-time compile (its time is logged)")
+    blocks_to_swap: int = _opt(0, "DiT families (FLUX.1, Z-Image, FLUX.2 klein): keep the frozen weights of the "
+                               "last N transformer blocks in (pinned) CPU RAM and copy each to the GPU just before "
+                               "it runs, overlapped with compute (kohya's --blocks_to_swap): less GPU memory, "
+                               "slower steps and that much more RAM; needs gradient_checkpointing; 0 = off",
+                               min=0, max=1000)
 
 
 @dataclass

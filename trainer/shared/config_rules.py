@@ -32,6 +32,16 @@ def validate(cfg: TrainConfig) -> None:
                           f"'{cfg.lora.algorithm}'", "LoRA+ speeds up plain LoRA's B matrices: set lora.algorithm "
                           "= \"lora\" or loraplus_ratio = 0")
     _validate_loss(cfg.loss)
+    if cfg.performance.blocks_to_swap and not cfg.performance.gradient_checkpointing:
+        # refused, not switched on quietly: the config written to the run folder says what ran
+        raise ConfigError(f"config key 'performance.blocks_to_swap' is {cfg.performance.blocks_to_swap} while "
+                          "performance.gradient_checkpointing is false", "block swap brings each block back for "
+                          "the backward by recomputing it: set performance.gradient_checkpointing = true")
+    if cfg.performance.blocks_to_swap and cfg.performance.compile:
+        # compile traces each block's call, the swap's hooks included, which move weights in and out of it
+        raise ConfigError(f"config key 'performance.blocks_to_swap' is {cfg.performance.blocks_to_swap} while "
+                          "performance.compile is true", "they do not work together yet: set "
+                          "performance.compile = false, or blocks_to_swap = 0 where the model fits")
     _check_blocks("optimizer.block_lr", cfg.optimizer.block_lr, (int, float), 0)
     if cfg.sampling.use_ema and not cfg.lora.ema_decay:
         raise ConfigError("config key 'sampling.use_ema' is true while lora.ema_decay is 0 (no EMA is kept)",
