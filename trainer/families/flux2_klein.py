@@ -251,6 +251,11 @@ class Flux2Klein(QwenTokenizers, Family):
 
         return to_original(components["unet"].state_dict())
 
+    def original_key(self, component: str, module: str, denoiser_config: dict) -> tuple[str, object]:
+        from trainer.families.klein_lora import merge_slot
+
+        return merge_slot(module, denoiser_config)
+
     def single_files(self, components: dict, variant: str = "4b") -> dict[str, dict]:
         from trainer.families.klein_files import single_files
 

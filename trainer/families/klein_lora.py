@@ -5,27 +5,26 @@ diffusers' split modules for the diffusers/PEFT export and for `generate`.
 
 from __future__ import annotations
 
-import functools
-import json
-
 import torch
 
-from trainer.models import flux2_layout
-
-
-@functools.lru_cache(maxsize=4)
-def _out_features(config_json: str) -> dict[str, int]:
-    """Each diffusers linear's output width, from the transformer built on the meta device."""
-    from accelerate import init_empty_weights
-    from diffusers import Flux2Transformer2DModel
-
-    with init_empty_weights():
-        model = Flux2Transformer2DModel.from_config(json.loads(config_json))
-    return {name: m.out_features for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+from trainer.models import flux2_layout, fused_layout
 
 
 def out_features(config: dict) -> dict[str, int]:
-    return _out_features(json.dumps(dict(config), sort_keys=True, default=str))
+    return fused_layout.linear_widths("Flux2Transformer2DModel", config)
+
+
+def merge_slot(module: str, config: dict) -> tuple[str, object]:
+    """(BFL key of a diffusers module's weight, its (first, end) rows in a fused qkv or None) for merge."""
+    from trainer.shared.errors import UserError
+
+    try:
+        slot = flux2_layout.lora_slots([module], out_features(config))[module]
+    except ValueError as exc:  # the final modulation (rows ordered differently) or no such linear layer
+        raise UserError(f"merge cannot bake {module} into a FLUX.2 klein file: {exc}",
+                        "use the LoRA at generation time") from None
+    rows = None if slot.rows is None else (slot.row_offset, slot.row_offset + slot.rows)
+    return slot.kohya.removeprefix(flux2_layout.LORA_PREFIX) + ".weight", rows
 
 
 def export(adapters: dict, config: dict, scales: dict, dtype) -> dict[str, torch.Tensor]:

@@ -218,6 +218,20 @@ class ZImage(QwenTokenizers, Family):
 
         return to_original(components["unet"].state_dict())
 
+    def original_key(self, component: str, module: str, denoiser_config: dict) -> tuple[str, object]:
+        """(original key, (first, end) rows of `attention.qkv` or None): q/k/v each fill their rows."""
+        from trainer.models.fused_layout import linear_widths
+        from trainer.models.zimage_layout import merge_slots
+        from trainer.shared.errors import UserError
+
+        try:
+            slot = merge_slots([module], linear_widths("ZImageTransformer2DModel", denoiser_config))[module]
+        except ValueError as exc:
+            raise UserError(f"merge cannot bake {module} into a Z-Image file: {exc}",
+                            "the LoRA is not for this model") from None
+        rows = None if slot.rows is None else (slot.row_offset, slot.row_offset + slot.rows)
+        return slot.kohya + ".weight", rows
+
     def single_files(self, components: dict, variant: str = "base") -> dict[str, dict]:
         from trainer.families.zimage_files import single_files
 
