@@ -216,6 +216,11 @@ class Flux2Klein(QwenTokenizers, Family):
 
         return targets(components)
 
+    def ui_verdicts(self, shapes: dict[str, tuple], metadata: dict) -> dict[str, tuple[str, str]]:
+        from trainer.families.klein_lora import ui_verdicts
+
+        return ui_verdicts(shapes)
+
     def diffusers_pieces(self, target, down, up, denoiser_config: dict) -> list:
         from trainer.families.klein_lora import diffusers_pieces
 

@@ -1,6 +1,12 @@
 """FLUX.2 klein LoRA files: `diffusion_model.` + BFL names with the double blocks' q/k/v fused, lora_A/lora_B,
 alpha folded, no `.alpha` (trainer/models/flux2_layout.py has the rules and their sources), and the way back to
 diffusers' split modules for the diffusers/PEFT export and for `generate`.
+
+InvokeAI files a BFL-named LoRA under FLUX.2 rather than FLUX.1 only when its shapes say so
+(invokeai/backend/model_manager/configs/lora.py, `_is_flux2_lora_state_dict`, keys in file order): an
+`img_attn.proj` whose input is not FLUX.1's 3072 (klein 9B), a `txt_in`/`vector_in` of Qwen3's widths, or, at
+3072 (klein 4B), an `img_mlp.0` whose output is not FLUX.1's 4 x 3072. A 4B LoRA without those layers is filed
+as FLUX.1 and cannot be used with klein, so our export adds zero rank-1 ones where they are missing.
 """
 
 from __future__ import annotations
@@ -8,6 +14,12 @@ from __future__ import annotations
 import torch
 
 from trainer.models import flux2_layout, fused_layout
+
+FLUX1_HIDDEN, FLUX1_MLP_RATIO = 3072, 4
+QWEN3_CONTEXT_IN, QWEN3_VECTOR_IN = {7680, 12288}, {2560, 4096}  # klein 4B / 9B: 3 x and 1 x Qwen3's width
+# what InvokeAI reads to tell FLUX.2 from FLUX.1: the BFL layer and the diffusers layer it is
+INVOKEAI_MARKERS = {"double_blocks.0.img_attn.proj": "transformer_blocks.0.attn.to_out.0",
+                    "double_blocks.0.img_mlp.0": "transformer_blocks.0.ff.linear_in"}
 
 
 def out_features(config: dict) -> dict[str, int]:
@@ -33,7 +45,65 @@ def export(adapters: dict, config: dict, scales: dict, dtype) -> dict[str, torch
     modules = sorted({k.rsplit(".", 2)[0] for k in state if k.endswith("lora_A.weight")})
     pieces = {m: (state[f"{m}.lora_A.weight"].float(), state[f"{m}.lora_B.weight"].float(), scales["unet"][m][1])
               for m in modules}
-    return {k: v.to(dtype).contiguous() for k, v in flux2_layout.lora_export(pieces, out_features(config)).items()}
+    out = {k: v.to(dtype).contiguous() for k, v in flux2_layout.lora_export(pieces, out_features(config)).items()}
+    return with_invokeai_markers(out, config)
+
+
+def with_invokeai_markers(tensors: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """The file, plus zero rank-1 layers on the markers InvokeAI needs to file it as FLUX.2 (they change no
+    weight in any UI) when the file would be filed as FLUX.1 without them."""
+    if invokeai_files_as_flux2({k: tuple(v.shape) for k, v in tensors.items()}):
+        return tensors
+    widths, dtype = out_features(config), next(iter(tensors.values())).dtype
+    hidden = config["num_attention_heads"] * config["attention_head_dim"]
+    out = dict(tensors)
+    for bfl, module in INVOKEAI_MARKERS.items():
+        name = flux2_layout.LORA_PREFIX + bfl
+        if f"{name}.lora_A.weight" not in out:
+            out[f"{name}.lora_A.weight"] = torch.zeros(1, hidden, dtype=dtype)
+            out[f"{name}.lora_B.weight"] = torch.zeros(widths[module], 1, dtype=dtype)
+    return out
+
+
+def invokeai_files_as_flux2(shapes: dict[str, tuple]) -> bool:
+    """Whether InvokeAI files a BFL-named LoRA ({key: shape}, in file order) under FLUX.2 (module docstring)."""
+    hidden = None
+    for key, shape in shapes.items():
+        if not key.startswith(flux2_layout.LORA_PREFIX) or not key.endswith("lora_A.weight"):
+            continue
+        if key.endswith(".img_attn.proj.lora_A.weight"):
+            hidden = shape[1]
+            if hidden != FLUX1_HIDDEN:
+                return True
+        elif "txt_in" in key:
+            return shape[1] in QWEN3_CONTEXT_IN
+        elif "vector_in" in key:
+            return shape[1] in QWEN3_VECTOR_IN
+    mlp = next((s for k, s in shapes.items()
+                if k.startswith(flux2_layout.LORA_PREFIX) and k.endswith(".img_mlp.0.lora_B.weight")), None)
+    return hidden == FLUX1_HIDDEN and mlp is not None and mlp[0] != FLUX1_HIDDEN * FLUX1_MLP_RATIO
+
+
+def ui_verdicts(shapes: dict[str, tuple]) -> dict[str, tuple[str, str]]:
+    """Each UI's verdict on a klein LoRA file: `diffusion_model.` + BFL names, lora_A/lora_B, no `.alpha`
+    loads in all four; with `.alpha` InvokeAI says "Unsupported lora format" and diffusers raises; InvokeAI's
+    FLUX.1/FLUX.2 rule above; original Forge has no FLUX.2."""
+    from trainer.export.ui_rules import ABSENT, REFUSES, UNKNOWN, Verdicts, lora_modules
+
+    modules = lora_modules(shapes)
+    verdicts = Verdicts(("comfyui", "forge-neo", "invokeai", "diffusers", "forge"))
+    verdicts.add("forge", ABSENT, "Forge has no FLUX.2 (Forge Neo has)")
+    if any("alpha" in parts for parts in modules.values()):
+        verdicts.add("invokeai", REFUSES, '`.alpha` keys ("Unsupported lora format")')
+        verdicts.add("diffusers", REFUSES, "`.alpha` keys (its FLUX.2 loader raises)")
+    if not invokeai_files_as_flux2(shapes):
+        verdicts.add("invokeai", REFUSES, "filed as FLUX.1: a 4B LoRA needs img_attn.proj and img_mlp.0 layers "
+                                          "for InvokeAI to tell it from FLUX.1")
+    other = [m for m in modules if not m.startswith(flux2_layout.LORA_PREFIX)]
+    if other:
+        verdicts.add(("comfyui", "forge-neo", "invokeai", "diffusers"), UNKNOWN,
+                     f"{len(other)} layers without the diffusion_model. prefix, e.g. {other[0]}")
+    return verdicts.result()
 
 
 def targets(components: dict) -> dict[str, tuple]:
