@@ -5,6 +5,7 @@ it checks against from meta models built from the real config folders."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,8 @@ def test_inspect_names_each_ui_and_its_verdict(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ComfyUI ✓, Forge Neo ✓, InvokeAI ⚠ drops 1 layer (layers.0.attention.qkv): fused attention.qkv" \
         in proc.stdout, proc.stdout
+    shown = subprocess.run([sys.executable, "-m", "trainer", "inspect", str(path), "--json"], capture_output=True,
+                           text=True, cwd=REPO, timeout=120)
+    verdicts = json.loads(shown.stdout)["ui_verdicts"]
+    assert {ui: v["verdict"] for ui, v in verdicts.items()} == {
+        "comfyui": "loads", "forge-neo": "loads", "invokeai": "drops", "diffusers": "drops", "forge": "absent"}
