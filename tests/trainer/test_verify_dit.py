@@ -211,3 +211,20 @@ def test_inspect_names_each_ui_and_its_verdict(tmp_path):
     verdicts = json.loads(shown.stdout)["ui_verdicts"]
     assert {ui: v["verdict"] for ui, v in verdicts.items()} == {
         "comfyui": "loads", "forge-neo": "loads", "invokeai": "drops", "diffusers": "drops", "forge": "absent"}
+
+
+def test_the_4b_markers_are_zero_and_make_invokeai_file_the_lora_as_klein():
+    from trainer.families.klein_lora import invokeai_files_as_flux2, with_invokeai_markers
+
+    qkv = "diffusion_model.double_blocks.0.img_attn.qkv"
+    tensors = {f"{qkv}.lora_A.weight": torch.randn(12, H), f"{qkv}.lora_B.weight": torch.randn(3 * H, 12),
+               "diffusion_model.single_blocks.0.linear2.lora_A.weight": torch.randn(4, 4 * H),
+               "diffusion_model.single_blocks.0.linear2.lora_B.weight": torch.randn(H, 4)}
+    config = get("flux2-klein").denoiser_config("flux2-klein-4b")
+    marked = with_invokeai_markers(tensors, config)
+    added = {k: v for k, v in marked.items() if k not in tensors}
+    assert not invokeai_files_as_flux2({k: tuple(v.shape) for k, v in tensors.items()})
+    assert invokeai_files_as_flux2({k: tuple(v.shape) for k, v in marked.items()})
+    assert sorted(added) == [f"diffusion_model.double_blocks.0.{m}.lora_{p}.weight"
+                             for m in ("img_attn.proj", "img_mlp.0") for p in "AB"]
+    assert all(not v.any() and 4 in v.shape for v in added.values())  # nothing added to any weight, rank 4

@@ -6,7 +6,7 @@ InvokeAI files a BFL-named LoRA under FLUX.2 rather than FLUX.1 only when its sh
 (invokeai/backend/model_manager/configs/lora.py, `_is_flux2_lora_state_dict`, keys in file order): an
 `img_attn.proj` whose input is not FLUX.1's 3072 (klein 9B), a `txt_in`/`vector_in` of Qwen3's widths, or, at
 3072 (klein 4B), an `img_mlp.0` whose output is not FLUX.1's 4 x 3072. A 4B LoRA without those layers is filed
-as FLUX.1 and cannot be used with klein, so our export adds zero rank-1 ones where they are missing.
+as FLUX.1 and cannot be used with klein, so our export adds all-zero ones where they are missing.
 """
 
 from __future__ import annotations
@@ -50,18 +50,20 @@ def export(adapters: dict, config: dict, scales: dict, dtype) -> dict[str, torch
 
 
 def with_invokeai_markers(tensors: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
-    """The file, plus zero rank-1 layers on the markers InvokeAI needs to file it as FLUX.2 (they change no
-    weight in any UI) when the file would be filed as FLUX.1 without them."""
+    """The file, plus all-zero layers on the markers InvokeAI needs to file it as FLUX.2 (they change no
+    weight in any UI; at the file's smallest rank, so they add no rank of their own) when the file would be
+    filed as FLUX.1 without them."""
     if invokeai_files_as_flux2({k: tuple(v.shape) for k, v in tensors.items()}):
         return tensors
     widths, dtype = out_features(config), next(iter(tensors.values())).dtype
+    rank = min(v.shape[0] for k, v in tensors.items() if k.endswith("lora_A.weight"))
     hidden = config["num_attention_heads"] * config["attention_head_dim"]
     out = dict(tensors)
     for bfl, module in INVOKEAI_MARKERS.items():
         name = flux2_layout.LORA_PREFIX + bfl
         if f"{name}.lora_A.weight" not in out:
-            out[f"{name}.lora_A.weight"] = torch.zeros(1, hidden, dtype=dtype)
-            out[f"{name}.lora_B.weight"] = torch.zeros(widths[module], 1, dtype=dtype)
+            out[f"{name}.lora_A.weight"] = torch.zeros(rank, hidden, dtype=dtype)
+            out[f"{name}.lora_B.weight"] = torch.zeros(widths[module], rank, dtype=dtype)
     return out
 
 
