@@ -121,8 +121,8 @@ def test_zimage_split_names_load_in_all_four_and_forge_has_no_zimage(tmp_path):
     names = [f"diffusion_model.layers.0.attention.{p}" for p in ("to_q", "to_k", "to_v", "to_out.0")]
     report = verify_file(_lora(tmp_path / "z.safetensors", _zimage(names + ["diffusion_model.layers.1.feed_forward.w1"])))
     assert report.ok and _loads_in(report, NEW_UIS) == NEW_UIS, report.summary()
-    assert report.uis["forge"] == ("absent", "Forge has no Z-Image (Forge Neo has)")
-    assert report.summary().endswith("diffusers ✓, Forge – Forge has no Z-Image (Forge Neo has)")
+    assert report.uis["forge"] == ("absent", "has no Z-Image (Forge Neo has)")
+    assert report.summary().endswith("diffusers ✓, Forge – has no Z-Image (Forge Neo has)")
 
 
 def test_zimage_fused_qkv_is_dropped_by_invokeai_and_diffusers(tmp_path):
@@ -228,3 +228,21 @@ def test_the_4b_markers_are_zero_and_make_invokeai_file_the_lora_as_klein():
     assert sorted(added) == [f"diffusion_model.double_blocks.0.{m}.lora_{p}.weight"
                              for m in ("img_attn.proj", "img_mlp.0") for p in "AB"]
     assert all(not v.any() and 4 in v.shape for v in added.values())  # nothing added to any weight, rank 4
+
+
+def test_a_fused_zimage_file_exports_to_diffusers_as_split_q_k_v(tmp_path):
+    """ComfyUI's fused names, which InvokeAI and diffusers drop, become to_q/to_k/to_v with the same update."""
+    from safetensors.torch import load_file
+
+    from trainer.export.exporter import export_adapter
+
+    down, up = torch.randn(2, 32), torch.randn(96, 2)  # the tiny Z-Image: width 32, q|k|v 96 rows
+    fused = tmp_path / "fused.safetensors"
+    save_file({"diffusion_model.layers.0.attention.qkv.lora_A.weight": down,
+               "diffusion_model.layers.0.attention.qkv.lora_B.weight": up}, str(fused),
+              metadata={"lora_studio_base_config": "tiny-zimage"})
+    out = load_file(str(export_adapter(fused, "diffusers", tmp_path / "out").adapter))
+    for i, part in enumerate(("to_q", "to_k", "to_v")):
+        name = f"transformer.layers.0.attention.{part}"
+        delta = out[f"{name}.lora_B.weight"] @ out[f"{name}.lora_A.weight"]
+        assert torch.equal(delta, up[32 * i:32 * (i + 1)] @ down), part  # the same products, exactly

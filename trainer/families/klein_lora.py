@@ -94,7 +94,7 @@ def ui_verdicts(shapes: dict[str, tuple]) -> dict[str, tuple[str, str]]:
 
     modules = lora_modules(shapes)
     verdicts = Verdicts(("comfyui", "forge-neo", "invokeai", "diffusers", "forge"))
-    verdicts.add("forge", ABSENT, "Forge has no FLUX.2 (Forge Neo has)")
+    verdicts.add("forge", ABSENT, "has no FLUX.2 (Forge Neo has)")
     if any("alpha" in parts for parts in modules.values()):
         verdicts.add("invokeai", REFUSES, '`.alpha` keys ("Unsupported lora format")')
         verdicts.add("diffusers", REFUSES, "`.alpha` keys (its FLUX.2 loader raises)")

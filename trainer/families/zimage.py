@@ -206,7 +206,10 @@ class ZImage(QwenTokenizers, Family):
         from trainer.models.zimage_layout import lora_read
 
         pieces = lora_read({f"{target.module}.lora_A.weight": down, f"{target.module}.lora_B.weight": up})
-        return [(module, piece_down, piece_up) for module, (piece_down, piece_up, _) in pieces.items()]
+        if len(pieces) == 1:
+            return [(module, piece_down, piece_up) for module, (piece_down, piece_up, _) in pieces.items()]
+        # each piece its own copy of the shared down: a file cannot hold one tensor under three names
+        return [(module, piece_down.clone(), piece_up) for module, (piece_down, piece_up, _) in pieces.items()]
 
     def ui_verdicts(self, shapes: dict[str, tuple], metadata: dict) -> dict[str, tuple[str, str]]:
         """Split q/k/v under `diffusion_model.` (ours) loads everywhere; InvokeAI and diffusers drop fused
@@ -217,7 +220,7 @@ class ZImage(QwenTokenizers, Family):
 
         modules = list(lora_modules(shapes))
         verdicts = Verdicts(("comfyui", "forge-neo", "invokeai", "diffusers", "forge"))
-        verdicts.add("forge", ABSENT, "Forge has no Z-Image (Forge Neo has)")
+        verdicts.add("forge", ABSENT, "has no Z-Image (Forge Neo has)")
         verdicts.drop(("invokeai", "diffusers"), [m for m in modules if m.endswith(".attention.qkv")],
                       "fused attention.qkv", LORA_PREFIX)
         kohya = [m for m in modules if m.startswith("lora_unet_")]
