@@ -71,8 +71,8 @@ def invokeai_files_as_flux2(shapes: dict[str, tuple]) -> bool:
     """Whether InvokeAI files a BFL-named LoRA ({key: shape}, in file order) under FLUX.2 (module docstring)."""
     hidden = None
     for key, shape in shapes.items():
-        if not key.startswith(flux2_layout.LORA_PREFIX) or not key.endswith("lora_A.weight"):
-            continue
+        if not key.startswith(flux2_layout.LORA_PREFIX) or not key.endswith("lora_A.weight") or len(shape) != 2:
+            continue  # (a misshapen tensor is verify's own finding)
         if key.endswith(".img_attn.proj.lora_A.weight"):
             hidden = shape[1]
             if hidden != FLUX1_HIDDEN:
@@ -83,7 +83,7 @@ def invokeai_files_as_flux2(shapes: dict[str, tuple]) -> bool:
             return shape[1] in QWEN3_VECTOR_IN
     mlp = next((s for k, s in shapes.items()
                 if k.startswith(flux2_layout.LORA_PREFIX) and k.endswith(".img_mlp.0.lora_B.weight")), None)
-    return hidden == FLUX1_HIDDEN and mlp is not None and mlp[0] != FLUX1_HIDDEN * FLUX1_MLP_RATIO
+    return hidden == FLUX1_HIDDEN and bool(mlp) and mlp[0] != FLUX1_HIDDEN * FLUX1_MLP_RATIO
 
 
 def ui_verdicts(shapes: dict[str, tuple]) -> dict[str, tuple[str, str]]:
