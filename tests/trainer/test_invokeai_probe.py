@@ -67,7 +67,7 @@ def test_lokr_stores_w2_whole_exactly_where_the_probe_reads(monkeypatch):
     old = _real_shapes("sd1", "sd15", "lokr", rank=4)
     assert invokeai_token_vector_length(old) is None and invokeai_base(old) is None
     report = verify_tensors(old, "sd15", "sd1")
-    assert report.applies and not report.ok and "InvokeAI REFUSES" in report.summary()
+    assert report.applies and not report.ok and "InvokeAI ✗ refuses:" in report.summary()
     # SDXL files without a length are still told by their deep UNet blocks, by InvokeAI and by our verify
     old_xl = _real_shapes("sdxl", "sdxl", "lokr", rank=4)
     assert invokeai_token_vector_length(old_xl) is None and invokeai_base(old_xl) == "sdxl"
@@ -114,7 +114,7 @@ def test_verify_and_export_report_a_file_invokeai_refuses(tmp_path):
     assert refused.returncode == 2 and "InvokeAI would not install" in refused.stderr, refused.stderr
     assert not (root / "lora-studio" / "slider.safetensors").exists()
     elsewhere = _cli("export", str(slider), "--to", str(tmp_path / "folder"))
-    assert elsewhere.returncode == 0 and "InvokeAI REFUSES" in elsewhere.stdout, elsewhere.stderr
+    assert elsewhere.returncode == 0 and "InvokeAI ✗ refuses:" in elsewhere.stdout, elsewhere.stderr
 
 
 def _cli(*args):

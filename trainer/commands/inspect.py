@@ -22,7 +22,7 @@ def cmd_inspect(args) -> int:
         inspect_base_model(args.file)
     info = inspect_file(args.file)
     if info["kind"] == "lora":
-        info["verification"] = _verify_summary(args.file)
+        info["verification"], info["ui_verdicts"] = _verify(args.file)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
@@ -30,13 +30,15 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _verify_summary(path: Path) -> str:
+def _verify(path: Path) -> tuple[str, dict]:
+    """(the report's summary, {UI: {"verdict": loads|drops|refuses|absent|unknown, "why": ...}})."""
     from trainer.export.verify import verify_file
 
     try:
-        return verify_file(path).summary()
+        report = verify_file(path)
     except (KeyError, ValueError) as exc:  # an adapter from another trainer without our metadata
-        return f"not verified ({exc})"
+        return f"not verified ({exc})", {}
+    return report.summary(), {ui: {"verdict": verdict, "why": why} for ui, (verdict, why) in report.uis.items()}
 
 
 def _format_inspect(info: dict) -> str:

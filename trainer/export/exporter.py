@@ -49,8 +49,11 @@ def export_adapter(adapter: Path, fmt: str = "kohya", to: Path | None = None, na
                         "this adapter does not match its base architecture; re-export it from its run")
     name = safe_name(name or metadata.get("ss_output_name") or adapter.stem)
     ui = detect_ui(to or Path.cwd())
-    if ui.ui in report.refused:  # for another UI the report says so, and the file still goes where asked
-        raise UserError(f"{UI_NAMES.get(ui.ui, ui.ui)} would not install {adapter}: {report.refused[ui.ui]}",
+    # for another UI the report says so, and the file still goes where asked
+    if ui.ui in report.refused or ui.ui in report.drops:
+        what = f"would not install {adapter}: {report.refused[ui.ui]}" if ui.ui in report.refused else \
+            f"would silently leave out parts of {adapter}: drops {report.drops[ui.ui]}"
+        raise UserError(f"{UI_NAMES.get(ui.ui, ui.ui)} {what}",
                         "the other UIs take it as it is; a file LoRA Studio exports from its run installs here")
     preview = preview or latest_sample(adapter)
     metadata = _retitled(metadata, name, preview)

@@ -6,21 +6,22 @@ the meta device (no memory, no weights), named by the UIs' rules (`trainer.expor
 module does not exist, or whose shape does not fit, would be silently ignored by A1111/ComfyUI: the classic
 "my LoRA does nothing". A UI can also refuse a whole file before applying anything: InvokeAI installs an SD
 LoRA only when its probe can tell the base model (`trainer.export.invokeai`). Such a file is not called done.
+
+For the DiT families each UI reads only some layouts (FLUX.1 kohya or diffusers names, Z-Image's split or
+fused q/k/v, klein's BFL names with or without `.alpha`): the family's `ui_verdicts` says, for any file, which
+UIs load it whole, which drop some of its layers silently and which refuse it (trainer.export.ui_rules).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer.export import ui_rules
 from trainer.export.invokeai import probe_problem
-
-UI_NAMES = {"invokeai": "InvokeAI"}
-SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_down\.weight|lora_up\.weight|lora_A\.weight|lora_B\.weight|alpha|dora_scale"
-                    r"|hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t2))$")
+from trainer.export.ui_rules import REFUSES, SUFFIX, UI_NAMES  # noqa: F401 (UI_NAMES: the exporter's names)
 
 
 @dataclass
@@ -29,7 +30,21 @@ class Report:
     applied: int = 0
     ignored: list[str] = field(default_factory=list)   # "key: reason"
     modules: int = 0
-    refused: dict[str, str] = field(default_factory=dict)  # UI id (trainer.export.uis) -> why it refuses the file
+    # UI id (trainer.export.ui_rules.UI_NAMES) -> (verdict, why), in the order the summary names them
+    uis: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """{UI: why} of the UIs that refuse the whole file."""
+        return self._with(ui_rules.REFUSES)
+
+    @property
+    def drops(self) -> dict[str, str]:
+        """{UI: which layers and why} of the UIs that load the file but silently leave layers out."""
+        return self._with(ui_rules.DROPS)
+
+    def _with(self, verdict: str) -> dict[str, str]:
+        return {ui: why for ui, (found, why) in self.uis.items() if found == verdict}
 
     @property
     def applies(self) -> bool:
@@ -38,13 +53,12 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return self.applies and not self.refused
+        return self.applies and not self.refused and not self.drops
 
     def summary(self) -> str:
         head = f"{self.applied} tensors apply to {self.modules} modules of {self.config}"
         head += "; none ignored" if not self.ignored else f"; {len(self.ignored)} IGNORED, e.g. {self.ignored[0]}"
-        refusals = "".join(f"; {UI_NAMES.get(ui, ui)} REFUSES it: {why}" for ui, why in self.refused.items())
-        return head + refusals
+        return head + (f"; {ui_rules.summary(self.uis)}" if self.uis else "")
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,9 @@ def expected_modules(config_name: str, arch: str) -> dict[str, tuple[str, tuple]
     return {k: (t.kind, t.shape) for k, t in module_table(config_name, arch).items()}
 
 
-def verify_tensors(shapes: dict[str, tuple], config_name: str, arch: str) -> Report:
+def verify_tensors(shapes: dict[str, tuple], config_name: str, arch: str, metadata: dict | None = None) -> Report:
+    from trainer.families.registry import get
+
     modules = expected_modules(config_name, arch)
     report = Report(config=config_name)
     grouped: dict[str, dict[str, tuple]] = {}
@@ -89,9 +105,10 @@ def verify_tensors(shapes: dict[str, tuple], config_name: str, arch: str) -> Rep
         report.ignored += [f"{module}.{part}: {problem}" for part, problem in problems.items() if problem]
         report.applied += sum(1 for problem in problems.values() if not problem)
         report.modules += any(not problem for problem in problems.values())
+    report.uis = get(arch).ui_verdicts(shapes, metadata or {})
     refusal = _invokeai_refusal(shapes, config_name, arch)
     if refusal:
-        report.refused["invokeai"] = refusal
+        report.uis["invokeai"] = (REFUSES, refusal)
     return report
 
 
@@ -161,7 +178,7 @@ def verify_file(path: Path, config_name: str | None = None) -> Report:
 
     shapes, metadata = read_header(Path(path))
     config_name = config_name or base_config_of(metadata, list(shapes))
-    return verify_tensors(shapes, config_name, by_config(config_name).id)
+    return verify_tensors(shapes, config_name, by_config(config_name).id, metadata)
 
 
 def base_config_of(metadata: dict, keys: list[str] | None = None) -> str:

@@ -285,6 +285,12 @@ class Family:
                     out[key] = (component, name, type(module).__name__, tuple(module.weight.shape))
         return out
 
+    def ui_verdicts(self, shapes: dict[str, tuple], metadata: dict) -> dict[str, tuple[str, str]]:
+        """{UI id: (verdict, why)} for a LoRA file of this family, any trainer's (trainer.export.ui_rules):
+        the layouts each UI reads, as measured in the UIs' own code. Empty: the UIs read every layout verify
+        accepts (the SD families; InvokeAI's SD probe is verify's own)."""
+        return {}
+
     def diffusers_pieces(self, target, down, up, denoiser_config: dict) -> list:
         """(diffusers module, down, up) of one kohya module for the diffusers/PEFT layout."""
         return [(target.module, down, up)]

@@ -238,6 +238,11 @@ class Flux1(Family):
 
         return kohya_targets(components)
 
+    def ui_verdicts(self, shapes: dict[str, tuple], metadata: dict) -> dict[str, tuple[str, str]]:
+        from trainer.families.flux1_lora import ui_verdicts
+
+        return ui_verdicts(shapes)
+
     def diffusers_pieces(self, target, down, up, denoiser_config: dict) -> list:
         from trainer.families.flux1_lora import diffusers_pieces
 

@@ -7,13 +7,30 @@
 - diffusers/PEFT (`transformer.transformer_blocks.N.attn.to_q.lora_A/lora_B`), alpha folded into B, no
   `.alpha` and no text-encoder keys (with either, some UIs refuse the file); a fused layer splits back into
   its pieces exactly (each piece keeps the columns its rows use).
+
+What the UIs do with other files (`ui_verdicts`, for verify): a LoRA on the embedders (`img_in`, `txt_in`,
+`time_in`, `vector_in`, `guidance_in`) or `final_layer` makes InvokeAI refuse the whole file and diffusers
+drop those layers; so do T5 keys; InvokeAI recognises the diffusers layout only by
+`single_transformer_blocks.0.attn.to_q` and `transformer_blocks.0.attn.add_q_proj`; with a
+`diffusion_model.` prefix and lora_A/lora_B (BFL names) diffusers applies nothing.
 """
 
 from __future__ import annotations
 
+import re
+
 import torch
 
+from trainer.export.ui_rules import REFUSES, UNKNOWN, Verdicts
 from trainer.shared.errors import UserError
+
+UIS = ("comfyui", "forge", "invokeai", "diffusers")
+KOHYA, PEFT, PREFIXED = ("lora_unet_", "lora_te1_", "lora_te2_"), ("transformer.", "text_encoder.", "text_encoder_2."), \
+    "diffusion_model."
+EMBEDDERS = re.compile(r"^(lora_unet_|diffusion_model\.)(img_in|txt_in|time_in|vector_in|guidance_in|final_layer)")
+T5 = ("lora_te2_", "text_encoder_2.")
+INVOKEAI_PEFT_MARKERS = ("transformer.single_transformer_blocks.0.attn.to_q",
+                         "transformer.transformer_blocks.0.attn.add_q_proj")
 
 
 def hidden_size(config: dict) -> int:
@@ -71,10 +88,16 @@ def kohya_targets(components: dict) -> dict[str, tuple]:
         if key.endswith(".weight") and len(shape) == 2:
             module = key.removesuffix(".weight")
             out[kohya_name(module)] = ("unet", module, "Linear", shape)
+            out[PREFIXED + module] = ("unet", module, "Linear", shape)  # ComfyUI/Forge/InvokeAI read these too
+    for key, shape in shapes.items():  # the diffusers/PEFT layout's names
+        if key.endswith(".weight") and len(shape) == 2:
+            module = key.removesuffix(".weight")
+            out["transformer." + module] = ("unet", module, "Linear", shape)
     for name, module in components["text_encoder"].named_modules():
         if isinstance(module, torch.nn.Linear):
-            out[kohya_module("text_encoder", name, None)] = ("text_encoder", name, "Linear",
-                                                               tuple(module.weight.shape))
+            target = ("text_encoder", name, "Linear", tuple(module.weight.shape))
+            out[kohya_module("text_encoder", name, None)] = target
+            out["text_encoder." + (name if name.startswith("text_model.") else "text_model." + name)] = target
     return out
 
 
@@ -85,7 +108,9 @@ def diffusers_pieces(target, down: torch.Tensor, up: torch.Tensor, config: dict)
 
     if target.component != "unet":
         return [(target.module, down, up)]
-    link = next(one for one in links(64, 64, True) if one.bfl == target.module)  # deep enough for any real model
+    link = next((one for one in links(64, 64, True) if one.bfl == target.module), None)  # deep enough for any model
+    if link is None:  # a module of the diffusers/PEFT layout already
+        return [(target.module, down, up)]
     sizes = [hidden_size(config) * (4 if p.endswith("proj_mlp") else 1) for p in link.parts] \
         if len(link.parts) > 1 else [up.shape[0]]
     if link.swap:  # final_layer: BFL rows shift|scale, diffusers scale|shift
@@ -115,3 +140,40 @@ def bfl_rows(component: str, module: str, config: dict) -> tuple[str, object]:
         raise UserError(f"merge does not bake FLUX.1's final layer ({module})", "use the LoRA at generation time")
     rows = None if slot.rows is None else (slot.row_offset, slot.row_offset + slot.rows)
     return f"{link.bfl}.weight", rows
+
+
+def ui_verdicts(shapes: dict[str, tuple]) -> dict[str, tuple[str, str]]:
+    """Each UI's verdict on a FLUX.1 LoRA file of any layout (the rules in the module docstring)."""
+    from trainer.export.ui_rules import lora_modules
+
+    modules = lora_modules(shapes)
+    verdicts = Verdicts(UIS)
+    other = [m for m in modules if not m.startswith((*KOHYA, *PEFT, PREFIXED))]
+    if other:
+        verdicts.add(UIS, UNKNOWN, f"{len(other)} layers in a layout not measured, e.g. {other[0]}")
+    embedders = [m for m in modules if EMBEDDERS.match(m)]
+    if embedders:
+        verdicts.add("invokeai", REFUSES, f"LoRA on {', '.join(sorted({EMBEDDERS.match(m)[2] for m in embedders}))} "
+                                          "(embedders/final layer)")
+        verdicts.drop("diffusers", embedders, "embedders/final layer")
+    t5 = [m for m in modules if m.startswith(T5)]
+    if t5:
+        verdicts.add("invokeai", REFUSES, "T5 LoRA keys")
+        verdicts.drop("diffusers", t5, "T5")
+    _peft_verdicts(verdicts, {m: parts for m, parts in modules.items() if m.startswith(PEFT)})
+    prefixed = [m for m in modules if m.startswith(PREFIXED) and "lora_A.weight" in modules[m]]
+    verdicts.drop("diffusers", prefixed, "it applies nothing under a `diffusion_model.` prefix with lora_A/lora_B",
+                  PREFIXED)
+    return verdicts.result()
+
+
+def _peft_verdicts(verdicts: Verdicts, modules: dict[str, set[str]]) -> None:
+    if not modules:
+        return
+    if any("alpha" in parts for parts in modules.values()):
+        verdicts.add("invokeai", REFUSES, "`.alpha` keys in the diffusers layout")
+    if any(m.startswith("text_encoder") for m in modules):
+        verdicts.add(("invokeai", "diffusers"), REFUSES, "text-encoder keys in the diffusers layout")
+    missing = [m for m in INVOKEAI_PEFT_MARKERS if m not in modules]
+    if missing:
+        verdicts.add("invokeai", REFUSES, f"not recognised as FLUX without {' and '.join(missing)}")

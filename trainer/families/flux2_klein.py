@@ -234,6 +234,11 @@ class Flux2Klein(QwenTokenizers, Family):
 
         return targets(components)
 
+    def ui_verdicts(self, shapes: dict[str, tuple], metadata: dict) -> dict[str, tuple[str, str]]:
+        from trainer.families.klein_lora import ui_verdicts
+
+        return ui_verdicts(shapes)
+
     def diffusers_pieces(self, target, down, up, denoiser_config: dict) -> list:
         from trainer.families.klein_lora import diffusers_pieces
 
@@ -268,6 +273,11 @@ class Flux2Klein(QwenTokenizers, Family):
         from trainer.models.flux2_layout import to_original
 
         return to_original(components["unet"].state_dict())
+
+    def original_key(self, component: str, module: str, denoiser_config: dict) -> tuple[str, object]:
+        from trainer.families.klein_lora import merge_slot
+
+        return merge_slot(module, denoiser_config)
 
     def single_files(self, components: dict, variant: str = "4b") -> dict[str, dict]:
         from trainer.families.klein_files import single_files

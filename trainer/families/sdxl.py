@@ -37,7 +37,9 @@ class StableDiffusionXL(UNetFamily):
         version = lora_version(metadata)
         if "sdxl" in version or "stable-diffusion-xl" in version:
             return True
-        return any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.", "te2.")) for k in keys)
+        # FLUX.1 files name CLIP-L/T5 lora_te1_/lora_te2_ (text_encoder_2.) too; their transformer tells them apart
+        return any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.", "te2.")) for k in keys) and \
+            not any(k.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_", "transformer.")) for k in keys)
 
     def conditioning(self, model, hidden, pooled, batch, latents, dtype) -> dict:
         """SDXL's micro-conditioning: (orig_h, orig_w, crop_top, crop_left, target_h, target_w) per image."""

@@ -199,6 +199,52 @@ class ZImage(QwenTokenizers, Family):
             raise ValueError(f"{component} is never trained for {self.label}")
         return lora_name(module)
 
+    def kohya_modules(self, components: dict) -> dict[str, tuple]:
+        """The split layers our files hold, and the fused `attention.qkv` layers ComfyUI's own names use."""
+        from trainer.models import zimage_layout
+
+        out = super().kohya_modules(components)
+        shapes = {k: tuple(v.shape) for k, v in components["unet"].state_dict().items()}
+        for link in zimage_layout.layout(zimage_layout.depths(shapes)).links:
+            if len(link.parts) > 1:
+                rows = sum(shapes[f"{part}.weight"][0] for part in link.parts)
+                out[zimage_layout.LORA_PREFIX + link.original] = \
+                    ("unet", link.original, "Linear", (rows, shapes[f"{link.parts[0]}.weight"][1]))
+        return out
+
+    def diffusers_pieces(self, target, down, up, denoiser_config: dict) -> list:
+        """A fused `attention.qkv` module becomes to_q/to_k/to_v (each the whole down, its third of the up)."""
+        from trainer.models.zimage_layout import lora_read
+
+        pieces = lora_read({f"{target.module}.lora_A.weight": down, f"{target.module}.lora_B.weight": up})
+        if len(pieces) == 1:
+            return [(module, piece_down, piece_up) for module, (piece_down, piece_up, _) in pieces.items()]
+        # each piece its own copy of the shared down: a file cannot hold one tensor under three names
+        return [(module, piece_down.clone(), piece_up) for module, (piece_down, piece_up, _) in pieces.items()]
+
+    def ui_verdicts(self, shapes: dict[str, tuple], metadata: dict) -> dict[str, tuple[str, str]]:
+        """Split q/k/v under `diffusion_model.` (ours) loads everywhere; InvokeAI and diffusers drop fused
+        `attention.qkv` layers; kohya `lora_unet_` names are dropped by ComfyUI and Forge Neo and refused by
+        InvokeAI (issue 28's measurements). Original Forge has no Z-Image."""
+        from trainer.export.ui_rules import ABSENT, REFUSES, UNKNOWN, Verdicts, lora_modules
+        from trainer.models.zimage_layout import LORA_PREFIX
+
+        modules = list(lora_modules(shapes))
+        verdicts = Verdicts(("comfyui", "forge-neo", "invokeai", "diffusers", "forge"))
+        verdicts.add("forge", ABSENT, "has no Z-Image (Forge Neo has)")
+        verdicts.drop(("invokeai", "diffusers"), [m for m in modules if m.endswith(".attention.qkv")],
+                      "fused attention.qkv", LORA_PREFIX)
+        kohya = [m for m in modules if m.startswith("lora_unet_")]
+        verdicts.drop(("comfyui", "forge-neo"), kohya, "kohya lora_unet_ names")
+        if kohya:
+            verdicts.add("invokeai", REFUSES, "kohya lora_unet_ names")
+            verdicts.add("diffusers", UNKNOWN, "kohya lora_unet_ names")
+        other = [m for m in modules if not m.startswith((LORA_PREFIX, "lora_unet_"))]
+        if other:
+            verdicts.add(("comfyui", "forge-neo", "invokeai", "diffusers"), UNKNOWN,
+                         f"{len(other)} layers without the diffusion_model. prefix, e.g. {other[0]}")
+        return verdicts.result()
+
     def export_kohya(self, adapters: dict, denoiser_config: dict, scales: dict, dtype) -> dict:
         """`diffusion_model.` + diffusers names, lora_A/lora_B, alpha folded, no `.alpha`: every UI applies it."""
         from trainer.export.kohya import folded
@@ -228,6 +274,20 @@ class ZImage(QwenTokenizers, Family):
         from trainer.models.zimage_layout import to_original
 
         return to_original(components["unet"].state_dict())
+
+    def original_key(self, component: str, module: str, denoiser_config: dict) -> tuple[str, object]:
+        """(original key, (first, end) rows of `attention.qkv` or None): q/k/v each fill their rows."""
+        from trainer.models.fused_layout import linear_widths
+        from trainer.models.zimage_layout import merge_slots
+        from trainer.shared.errors import UserError
+
+        try:
+            slot = merge_slots([module], linear_widths("ZImageTransformer2DModel", denoiser_config))[module]
+        except ValueError as exc:
+            raise UserError(f"merge cannot bake {module} into a Z-Image file: {exc}",
+                            "the LoRA is not for this model") from None
+        rows = None if slot.rows is None else (slot.row_offset, slot.row_offset + slot.rows)
+        return slot.kohya + ".weight", rows
 
     def single_files(self, components: dict, variant: str = "base") -> dict[str, dict]:
         from trainer.families.zimage_files import single_files

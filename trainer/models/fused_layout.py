@@ -23,6 +23,8 @@ plan a 12 GB file from a meta model.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -238,3 +240,19 @@ def lora_slots(names: Iterable[str], layout: Layout, out_features: Mapping[str, 
         else:
             out[name] = LoraSlot(rename(link.original), sum(sizes[:index]), sizes[index], sum(sizes))
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _linear_widths(model_class: str, config_json: str) -> dict[str, int]:
+    import diffusers
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = getattr(diffusers, model_class).from_config(json.loads(config_json))
+    return {name: m.out_features for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def linear_widths(model_class: str, config: Mapping) -> dict[str, int]:
+    """Each linear layer's output width in diffusers' `model_class` built from `config` on the meta device
+    (what lora_slots needs: read from the model, never guessed)."""
+    return _linear_widths(model_class, json.dumps(dict(config), sort_keys=True, default=str))
