@@ -74,6 +74,7 @@ class Family:
     objective = None                  # the objective strategy (trainer.families.ddpm.Ddpm, ...)
     encode_before_denoiser = False    # captions are encoded and the text encoders freed before it loads
     fixed_prediction = ""             # what every checkpoint of the family predicts ("": each says, DDPM)
+    distilled_variants: tuple[str, ...] = ()  # step-distilled kinds of checkpoint (model.training_adapter)
 
     # --- identity -------------------------------------------------------------------------------------
     def native_resolution(self, prediction_type: str = "") -> int:
@@ -115,10 +116,12 @@ class Family:
                 "tokenizer": self.tokens.tokenizer, "targets": list(self.lora.denoiser),
                 "block_groups": list(self.lora.blocks), "full_targets": self.lora.full_label,
                 "text_encoders": list(self.text_encoders),
-                "latent_channels": self.latent_channels, "demo": self.demo}
+                "latent_channels": self.latent_channels, "demo": self.demo,
+                "distilled": variant in self.distilled_variants}
 
-    def training_warnings(self, model) -> list[str]:
-        """What a user should know about training on this checkpoint (sent as warning events)."""
+    def training_warnings(self, model, training_adapter: str = "") -> list[str]:
+        """What a user should know about training on this checkpoint (sent as warning events);
+        `training_adapter`: model.training_adapter."""
         return []
 
     def check_config(self, cfg) -> None:

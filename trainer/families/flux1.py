@@ -53,6 +53,7 @@ class Flux1(Family):
     pipeline_class = "FluxPipeline"
     encode_before_denoiser = True   # T5 never shares memory with the transformer
     fixed_prediction = "flow"
+    distilled_variants = ("schnell",)
     configs = {("dev", False): "flux1-dev", ("schnell", False): "flux1-schnell",
                ("dev", True): "tiny-flux1", ("schnell", True): "tiny-flux1-schnell"}
 
@@ -71,12 +72,13 @@ class Flux1(Family):
     def variant_of_config(self, config_name: str) -> str:
         return next(v for (v, _), name in self.configs.items() if name == config_name)
 
-    def training_warnings(self, model) -> list[str]:
-        if model.variant != "schnell":
+    def training_warnings(self, model, training_adapter: str = "") -> list[str]:
+        if model.variant != "schnell" or training_adapter:  # the adapter keeps the distillation intact
             return []
         return ["FLUX.1 schnell is timestep-distilled: a LoRA trained on it directly degrades its images "
-                "(blurry, washed out) after a few hundred steps; train on flux1-dev.safetensors (LoRAs made "
-                "there also work on schnell), or keep the run short"]
+                "(blurry, washed out) after a few hundred steps; set model.training_adapter to a schnell "
+                "training adapter (ai-toolkit's ostris/FLUX.1-schnell-training-adapter), train on "
+                "flux1-dev.safetensors (LoRAs made there also work on schnell), or keep the run short"]
 
     def check_config(self, cfg) -> None:
         super().check_config(cfg)

@@ -13,6 +13,7 @@ from trainer.lora.algorithms import peft_config
 from trainer.lora.inject import adapter_state_dict, inject, load_adapter_state_dict
 from trainer.models.load import BaseModel, family_of, load_base_model, released
 from trainer.run.sink import EventSink
+from trainer.run.training_adapter import apply_adapter, check_adapter_file, distilled_warning
 from trainer.shared import events as ev
 from trainer.shared import faults
 from trainer.shared.config import TrainConfig
@@ -40,6 +41,7 @@ class Runtime:
     offload: object = None             # trainer.run.offload.Offload, once the caches are full
     scalars: list = field(default_factory=list)  # (step, {name: value}) not yet handed to TensorBoard
     threads_before: int = 0            # torch's thread count before _threads_for; given back on exit
+    training_adapter: object = None    # trainer.run.training_adapter.TrainingAdapter (model.training_adapter)
 
     def __enter__(self) -> Runtime:
         return self
@@ -99,6 +101,10 @@ class Runtime:
             for name, encoder in self.model.family.trained_encoders(self.model):
                 out[name] = adapter_state_dict(encoder)
         return out
+
+    def without_training_adapter(self):
+        """Previews: the trained LoRA on the model as users will run it, without model.training_adapter."""
+        return self.training_adapter.off() if self.training_adapter else contextlib.nullcontext()
 
     def mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
         """Losses averaged over all processes, so that every process sees a NaN and stops together
@@ -160,24 +166,33 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink, texts: list[
     accelerator = _accelerator(cfg)
     sink.enabled = accelerator.is_main_process
     torch.manual_seed(cfg.schedule.seed)
-    family_of(cfg.model.path).check_config(cfg)  # the family's own limits, before the model loads
+    family = family_of(cfg.model.path)
+    family.check_config(cfg)  # the family's own limits, before the model loads
+    adapter_file = check_adapter_file(cfg, family)  # model.training_adapter, likewise
     files = {"vae": cfg.model.vae, "clip_l": cfg.model.clip_l, "t5": cfg.model.t5,
              "text_encoder": cfg.model.text_encoder}
     model = load_base_model(cfg.model.path, cfg.model.prediction_type, cfg.performance.weight_dtype,
                             accelerator.device, files, defer_denoiser=True)
     model.train_guidance = cfg.model.train_guidance
-    for message in model.family.training_warnings(model):
+    warnings = model.family.training_warnings(model, cfg.model.training_adapter)
+    if adapter_file and (message := distilled_warning(model.family, model.variant)):
+        warnings.append(message)
+    for message in warnings:
         sink.emit(ev.Warning(message=message, hint="nothing stops the run; the message says what to change"))
     if model.pending_denoiser is not None:
         _encode_first(cfg, model, accelerator.device, texts, sink)
     weight_dtype = model.precision.compute  # what inputs are cast to; fp8 layers upcast to it themselves
     threads_before = _threads_for(model, accelerator.device)
     unet_params, te_params = add_adapters(cfg, model)
+    training_adapter = apply_adapter(model, adapter_file) if adapter_file else None  # after: never trained
     _place(model, accelerator.device, unet_params + te_params)
     _speedups(cfg, model, sink, accelerator.device, bool(te_params))
     rt = Runtime(cfg, accelerator, model, sink, weight_dtype, unet_params, te_params, unet=model.unet,
                  log_dir=Path(run_dir) / "logs" if accelerator.is_main_process else None,
-                 threads_before=threads_before)
+                 threads_before=threads_before, training_adapter=training_adapter)
+    if training_adapter:
+        log.info("training adapter %s applied, frozen (left out of previews and saved files)",
+                 adapter_file.path.name)
     log.info("model: %s (%s, %s); %d LoRA tensors; device %s, frozen weights %s, mixed precision %s",
              model.description, model.arch, model.prediction_type, len(unet_params) + len(te_params),
              accelerator.device, model.precision.name, accelerator.mixed_precision)
