@@ -114,14 +114,16 @@ def _denoiser_output(rt, generator_seed: int = 0) -> torch.Tensor:
         return model.family.predict(model.unet, latents, torch.tensor([0.5]), conditioning)
 
 
-def test_previews_see_the_base_and_the_trained_lora_only(schnell, schnell_adapter, data, tmp_path):
+@pytest.mark.parametrize("weight_dtype", ["fp32", "fp8"])
+def test_previews_see_the_base_and_the_trained_lora_only(weight_dtype, schnell, schnell_adapter, data, tmp_path):
     from tests.support.engine import RecordingSink
     from trainer.run.runtime import setup_runtime
 
     lora = _adapter_from_one_step(schnell, data, tmp_path / "lora", targets="attention")
     with safe_open(str(lora), "pt") as f:
         trained = {"unet": FLUX.peft_components({}, lora, load_file(str(lora)), f.metadata())["transformer"]}
-    cfg = tiny_config(data, model__path=str(schnell), lora__alpha=4.0, **FAST)  # alpha = rank: scale 1
+    cfg = tiny_config(data, model__path=str(schnell), lora__alpha=4.0, performance__weight_dtype=weight_dtype,
+                      **FAST)  # alpha = rank: scale 1
     outputs = {}
     for label, adapter in (("plain", ""), ("adapter", str(schnell_adapter))):
         cfg.model.training_adapter = adapter
@@ -134,6 +136,8 @@ def test_previews_see_the_base_and_the_trained_lora_only(schnell, schnell_adapte
                 outputs[label + " off"] = _denoiser_output(rt)
             outputs[label + " after"] = _denoiser_output(rt)
             assert [p for p in rt.model.unet.parameters() if p.requires_grad] == trainable == rt.unet_params
+            frozen = [p for n, p in rt.model.unet.named_parameters() if f".{NAME}." in n]
+            assert (bool(frozen) == bool(adapter)) and all(p.dtype == torch.float32 for p in frozen)
     assert torch.equal(outputs["adapter off"], outputs["plain"]), "previews would show the training adapter"
     assert not torch.equal(outputs["adapter"], outputs["plain"]), "the training adapter is not applied"
     assert torch.equal(outputs["adapter after"], outputs["adapter"]), "the adapter did not come back on"

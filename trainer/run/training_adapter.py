@@ -166,13 +166,13 @@ def _inject(denoiser, state: dict, dtype) -> None:
     with warnings.catch_warnings():  # peft warns that a model with an adapter gets another: that is the point
         warnings.simplefilter("ignore")
         inject_adapter_in_model(config, denoiser, adapter_name=NAME)
+    for name, p in denoiser.named_parameters():
+        if f".{NAME}." in name:  # before the weights go in: peft made them in the base layer's dtype
+            p.requires_grad_(False)
+            p.data = p.data.to(dtype)
     result = set_peft_model_state_dict(denoiser, {k: v.to(dtype) for k, v in state.items()}, adapter_name=NAME)
     if getattr(result, "unexpected_keys", None):
         raise RuntimeError(f"training adapter weights did not load: {result.unexpected_keys[:3]}")
-    for name, p in denoiser.named_parameters():
-        if f".{NAME}." in name:
-            p.requires_grad_(False)
-            p.data = p.data.to(dtype)
 
 
 def check_same_file(recorded: dict | None, current: AdapterFile | None, step: int) -> None:
