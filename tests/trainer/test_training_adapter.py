@@ -73,8 +73,12 @@ def test_schnell_trains_against_the_adapter_and_saves_only_the_lora(schnell, sch
     with_adapter = tiny_config(data, model__training_adapter=str(schnell_adapter), **common)
     adapter, sink = train_in_process(with_adapter, tmp_path / "with")
     plain, plain_sink = train_in_process(tiny_config(data, **common), tmp_path / "plain")
+    ai_toolkit = _diffusers_layout(schnell_adapter, tmp_path / "pytorch_lora_weights.safetensors")
+    _, ai_toolkit_sink = train_in_process(tiny_config(data, model__training_adapter=str(ai_toolkit), **common),
+                                          tmp_path / "ai-toolkit")
 
     assert _first_loss(sink) != _first_loss(plain_sink), "the training adapter changed nothing in the step"
+    assert _first_loss(ai_toolkit_sink) == _first_loss(sink), "the diffusers layout was read otherwise"
     assert not any("timestep-distilled" in w.message for w in sink.of_type("warning"))
     assert any("timestep-distilled" in w.message for w in plain_sink.of_type("warning"))
     assert active and all(names == {ADAPTER} for names in active), f"previews rendered with {active}"
@@ -85,6 +89,16 @@ def test_schnell_trains_against_the_adapter_and_saves_only_the_lora(schnell, sch
     _assert_file_is_the_trained_lora(adapter, snapshot, with_adapter.lora.alpha / with_adapter.lora.rank)
     with safe_open(str(adapter), "pt") as f:
         assert f.metadata()["lora_studio_training_adapter"] == schnell_adapter.name
+
+
+def _diffusers_layout(kohya_file: Path, out: Path) -> Path:
+    """The adapter as ai-toolkit writes FLUX LoRAs (ostris' schnell adapter too): diffusers names, lora_A/B,
+    alpha folded, no metadata saying what it was trained on."""
+    from trainer.export.convert import kohya_to_diffusers
+
+    with safe_open(str(kohya_file), "pt") as f:
+        save_file(kohya_to_diffusers(load_file(str(kohya_file)), f.metadata()), str(out))
+    return out
 
 
 def _assert_file_is_the_trained_lora(path: Path, snapshot: dict, scale: float) -> None:

@@ -238,9 +238,13 @@ class Flux1(Family):
 
     def peft_components(self, denoiser_config: dict, path: Path, tensors: dict, metadata: dict) -> dict:
         """Our own kohya -> PEFT conversion (diffusers' kohya FLUX reader works only at FLUX's real width and
-        drops some layers silently): the fused layers split back exactly, CLIP-L's modules as they are."""
+        drops some layers silently): the fused layers split back exactly, CLIP-L's modules as they are. A file
+        in the diffusers layout already is taken as it is."""
         from trainer.export.convert import kohya_to_diffusers
+        from trainer.families.flux1_lora import diffusers_file_state
 
+        if (ready := diffusers_file_state(tensors)) is not None:
+            return ready
         state = kohya_to_diffusers(tensors, metadata, text_encoders=True)
         return {part: {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
                 for part in {k.split(".", 1)[0] for k in state}}

@@ -115,3 +115,20 @@ def bfl_rows(component: str, module: str, config: dict) -> tuple[str, object]:
         raise UserError(f"merge does not bake FLUX.1's final layer ({module})", "use the LoRA at generation time")
     rows = None if slot.rows is None else (slot.row_offset, slot.row_offset + slot.rows)
     return f"{link.bfl}.weight", rows
+
+
+def diffusers_file_state(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]] | None:
+    """{component: PEFT state} of a file already in the diffusers/PEFT layout (our `--format diffusers`,
+    ai-toolkit's FLUX LoRAs and ostris' schnell training adapter), a `.alpha` where there is one folded into
+    lora_B; None for a file in another layout (kohya)."""
+    if not tensors or not all(k.startswith(("transformer.", "text_encoder.")) for k in tensors):
+        return None
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        if key.endswith(".alpha"):
+            continue
+        component, name = key.split(".", 1)
+        alpha = tensors.get(key.removesuffix("lora_B.weight") + "alpha") if key.endswith("lora_B.weight") else None
+        out.setdefault(component, {})[name] = tensor if alpha is None else \
+            tensor.float() * (float(alpha) / tensor.shape[1])
+    return out
