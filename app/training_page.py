@@ -45,6 +45,7 @@ HIDDEN = {"model.path", "dataset.path", "lora.targets", "lora.train_text_encoder
 
 
 FILES_KEYS = ("model.vae", "model.clip_l", "model.t5")   # a family's other files, named by config key
+ADAPTER_KEY = "model.training_adapter"   # shown beside the base model when the engine says it is distilled
 
 
 class TrainingPage(QWidget):
@@ -72,7 +73,7 @@ class TrainingPage(QWidget):
         self.family: dict | None = None  # the base model's family facts, from the engine's model check
         self.resolution_chosen = False   # typed by the user (or loaded as an unusual value): a base never moves it
         self.editors["dataset.resolution"].changed.connect(lambda: setattr(self, "resolution_chosen", True))
-        for key in FILES_KEYS:  # naming a missing file answers the model check's question
+        for key in (*FILES_KEYS, ADAPTER_KEY):  # naming a missing file answers the model check's question
             self.editors[key].changed.connect(self._show_missing_files)
         self._build()
         self.load(config_mod.TrainConfig())
@@ -101,6 +102,8 @@ class TrainingPage(QWidget):
         form.addRow("Base model", row(self.model, browse))
         form.addRow("", self.arch)
         form.addRow("Preset", row(self.preset, save_preset))
+        form.addRow(_tipped_label("Training adapter", ADAPTER_KEY), self.editors[ADAPTER_KEY])
+        form.setRowVisible(self.editors[ADAPTER_KEY], False)  # until the model check says the model is distilled
         form.addRow("Train layers", row(*self.targets.values()))
         for key in MAIN_KEYS:
             form.addRow(_tipped_label(_label(key), key), self.editors[key])
@@ -156,7 +159,7 @@ class TrainingPage(QWidget):
         group.setChecked(False)
         advanced_form = QFormLayout(group)
         for key, editor in self.editors.items():
-            if key not in MAIN_KEYS:
+            if key not in MAIN_KEYS and key != ADAPTER_KEY:
                 advanced_form.addRow(_tipped_label(key, key), editor)
         group.toggled.connect(lambda on: [advanced_form.itemAt(i).widget().setVisible(on)
                                           for i in range(advanced_form.count()) if advanced_form.itemAt(i).widget()])
@@ -325,9 +328,14 @@ class TrainingPage(QWidget):
             return
         missing = [m for m in info.get("missing_files", [])
                    if not any(f"({key};" in m and self.editors[key].value() for key in FILES_KEYS)]
-        self.arch.setText(describe(info) + (" — also needs: " + "; ".join(missing) + ". Put them beside the "
-                                            "model, or name them under Advanced." if missing else ""))
-        self.arch.setStyleSheet(f"color: {WARNING};" if missing else "")
+        text = describe(info) + (" — also needs: " + "; ".join(missing) + ". Put them beside the model, or name "
+                                 "them under Advanced." if missing else "")
+        undistill = info["family"].get("distilled") and not self.editors[ADAPTER_KEY].value()
+        if undistill:  # trained as it is, a LoRA undoes the distillation (the engine refuses or warns)
+            text += (" — a step-distilled model: give a training adapter below (a LoRA that un-distills it while "
+                     "training, e.g. ostris' adapters for ai-toolkit), or train on its undistilled model.")
+        self.arch.setText(text)
+        self.arch.setStyleSheet(f"color: {WARNING};" if missing or undistill else "")
 
     def _follow_family(self, family: dict) -> None:
         """Settings whose steps and limits are the family's: caption tokens move by whole chunks up to the
@@ -336,6 +344,8 @@ class TrainingPage(QWidget):
         tokens.setSingleStep(family["token_chunk"])
         tokens.setMaximum(family["max_tokens"])
         self.targets["conv"].setText(family["full_targets"])  # UNets: convolutions; FLUX: modulation layers
+        adapter = self.editors[ADAPTER_KEY]  # offered for distilled models, and kept in sight while it is set
+        self.form.setRowVisible(adapter, bool(family.get("distilled") or adapter.value()))
         self.family = family
 
     def _browse_model(self) -> None:

@@ -30,7 +30,8 @@ SCIENTIFIC = {"optimizer.lr", "optimizer.text_encoder_lr", "optimizer.eps", "opt
               "lora.ema_decay"}
 # path keys get a Browse… button with this filter
 FILES = {"lora.init_from": "LoRA (*.safetensors)", "model.vae": "VAE / autoencoder (*.safetensors *.sft)",
-         "model.clip_l": "CLIP-L text encoder (*.safetensors)", "model.t5": "T5-XXL text encoder (*.safetensors)"}
+         "model.clip_l": "CLIP-L text encoder (*.safetensors)", "model.t5": "T5-XXL text encoder (*.safetensors)",
+         "model.training_adapter": "Training adapter LoRA (*.safetensors)"}
 LIST_HINT = "down, mid, up (e.g. 8, 16, 32); empty = one value for every block"
 
 

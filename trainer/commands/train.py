@@ -63,7 +63,7 @@ def _absolutize(cfg: config_mod.TrainConfig, base: Path) -> None:
         cfg.dataset.path = str((base / cfg.dataset.path).resolve())
     if not cfg.model.path.startswith("demo:") and not Path(cfg.model.path).expanduser().is_absolute():
         cfg.model.path = str((base / cfg.model.path).resolve())
-    for key in ("vae", "clip_l", "t5", "text_encoder"):  # a family's other files
+    for key in ("vae", "clip_l", "t5", "text_encoder", "training_adapter"):  # a family's other files
         value = getattr(cfg.model, key)
         if value and not Path(value).expanduser().is_absolute():
             setattr(cfg.model, key, str((base / value).resolve()))

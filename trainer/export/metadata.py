@@ -48,6 +48,7 @@ class TrainingFacts:
     conv_alpha: float = 0.0
     rslora: bool = False
     zero_terminal_snr: bool = False
+    training_adapter: str = ""  # file name of model.training_adapter: applied while training, not in the file
 
 
 def build_metadata(f: TrainingFacts) -> dict[str, str]:
@@ -97,6 +98,8 @@ def build_metadata(f: TrainingFacts) -> dict[str, str]:
         "lora_studio_config": f.config_toml,
         "lora_studio_base_config": f.base_config,
     }
+    if f.training_adapter:  # its name only, so a user can tell what the LoRA was trained against
+        meta["lora_studio_training_adapter"] = f.training_adapter
     meta.update(_modelspec(f, by_family["modelspec.architecture"]))
     meta.update({k: v for k, v in by_family.items() if k not in meta and not k.startswith("modelspec.")})
     return meta

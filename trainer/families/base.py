@@ -76,6 +76,7 @@ class Family:
     fixed_prediction = ""             # what every checkpoint of the family predicts ("": each says, DDPM)
     swap_blocks: tuple[str, ...] = () # the denoiser's lists of transformer blocks, in the order they run, that
                                       # performance.blocks_to_swap takes from the end of (trainer.run.block_swap)
+    distilled_variants: tuple[str, ...] = ()  # step-distilled kinds of checkpoint (model.training_adapter)
 
     # --- identity -------------------------------------------------------------------------------------
     def native_resolution(self, prediction_type: str = "") -> int:
@@ -117,7 +118,8 @@ class Family:
                 "tokenizer": self.tokens.tokenizer, "targets": list(self.lora.denoiser),
                 "block_groups": list(self.lora.blocks), "full_targets": self.lora.full_label,
                 "text_encoders": list(self.text_encoders),
-                "latent_channels": self.latent_channels, "demo": self.demo, "licence": self.licence(variant)}
+                "latent_channels": self.latent_channels, "demo": self.demo, "licence": self.licence(variant),
+                "distilled": variant in self.distilled_variants}
 
     def preview_defaults(self, variant: str = "", source: str = "") -> tuple[int, float]:
         """(sampler steps, guidance) a preview or `generate` uses when the user leaves them at 0 / unset: what
@@ -130,8 +132,9 @@ class Family:
         it is permissive or the user's own checkpoint decides."""
         return ""
 
-    def training_warnings(self, model) -> list[str]:
-        """What a user should know about training on this checkpoint (sent as warning events)."""
+    def training_warnings(self, model, training_adapter: str = "") -> list[str]:
+        """What a user should know about training on this checkpoint (sent as warning events);
+        `training_adapter`: model.training_adapter."""
         return []
 
     def check_config(self, cfg) -> None:

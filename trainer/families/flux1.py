@@ -54,6 +54,7 @@ class Flux1(Family):
     pipeline_class = "FluxPipeline"
     encode_before_denoiser = True   # T5 never shares memory with the transformer
     fixed_prediction = "flow"
+    distilled_variants = ("schnell",)
     configs = {("dev", False): "flux1-dev", ("schnell", False): "flux1-schnell",
                ("dev", True): "tiny-flux1", ("schnell", True): "tiny-flux1-schnell"}
 
@@ -82,12 +83,13 @@ class Flux1(Family):
     def variant_of_config(self, config_name: str) -> str:
         return next(v for (v, _), name in self.configs.items() if name == config_name)
 
-    def training_warnings(self, model) -> list[str]:
-        if model.variant != "schnell":
+    def training_warnings(self, model, training_adapter: str = "") -> list[str]:
+        if model.variant != "schnell" or training_adapter:  # the adapter keeps the distillation intact
             return []
         return ["FLUX.1 schnell is timestep-distilled: a LoRA trained on it directly degrades its images "
-                "(blurry, washed out) after a few hundred steps; train on flux1-dev.safetensors (LoRAs made "
-                "there also work on schnell), or keep the run short"]
+                "(blurry, washed out) after a few hundred steps; set model.training_adapter to a schnell "
+                "training adapter (ai-toolkit's ostris/FLUX.1-schnell-training-adapter), train on "
+                "flux1-dev.safetensors (LoRAs made there also work on schnell), or keep the run short"]
 
     def check_config(self, cfg) -> None:
         super().check_config(cfg)
@@ -252,9 +254,13 @@ class Flux1(Family):
 
     def peft_components(self, denoiser_config: dict, path: Path, tensors: dict, metadata: dict) -> dict:
         """Our own kohya -> PEFT conversion (diffusers' kohya FLUX reader works only at FLUX's real width and
-        drops some layers silently): the fused layers split back exactly, CLIP-L's modules as they are."""
+        drops some layers silently): the fused layers split back exactly, CLIP-L's modules as they are. A file
+        in the diffusers layout already is taken as it is."""
         from trainer.export.convert import kohya_to_diffusers
+        from trainer.families.flux1_lora import diffusers_file_state
 
+        if (ready := diffusers_file_state(tensors)) is not None:
+            return ready
         state = kohya_to_diffusers(tensors, metadata, text_encoders=True)
         return {part: {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
                 for part in {k.split(".", 1)[0] for k in state}}

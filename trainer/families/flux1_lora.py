@@ -177,3 +177,20 @@ def _peft_verdicts(verdicts: Verdicts, modules: dict[str, set[str]]) -> None:
     missing = [m for m in INVOKEAI_PEFT_MARKERS if m not in modules]
     if missing:
         verdicts.add("invokeai", REFUSES, f"not recognised as FLUX without {' and '.join(missing)}")
+
+
+def diffusers_file_state(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]] | None:
+    """{component: PEFT state} of a file already in the diffusers/PEFT layout (our `--format diffusers`,
+    ai-toolkit's FLUX LoRAs and ostris' schnell training adapter), a `.alpha` where there is one folded into
+    lora_B; None for a file in another layout (kohya)."""
+    if not tensors or not all(k.startswith(("transformer.", "text_encoder.")) for k in tensors):
+        return None
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        if key.endswith(".alpha"):
+            continue
+        component, name = key.split(".", 1)
+        alpha = tensors.get(key.removesuffix("lora_B.weight") + "alpha") if key.endswith("lora_B.weight") else None
+        out.setdefault(component, {})[name] = tensor if alpha is None else \
+            tensor.float() * (float(alpha) / tensor.shape[1])
+    return out

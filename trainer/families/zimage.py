@@ -70,6 +70,7 @@ class ZImage(QwenTokenizers, Family):
     encode_before_denoiser = True
     fixed_prediction = "flow"
     diffusers_text_encoders = False
+    distilled_variants = ("turbo",)  # told by the file name: the weights do not say (trainer.models.dit_detect)
     configs = {False: "zimage", True: "tiny-zimage"}
 
     def preview_defaults(self, variant: str = "", source: str = "") -> tuple[int, float]:
@@ -91,10 +92,12 @@ class ZImage(QwenTokenizers, Family):
     def check_config(self, cfg) -> None:
         super().check_config(cfg)
         shared_checks(self, cfg)
-        if "turbo" in Path(cfg.model.path).name.lower():
-            raise ConfigError(f"{Path(cfg.model.path).name} is Z-Image Turbo, a distilled model: LoRAs trained on "
-                              "it come out blurry, and a training adapter (model.training_adapter) is not supported "
-                              "yet", "train on Z-Image Base (z_image_bf16.safetensors); its LoRAs apply to Turbo")
+        if "turbo" in Path(cfg.model.path).name.lower() and not cfg.model.training_adapter:
+            raise ConfigError(f"{Path(cfg.model.path).name} is Z-Image Turbo, a step-distilled model: LoRAs trained "
+                              "on it directly come out blurry; config key 'model.training_adapter' is empty",
+                              "set model.training_adapter to a Z-Image Turbo training adapter (ai-toolkit users "
+                              "find it on Hugging Face as ostris/zimage_turbo_training_adapter), or train on "
+                              "Z-Image Base (z_image_bf16.safetensors), whose LoRAs apply to Turbo too")
 
     # --- detection ------------------------------------------------------------------------------------
     def claims_checkpoint(self, shapes: dict[str, tuple]) -> bool:

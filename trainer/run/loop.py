@@ -36,6 +36,7 @@ from trainer.run.saving import Saver
 from trainer.run.sink import EventSink
 from trainer.run.state import Position, TrainingState, latest_snapshot, load_state
 from trainer.run.state_check import check_fits, damaged
+from trainer.run.training_adapter import check_same_file
 from trainer.run.validation import Validator, split_validation
 from trainer.shared import events as ev
 from trainer.shared import faults
@@ -116,6 +117,8 @@ def _training_state(rt: Runtime, total: int) -> TrainingState:
     # with one seed for all, same-shaped batches on different GPUs got identical noise. One process: unchanged.
     noise_gen = torch.Generator().manual_seed(cfg.schedule.seed + rt.accelerator.process_index)
     pos = Position(step=0, epoch=0, batch_in_epoch=0, started_at=time.time())
+    if rt.training_adapter:  # resume checks that the config still names this very file
+        pos.extra["training_adapter"] = rt.training_adapter.file.identity()
     return TrainingState(optimizer, lr_scheduler, noise_gen, pos, total)
 
 
@@ -166,6 +169,8 @@ def _resume(rt: Runtime, run_dir: Path, state: TrainingState) -> tuple[Path, dic
         state.restore(loaded, rt.accelerator.process_index)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # what the checks above did not foresee
         raise damaged(snapshot, f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    check_same_file(state.pos.extra.get("training_adapter"),
+                    rt.training_adapter.file if rt.training_adapter else None, state.pos.step)
     return snapshot, loaded.adapters
 
 

@@ -14,6 +14,7 @@ from trainer.lora.inject import adapter_state_dict, inject, load_adapter_state_d
 from trainer.models.load import BaseModel, family_of, load_base_model, released
 from trainer.run.block_swap import place_denoiser, setup_block_swap
 from trainer.run.sink import EventSink
+from trainer.run.training_adapter import apply_adapter, check_adapter_file, distilled_warning
 from trainer.shared import events as ev
 from trainer.shared import faults
 from trainer.shared.config import TrainConfig
@@ -43,6 +44,7 @@ class Runtime:
     block_swap: object = None          # trainer.run.block_swap.BlockSwap, with performance.blocks_to_swap
     scalars: list = field(default_factory=list)  # (step, {name: value}) not yet handed to TensorBoard
     threads_before: int = 0            # torch's thread count before _threads_for; given back on exit
+    training_adapter: object = None    # trainer.run.training_adapter.TrainingAdapter (model.training_adapter)
 
     def __enter__(self) -> Runtime:
         return self
@@ -108,6 +110,10 @@ class Runtime:
                 out[name] = adapter_state_dict(encoder)
         return out
 
+    def without_training_adapter(self):
+        """Previews: the trained LoRA on the model as users will run it, without model.training_adapter."""
+        return self.training_adapter.off() if self.training_adapter else contextlib.nullcontext()
+
     def mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
         """Losses averaged over all processes, so that every process sees a NaN and stops together
         (one process stopping alone would leave the others waiting for it forever)."""
@@ -168,13 +174,18 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink, texts: list[
     accelerator = _accelerator(cfg)
     sink.enabled = accelerator.is_main_process
     torch.manual_seed(cfg.schedule.seed)
-    family_of(cfg.model.path).check_config(cfg)  # the family's own limits, before the model loads
+    family = family_of(cfg.model.path)
+    family.check_config(cfg)  # the family's own limits, before the model loads
+    adapter_file = check_adapter_file(cfg, family)  # model.training_adapter, likewise
     files = {"vae": cfg.model.vae, "clip_l": cfg.model.clip_l, "t5": cfg.model.t5,
              "text_encoder": cfg.model.text_encoder}
     model = load_base_model(cfg.model.path, cfg.model.prediction_type, cfg.performance.weight_dtype,
                             accelerator.device, files, defer_denoiser=True)
     model.train_guidance = cfg.model.train_guidance
-    for message in model.family.training_warnings(model):
+    warnings = model.family.training_warnings(model, cfg.model.training_adapter)
+    if adapter_file and (message := distilled_warning(model.family, model.variant)):
+        warnings.append(message)
+    for message in warnings:
         sink.emit(ev.Warning(message=message, hint="nothing stops the run; the message says what to change"))
     if cfg.performance.blocks_to_swap and accelerator.num_processes > 1:
         raise ConfigError("config key 'performance.blocks_to_swap' is set for a run on several GPUs",
@@ -184,12 +195,13 @@ def setup_runtime(cfg: TrainConfig, run_dir: Path, sink: EventSink, texts: list[
     weight_dtype = model.precision.compute  # what inputs are cast to; fp8 layers upcast to it themselves
     threads_before = _threads_for(model, accelerator.device)
     unet_params, te_params = add_adapters(cfg, model)
-    swap = setup_block_swap(cfg, model, accelerator.device)
+    training_adapter = apply_adapter(model, adapter_file) if adapter_file else None  # after: never trained
+    swap = setup_block_swap(cfg, model, accelerator.device)  # after both adapters: their frozen parts swap too
     _place(model, accelerator.device, unet_params + te_params, swap)
     _speedups(cfg, model, sink, accelerator.device, bool(te_params))
     rt = Runtime(cfg, accelerator, model, sink, weight_dtype, unet_params, te_params, unet=model.unet,
                  log_dir=Path(run_dir) / "logs" if accelerator.is_main_process else None,
-                 threads_before=threads_before, block_swap=swap)
+                 threads_before=threads_before, block_swap=swap, training_adapter=training_adapter)
     log.info("model: %s (%s, %s); %d LoRA tensors; device %s, frozen weights %s, mixed precision %s",
              model.description, model.arch, model.prediction_type, len(unet_params) + len(te_params),
              accelerator.device, model.precision.name, accelerator.mixed_precision)

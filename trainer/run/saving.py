@@ -83,7 +83,8 @@ class Saver:
     def _render(self, step: int) -> None:
         offload = self.rt.offload
         use_ema = self.ema.applied() if self.ema and self.cfg.sampling.use_ema else contextlib.nullcontext()
-        with offload.for_previews() if offload else contextlib.nullcontext(True) as available, use_ema:
+        with offload.for_previews() if offload else contextlib.nullcontext(True) as available, use_ema, \
+                self.rt.without_training_adapter():
             if not available:
                 self.sink.emit(ev.Warning(message="no preview: previews are off for this run, so the text "
                                                   "encoders and VAE were unloaded to save memory",
@@ -180,7 +181,8 @@ class Saver:
             trigger_phrase=c.saving.trigger_phrase, clip_skip=c.model.clip_skip,
             zero_terminal_snr=bool(m.noise_scheduler.config.get("rescale_betas_zero_snr")),
             tag_frequency=self._tag_frequency(),
-            config_toml=c.to_toml(), base_config=m.config_name)
+            config_toml=c.to_toml(), base_config=m.config_name,
+            training_adapter=Path(c.model.training_adapter).name if c.model.training_adapter else "")
 
     def _tag_frequency(self) -> dict[str, dict[str, int]]:
         """kohya's form: {subset folder: {tag: count}}, which A1111 shows in the LoRA's card."""

@@ -57,6 +57,11 @@ class ModelConfig:
                              "models/text_encoders)")
     train_guidance: float = _opt(1.0, "the guidance input of guidance-distilled models while training (FLUX.1 "
                                  "dev; 1.0 as kohya and ai-toolkit train)", min=0.0, max=100.0)
+    training_adapter: str = _opt("", "a LoRA (.safetensors) that un-distills a step-distilled model (FLUX.1 "
+                                 "schnell, Z-Image Turbo) while training: applied frozen at every step, left out "
+                                 "of previews and of the saved LoRA, so the LoRA learns only your subject and "
+                                 "works on the distilled model at its few steps (ostris' training adapters for "
+                                 "ai-toolkit); \"\" = none")
 
 
 @dataclass
