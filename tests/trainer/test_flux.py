@@ -111,6 +111,9 @@ def test_generate_applies_a_flux_lora_and_refuses_an_sd_one(flux_files, tmp_path
     sd = our_lora(tmp_path / "sd15.safetensors")
     with pytest.raises(UserError, match="is a LoRA for SD 1.x, the base model is FLUX.1"):
         generator.generate(Request(**request, name="sd", loras=[{"path": str(sd), "weight": 1.0}]))
+    # the frozen transformer in fp8 (what 12-16 GB cards use): the LoRA applies there too
+    fp8 = Generator(load_base(str(flux_files), "fp8"))
+    assert fp8.generate(Request(**request, name="fp8", loras=[{"path": str(adapter), "weight": 1.0}]))[0].path.is_file()
 
 
 def test_conformance_single_files_are_the_four_users_keep():

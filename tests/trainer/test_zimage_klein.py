@@ -130,6 +130,8 @@ def test_generate_applies_our_lora_and_refuses_an_sd_one(family_files, request, 
     plain = generator.generate(Request(**ask, name="plain"))[0].path
     with_lora = generator.generate(Request(**ask, name="lora", loras=[{"path": str(adapter), "weight": 1.0}]))[0].path
     assert Image.open(plain).tobytes() != Image.open(with_lora).tobytes(), "the LoRA changed nothing"
+    fp8 = Generator(load_base(str(files), "fp8"))  # the frozen transformer in fp8, as small GPUs keep it
+    assert fp8.generate(Request(**ask, name="fp8", loras=[{"path": str(adapter), "weight": 1.0}]))[0].path.is_file()
     with pytest.raises(UserError, match="is a LoRA for SD 1.x"):
         generator.generate(Request(**ask, name="sd", loras=[{"path": str(our_lora(tmp_path / "sd.safetensors")),
                                                              "weight": 1.0}]))

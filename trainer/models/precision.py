@@ -29,7 +29,11 @@ from trainer.shared.errors import ConfigError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP8 = torch.float8_e4m3fn
 # The first and last layers and the embeddings of the conditioning are tiny and sensitive: keep them exact.
-FP8_SKIP = ("conv_in", "conv_out", "time_embedding", "add_embedding", "time_embed", "class_embedding")
+# The DiTs' time embedders (FLUX.1's time_text_embed, klein's time_guidance_embed, Z-Image's t_embedder) are
+# also their first parameters, which diffusers' `model.dtype` reads and its pipelines cast latents to: in fp8
+# a pipeline would feed the transformer fp8 latents.
+FP8_SKIP = ("conv_in", "conv_out", "time_embedding", "add_embedding", "time_embed", "class_embedding",
+            "time_text_embed", "time_guidance_embed", "t_embedder")
 
 
 @dataclass(frozen=True)

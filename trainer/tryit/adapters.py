@@ -71,6 +71,12 @@ class Adapters:
                             f"ignored, e.g. {'; '.join(problems[:3])}",
                             "it was trained for another model (or another size of it); pick its base model")
         flat = {f"{part}.{k}": v.to(self.dtype) for part, state in components.items() for k, v in state.items()}
+        if hasattr(self.pipe, "_maybe_expand_lora_state_dict"):
+            # diffusers' FLUX loader looks each LoRA'd layer's weight up by state-dict name to widen LoRAs for
+            # FLUX Control models; an fp8 layer's weight is stored as `…parametrizations.weight.original`
+            # (trainer.models.precision), so the lookup fails. Our files never need widening: fit_problems
+            # above has checked every shape against the layer it targets.
+            self.pipe._maybe_expand_lora_state_dict = lambda transformer, lora_state_dict: lora_state_dict
         self.pipe.load_lora_weights(flat, adapter_name=name)
         missing = [p for part, state in components.items() for p in not_applied(self.pipe, part, state, name)]
         if missing:
