@@ -26,6 +26,10 @@ def _tokenizer(folder_name: str):
     folder = ASSETS / folder_name
     if (folder / "tokenizer.json").exists():
         return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if (folder / "tokenizer.json.gz").exists():  # Qwen3's, shipped gzipped (assets/PROVENANCE.md)
+        import gzip
+
+        return Tokenizer.from_str(gzip.decompress((folder / "tokenizer.json.gz").read_bytes()).decode("utf-8"))
     return _clip_bpe(folder)
 
 
