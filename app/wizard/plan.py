@@ -117,7 +117,8 @@ def make_plan(kind: str, family: dict, model_path: str, dataset: Path, images: i
     cfg.model.path, cfg.dataset.path = model_path, str(dataset)
     cfg.dataset.repeats, cfg.schedule.epochs = repeats, epochs
     _name_and_trigger(cfg, kind, trigger, class_word, name, prompts)
-    cfg.dataset.resolution = family["native_resolution"]  # the base's own: SD2 768-v at 768, SDXL at 1024
+    native, cap = family["native_resolution"], tier_resolution(tier)
+    cfg.dataset.resolution = min(native, cap or native)  # the base's own (SDXL 1024), unless the tier caps it
     if demo:
         _demo_overrides(cfg)
         data_why = f"the demo's short run: {DEMO_STEPS} steps"
@@ -176,7 +177,23 @@ def _preset_choices(cfg, kind, family, tier, tier_why, system) -> list[Choice]:
                f"the frozen {denoiser} in float8: a quarter of fp32 (docs/memory.md)" if cfg.performance.weight_dtype == "fp8"
                else f"frozen weights in {precision}, the most exact that fits"),
         *_swap_choice(cfg, denoiser),
+        *_resolution_choice(cfg, family, tier),
     ]
+
+
+def tier_resolution(tier: str) -> int | None:
+    """The training resolution a memory tier caps the run at (FLUX.1 at 512 px on 12 GB), if it does."""
+    path = config_mod.PRESETS_DIR / f"{tier}.toml"
+    return config_mod.read_toml(path).get("dataset", {}).get("resolution") if path.exists() else None
+
+
+def _resolution_choice(cfg, family, tier) -> list[Choice]:
+    native = family["native_resolution"]
+    if cfg.dataset.resolution >= native:
+        return []
+    return [Choice("dataset.resolution", cfg.dataset.resolution,
+                   f"below {family['label']}'s native {native} px to fit this memory tier ({tier}); the LoRA still "
+                   f"works at {native} px, a little less sharp in detail")]
 
 
 def _swap_choice(cfg, denoiser: str) -> list[Choice]:

@@ -85,3 +85,12 @@ def test_the_small_dit_tiers_swap_blocks_and_say_why():
     assert "performance.blocks_to_swap" not in {c.key for c in _plan("character", "flux1", 20, RTX_4090).choices}
     demo = _plan("character", "flux1", 20, rtx_3060, model="demo:flux1")
     assert demo.config.performance.blocks_to_swap == 0  # the tiny model has 4 blocks: nothing to swap
+
+
+def test_a_memory_tier_that_caps_the_resolution_keeps_its_cap():
+    """FLUX.1 on 12 GB trains at 512 px (its tier's figure), not at the family's native 1024."""
+    rtx_3060 = SystemInfo([Gpu("RTX 3060", 12.0, 11.4, True)])
+    plan = _plan("style", "flux1", 30, rtx_3060)
+    assert plan.tier == "flux1-vram-12gb" and plan.config.dataset.resolution == 512
+    assert any(c.key == "dataset.resolution" and "1024" in c.why for c in plan.choices)
+    assert _plan("style", "flux1", 30, RTX_4090).config.dataset.resolution == 1024
