@@ -97,6 +97,17 @@ def test_z_image_turbo_is_refused_for_training_naming_the_key(zimage_files, tmp_
         get("zimage").check_config(cfg)
 
 
+def test_training_on_the_distilled_klein_warns_naming_the_base_model(klein_files, tmp_path):
+    from tests.support.engine import train_in_process
+
+    for file in klein_files.parent.glob("*.safetensors"):
+        (tmp_path / file.name.replace("-base", "")).symlink_to(file)
+    cfg = tiny_config(make_dataset(tmp_path / "data", count=1), model__path=str(tmp_path / "flux-2-klein-4b.safetensors"),
+                      schedule__max_steps=1, dataset__max_token_length=32)
+    _, sink = train_in_process(cfg, tmp_path / "run")
+    assert any("flux-2-klein-base-4b.safetensors" in e.message for e in sink.of_type("warning"))
+
+
 def test_qwen3_is_never_trained_and_loras_say_what_they_are_for(zimage_files, tmp_path):
     cfg = tiny_config(make_dataset(tmp_path / "data", count=1), model__path=str(zimage_files),
                       lora__train_text_encoder=True)

@@ -33,6 +33,7 @@ KLEIN_LORA = LoraTargets(
     blocks={"double": r"transformer_blocks\.\d+\.", "single": r"single_transformer_blocks\.\d+\."},
     full_label="Modulation")
 SIZES = {"4b": "flux2-klein-4b", "9b": "flux2-klein-9b"}
+KLEIN_BASE = {"4b": "flux-2-klein-base-4b.safetensors", "9b": "flux-2-klein-base-9b.safetensors"}
 VARIANT_OF = {"flux2-klein-4b": "4b", "flux2-klein-9b": "9b"}
 
 
@@ -59,6 +60,14 @@ class Flux2Klein(QwenTokenizers, Family):
     encode_before_denoiser = True
     fixed_prediction = "flow"
     diffusers_text_encoders = False
+
+    def training_warnings(self, model, training_adapter: str = "") -> list[str]:
+        name = Path(model.source).name
+        if model.source.startswith("demo:") or "base" in name.lower() or training_adapter:
+            return []
+        return [f"{name} is the step-distilled FLUX.2 klein: LoRAs trained on it directly come out blurry or "
+                f"grey; train on the base model ({KLEIN_BASE.get(model.variant, KLEIN_BASE['4b'])}, the one "
+                "BFL publish for fine-tuning): LoRAs made there work on the distilled model too"]
 
     def preview_defaults(self, variant: str = "", source: str = "") -> tuple[int, float]:
         # the distilled klein: 4 steps, no CFG (BFL's); base: real CFG, 28 steps for a preview (50 for finals)
