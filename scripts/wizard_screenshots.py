@@ -1,7 +1,7 @@
 """Screenshots of each New LoRA wizard page in docs/screenshots/wizard-N-*.png (run under Xvfb).
 
     xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python scripts/wizard_screenshots.py
-    xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python scripts/wizard_screenshots.py demo:flux1 16
+    xvfb-run -a -s "-screen 0 1280x1100x24" .venv/bin/python scripts/wizard_screenshots.py MODEL 12
 
 With a model (typed into "My model file") and a GPU size in GB, the pages are saved as
 wizard-N-NAME-<family of the model>.png: the settings the wizard picks for that family and card.
@@ -39,6 +39,8 @@ def main() -> int:
     QStandardPaths.setTestModeEnabled(True)  # never touch the user's settings (recent and last project)
     wizard = NewLoraWizard(Path(tempfile.mkdtemp()) / "LoRA Studio",
                            SystemInfo([Gpu(CARDS[gb], float(gb), gb * 0.95, True)]))
+    if model:  # tall enough that the settings page shows every line (block swap, a capped resolution)
+        wizard.resize(900, 1060)
     wizard.show()
     steps = {
         0: lambda: wizard.kind_page.name.setText("shapes-character"),
