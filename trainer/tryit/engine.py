@@ -73,7 +73,7 @@ class Generator:
                  on_step: Callable[[int, int], None] = lambda step, total: None,
                  cancelled: Callable[[], bool] = lambda: False) -> list[Image]:
         prompt, loras = self.resolve(req)
-        req = req.with_model_defaults(*self.model.family.preview_defaults(self.model.variant, self.model.source))
+        req = self.settled(req)
         self.adapters.activate(loras)
         self.pipe.scheduler = self.model.family.preview_scheduler(req.sampler, self.model.noise_scheduler)
         width, height = req.width or self.default_size(), req.height or self.default_size()
@@ -90,6 +90,10 @@ class Generator:
             images.append(Image(path, seed, index, text))
             on_image(images[-1])
         return images
+
+    def settled(self, req: Request) -> Request:
+        """The request with the steps and CFG it leaves unset taken from the base model (its family's own)."""
+        return req.with_model_defaults(*self.model.family.preview_defaults(self.model.variant, self.model.source))
 
     def resolve(self, req: Request) -> tuple[str, list[LoraSpec]]:
         """The request's LoRAs plus those named by `<lora:name:w>` tags in its prompt (tag weights win)."""

@@ -161,7 +161,7 @@ class Server:
         data.pop("model", None)
         if self.generator is None:
             raise UserError("no base model loaded", 'send {"cmd": "load", "model": ...} or give "model"')
-        req = Request.from_dict(data)
+        req = self.generator.settled(Request.from_dict(data))
         count = 0
 
         def on_image(image) -> None:
