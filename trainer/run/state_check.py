@@ -9,13 +9,13 @@ the run. Every failure is a StateDamaged naming the snapshot and what to do.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
 import torch
 
 from trainer.shared.errors import UserError
+from trainer.shared.fsutil import sha256_of
 
 SNAPSHOT_FILES = ("adapter.safetensors", "optimizer.pt", "rng.safetensors")
 META_FIELDS = {"position", "lr_scheduler", "files"}   # "files": absent in snapshots of older versions
@@ -45,16 +45,8 @@ def _what_to_do(snapshot: Path) -> str:
 
 
 def file_digests(folder: Path) -> dict[str, dict]:
-    return {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)}
             for name in SNAPSHOT_FILES}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_meta(snapshot: Path, meta: object) -> dict:
@@ -90,7 +82,7 @@ def check_files(snapshot: Path, meta: dict) -> None:
         path, entry = snapshot / name, recorded.get(name)
         if not isinstance(entry, dict) or not path.is_file():
             raise damaged(snapshot, f"{name} is missing")
-        if path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
+        if path.stat().st_size != entry.get("bytes") or sha256_of(path) != entry.get("sha256"):
             raise damaged(snapshot, f"{name} is not the file this snapshot saved (its size or checksum "
                                     "differs: a file of another run or snapshot, or a damaged copy)")
 

@@ -19,7 +19,6 @@ layout users download (kohya, BFL, diffusers) is understood.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import warnings
 from collections import Counter
@@ -28,6 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from trainer.shared.errors import ConfigError, ModelFileError
+from trainer.shared.fsutil import sha256_of
 
 KEY = "model.training_adapter"
 NAME = "training_adapter"  # its peft adapter name; the trained one is trainer.lora.ADAPTER
@@ -71,15 +71,7 @@ def check_adapter_file(cfg, family) -> AdapterFile | None:
     if adapter_family is not None and adapter_family.id != family.id:
         raise ConfigError(f"config key '{KEY}': {path.name} is a LoRA for {adapter_family.label}, the base model "
                           f"is {family.label}", f"give a training adapter made for {family.label}")
-    return AdapterFile(path, path.stat().st_size, _sha256(path))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return AdapterFile(path, path.stat().st_size, sha256_of(path))
 
 
 def distilled_warning(family, variant: str) -> str:

@@ -107,3 +107,14 @@ def lock_folder(folder: Path) -> str | None:
     fh.flush()
     _held.append(fh)
     return None
+
+
+def sha256_of(path: Path) -> str:
+    """A file's SHA-256, read in 1 MB blocks (run snapshots, the training adapter, A1111's LoRA hashes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,7 +9,6 @@ refused with the keys and the reason, never silently half-applied.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -88,11 +87,9 @@ def _is_number(text: str) -> bool:
 
 def file_hash(path: Path) -> str:
     """A1111's short hash of a LoRA (sha256 of the file, 12 hex digits), shown in its `Lora hashes`."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+    from trainer.shared.fsutil import sha256_of
+
+    return sha256_of(path)[:12]
 
 
 def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
