@@ -189,8 +189,8 @@ def tier_resolution(tier: str) -> int | None:
 
 def _resolution_choice(cfg, family, tier) -> list[Choice]:
     native = family["native_resolution"]
-    if cfg.dataset.resolution >= native:
-        return []
+    if cfg.dataset.resolution >= native or cfg.dataset.resolution != tier_resolution(tier):
+        return []  # the native size, or the demo's 64 px (its own line says so)
     return [Choice("dataset.resolution", cfg.dataset.resolution,
                    f"below {family['label']}'s native {native} px to fit this memory tier ({tier}); the LoRA still "
                    f"works at {native} px, a little less sharp in detail")]

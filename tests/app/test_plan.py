@@ -94,3 +94,5 @@ def test_a_memory_tier_that_caps_the_resolution_keeps_its_cap():
     assert plan.tier == "flux1-vram-12gb" and plan.config.dataset.resolution == 512
     assert any(c.key == "dataset.resolution" and "1024" in c.why for c in plan.choices)
     assert _plan("style", "flux1", 30, RTX_4090).config.dataset.resolution == 1024
+    demo = _plan("style", "flux1", 30, rtx_3060, model="demo:flux1")
+    assert not any(c.key == "dataset.resolution" for c in demo.choices)  # 64 px: the demo's, not the tier's

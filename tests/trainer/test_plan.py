@@ -74,6 +74,13 @@ def test_lora_size_is_the_count_training_builds(spec, keys, exact):
     assert planned == built if exact else planned >= built
 
 
+@pytest.mark.parametrize("spec", ["demo:flux1", "demo:zimage", "demo:flux2-klein"])
+def test_dit_lora_size_is_the_count_training_builds(spec):
+    """Every DiT family's plan counts what training builds (the wizard's memory line asks for it)."""
+    cfg = _cfg(model__path=spec, lora__rank=6, lora__targets="full", dataset__max_token_length=32)
+    assert make_plan(cfg, "cpu").lora_params == sum(p.numel() for p in _built(cfg))
+
+
 @pytest.mark.parametrize("optimizer,exact", [("adamw", True), ("adafactor", False), ("prodigy", False)])
 def test_adapter_memory_is_what_the_optimizer_holds_after_a_step(optimizer, exact):
     """Weights, gradients and every state tensor of the optimizer training builds, after one step: AdamW's

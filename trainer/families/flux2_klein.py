@@ -170,7 +170,9 @@ class Flux2Klein(QwenTokenizers, Family):
         from trainer.families.klein_files import build_components
 
         with torch.device("meta"):
-            return build_components(configs)
+            parts = build_components(configs)
+        parts.pop("scheduler")  # modules only: plan counts their parameters
+        return parts
 
     def load_single_file(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
         from trainer.families.klein_files import load_files
