@@ -37,6 +37,12 @@ KLEIN_BASE = {"4b": "flux-2-klein-base-4b.safetensors", "9b": "flux-2-klein-base
 VARIANT_OF = {"flux2-klein-4b": "4b", "flux2-klein-9b": "9b"}
 
 
+def distilled(path) -> bool:
+    """BFL name the undistilled klein `…-base-…` (flux-2-klein-base-4b) and the step-distilled one without it; the
+    two share one layout, so the name is all that tells them apart."""
+    return "base" not in Path(str(path)).name.lower()
+
+
 class Flux2Klein(QwenTokenizers, Family):
     id, label = "flux2-klein", "FLUX.2 klein"
     denoiser = "transformer"
@@ -63,7 +69,7 @@ class Flux2Klein(QwenTokenizers, Family):
 
     def training_warnings(self, model, training_adapter: str = "") -> list[str]:
         name = Path(model.source).name
-        if model.source.startswith("demo:") or "base" in name.lower() or training_adapter:
+        if model.source.startswith("demo:") or not distilled(name) or training_adapter:
             return []
         return [f"{name} is the step-distilled FLUX.2 klein: LoRAs trained on it directly come out blurry or "
                 f"grey; train on the base model ({KLEIN_BASE.get(model.variant, KLEIN_BASE['4b'])}, the one "
@@ -71,7 +77,7 @@ class Flux2Klein(QwenTokenizers, Family):
 
     def preview_defaults(self, variant: str = "", source: str = "") -> tuple[int, float]:
         # the distilled klein: 4 steps, no CFG (BFL's); base: real CFG, 28 steps for a preview (50 for finals)
-        return (28, 4.0) if "base" in Path(source).name.lower() else (4, 1.0)
+        return (4, 1.0) if distilled(source) else (28, 4.0)
 
     def licence(self, variant: str = "") -> str:
         if variant == "9b":
@@ -121,7 +127,7 @@ class Flux2Klein(QwenTokenizers, Family):
         info.size = "full" if kind.variant in SIZES.values() else "tiny"
         info.variant = VARIANT_OF.get(kind.variant, "4b")
         info.prediction_type, info.prediction_source = "flow", "FLUX.2 klein (rectified flow)"
-        info.extra["distilled"] = "base" not in info.path.name.lower()
+        info.extra["distilled"] = distilled(info.path)
         if info.path.is_file():
             found, missing = companions(info.path, {}, roles(info.variant))
             info.extra.update(files={role: str(p) for role, p in found.items()}, missing_files=missing)
@@ -134,7 +140,7 @@ class Flux2Klein(QwenTokenizers, Family):
         info.size = "full" if heads >= 8 else "tiny"
         info.variant = "9b" if heads == 32 else "4b"  # the shipped configs: 4B 24 heads, 9B 32
         info.prediction_type, info.prediction_source = "flow", "FLUX.2 klein (rectified flow)"
-        info.extra["distilled"] = "base" not in info.path.name.lower()
+        info.extra["distilled"] = distilled(info.path)
 
     def load_folder(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
         from trainer.families.klein_files import build_one, keep_latent_stats

@@ -48,6 +48,11 @@ def shared_checks(family, cfg) -> None:
                           "predicts the flow velocity", "set model.prediction_type = \"auto\"")
 
 
+def variant_of(path) -> str:
+    """Turbo (step-distilled) or Base: the files share one layout, so the name tells them apart."""
+    return "turbo" if "turbo" in Path(str(path)).name.lower() else "base"
+
+
 class ZImage(QwenTokenizers, Family):
     id, label = "zimage", "Z-Image"
     denoiser = "transformer"
@@ -92,7 +97,7 @@ class ZImage(QwenTokenizers, Family):
     def check_config(self, cfg) -> None:
         super().check_config(cfg)
         shared_checks(self, cfg)
-        if "turbo" in Path(cfg.model.path).name.lower() and not cfg.model.training_adapter:
+        if variant_of(cfg.model.path) == "turbo" and not cfg.model.training_adapter:
             raise ConfigError(f"{Path(cfg.model.path).name} is Z-Image Turbo, a step-distilled model: LoRAs trained "
                               "on it directly come out blurry; config key 'model.training_adapter' is empty",
                               "set model.training_adapter to a Z-Image Turbo training adapter (ai-toolkit users "
@@ -110,7 +115,7 @@ class ZImage(QwenTokenizers, Family):
 
         width = next((s[0] for k, s in shapes.items() if k.endswith("x_embedder.weight")), 3840)
         info.size = "tiny" if width < 1024 else "full"
-        info.variant = "turbo" if "turbo" in info.path.name.lower() else "base"
+        info.variant = variant_of(info.path)
         info.prediction_type, info.prediction_source = "flow", "Z-Image (rectified flow)"
         if info.path.is_file():
             from trainer.families.companions import companions
@@ -124,7 +129,7 @@ class ZImage(QwenTokenizers, Family):
 
     def describe_folder(self, info, denoiser_config: dict, scheduler_config: dict) -> None:
         info.size = "full" if denoiser_config.get("dim", 3840) >= 1024 else "tiny"
-        info.variant = "turbo" if "turbo" in info.path.name.lower() else "base"
+        info.variant = variant_of(info.path)
         info.prediction_type, info.prediction_source = "flow", "Z-Image (rectified flow)"
 
     def load_folder(self, path: Path, info, precision, device, files: dict | None = None) -> dict:
